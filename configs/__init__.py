@@ -1,0 +1,1 @@
+"""Run configs shipped with MultiJEPA, found by name (`--config demo`)."""

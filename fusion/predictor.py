@@ -1,0 +1,87 @@
+"""The JEPA predictor, made cross-modal.
+
+A narrow transformer over [context tokens ; one mask token per target position]. Between its
+self-attention layers, cross-attention layers let every token read the *other* modalities'
+context tokens of the same row, so masked image patches are predicted from the image context
+and from the caption and the sound. Rows with no other modality attend only to a learned
+null token.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from modalities.encoder import gather_tokens, init_weights
+from modalities.positions import position_table
+
+from .cross_attention import CrossAttentionBlock
+
+
+class CrossModalPredictor(nn.Module):
+    def __init__(
+        self,
+        enc_dim: int,
+        grid: tuple[int, ...],
+        width: int,
+        depth: int,
+        heads: int,
+        other_dims: dict[str, int] | None = None,
+        cross_attention: bool = True,
+    ):
+        """grid: the token layout of this modality (for mask-token positions); other_dims: width of
+        each other modality's encoder, whose context tokens this predictor may read."""
+        super().__init__()
+        self.in_proj = nn.Linear(enc_dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.register_buffer("pos", position_table(width, grid), persistent=False)  # (N, W)
+        self.self_blocks = nn.ModuleList(
+            [Block(width, heads, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]
+        )
+        other_dims = other_dims or {}
+        self.use_cross = cross_attention and bool(other_dims)
+        if self.use_cross:
+            self.memory_proj = nn.ModuleDict({m: nn.Linear(d, width) for m, d in other_dims.items()})
+            self.memory_type = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, width)) for m in other_dims})
+            self.null_memory = nn.Parameter(torch.zeros(1, 1, width))
+            self.cross_blocks = nn.ModuleList([CrossAttentionBlock(width, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.out_proj = nn.Linear(width, enc_dim)
+        self.apply(init_weights)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if self.use_cross:
+            for p in [*self.memory_type.values(), self.null_memory]:
+                nn.init.trunc_normal_(p, std=0.02)
+
+    def build_memory(
+        self, others: dict[str, tuple[torch.Tensor, torch.Tensor]], b: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """others: modality -> (context features (B, M_o, D_o), present (B,) bool).
+        Returns memory (B, 1 + sum M_o, W) and its valid mask; slot 0 is the always-valid null token."""
+        parts = [self.null_memory.expand(b, -1, -1)]
+        valid = [torch.ones(b, 1, dtype=torch.bool, device=self.null_memory.device)]
+        for m, (feats, present) in others.items():
+            parts.append(self.memory_proj[m](feats) + self.memory_type[m])
+            valid.append(present[:, None].expand(-1, feats.shape[1]))
+        return torch.cat(parts, 1), torch.cat(valid, 1)
+
+    def forward(
+        self,
+        context: torch.Tensor,
+        context_idx: torch.Tensor,
+        target_idx: torch.Tensor,
+        memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """context (B, Nc, De) at positions context_idx (B, Nc); target_idx (B, T) positions to
+        predict; memory from `build_memory`. Returns predictions (B, T, De)."""
+        b, nc = context_idx.shape
+        pos = self.pos.unsqueeze(0).expand(b, -1, -1)  # (B, N, W)
+        ctx = self.in_proj(context) + gather_tokens(pos, context_idx)  # (B, Nc, W)
+        queries = self.mask_token + gather_tokens(pos, target_idx)  # (B, T, W)
+        x = torch.cat([ctx, queries], 1)  # (B, Nc + T, W)
+        for i, blk in enumerate(self.self_blocks):
+            x = blk(x)
+            if self.use_cross and memory is not None:
+                x = self.cross_blocks[i](x, *memory)
+        return self.out_proj(self.norm(x[:, nc:]))  # (B, T, De)

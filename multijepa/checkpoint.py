@@ -1,0 +1,120 @@
+"""Full-state checkpoints, written atomically.
+
+    RUN/checkpoints/step_00000200/model.safetensors   all weights (online, EMA target, predictors, heads)
+    RUN/checkpoints/step_00000200/train_state.pt      optimizer, schedule, step, RNG (tensors and numbers only)
+
+A checkpoint is written into a hidden temporary folder and renamed into place, so a run killed
+mid-write leaves either the whole checkpoint or none. `train_state.pt` is read with
+`torch.load(weights_only=True)`: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CKPT_DIR = "checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete or does not fit the model."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, train_state: dict, keep: int = 2) -> Path:
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"), metadata={"step": str(step), "format": "multijepa"})
+    torch.save(train_state, tmp / "train_state.pt")
+    for f in tmp.iterdir():
+        _fsync_file(f)
+    if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    root = Path(run_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def load_weights(model: torch.nn.Module, ckpt: str | Path) -> None:
+    path = Path(ckpt) / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (an incomplete or foreign checkpoint folder)")
+    try:
+        state = load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable safetensors file: {e}") from e
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+
+
+def load_train_state(ckpt: str | Path) -> dict:
+    path = Path(ckpt) / "train_state.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (an incomplete checkpoint folder)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable training state: {e}") from e
+
+
+def load_model_from_run(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model of a run folder from its config, tokenizer and latest weights."""
+    import yaml
+
+    from .config import config_from_dict
+    from .model import MultiJEPA
+    from .processors import Processors, build_tokenizer
+
+    run = Path(run_dir)
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run}: not a MultiJEPA run folder (no config.yaml)")
+    cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()))
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise CheckpointError(f"{run}: no checkpoint yet (looked in {run / CKPT_DIR})")
+    tokenizer = build_tokenizer(cfg.model, run)
+    model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None)
+    load_weights(model, ckpt)
+    model.processors = Processors(cfg.model, tokenizer)
+    model.run_config = cfg
+    return model.to(device).eval()

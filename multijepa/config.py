@@ -1,0 +1,298 @@
+"""Run configuration: dataclasses filled from YAML, with `key.sub=value` overrides.
+
+Unknown keys are errors that name the key, so a typo never silently falls back to a default.
+The resolved config is saved in every run folder (`config.yaml`) and is what
+`MultiJEPA.from_pretrained` rebuilds the model from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class EncoderConfig:
+    width: int = 192
+    depth: int = 4
+    heads: int = 3
+    mlp_ratio: float = 4.0
+
+
+@dataclass
+class BlockMaskConfig:
+    """I-JEPA multi-block masking (image) or time-frequency blocks (audio)."""
+
+    num_targets: int = 4
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    min_keep: int = 4
+    full_height_prob: float = 0.0  # audio: share of batches whose targets span all mel bins
+
+
+@dataclass
+class SpanMaskConfig:
+    num_targets: int = 2
+    target_scale: tuple[float, float] = (0.15, 0.25)
+    min_keep: int = 1
+
+
+@dataclass
+class ImageConfig:
+    size: int = 64
+    patch: int = 8
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mask: BlockMaskConfig = field(default_factory=BlockMaskConfig)
+
+
+@dataclass
+class TextConfig:
+    tokenizer: str = "sentencepiece"  # or "clip" (open_clip's CLIP BPE)
+    tokenizer_file: str | None = None  # a SentencePiece .model; trained on the captions if unset
+    vocab_size: int = 1000
+    max_len: int = 48
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mask: SpanMaskConfig = field(default_factory=SpanMaskConfig)
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 16000
+    num_mel_bins: int = 128
+    target_frames: int = 208  # ~2.1 s at a 10 ms shift
+    patch: int = 16
+    mean: float = -4.268  # fbank normalisation (AudioSet statistics, as AST and ImageBind)
+    std: float = 4.569
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mask: BlockMaskConfig = field(default_factory=lambda: BlockMaskConfig(full_height_prob=0.75))
+
+
+@dataclass
+class PredictorConfig:
+    width: int = 96
+    depth: int = 3
+    heads: int = 3
+    cross_attention: bool = True  # attend to the other modalities' context tokens
+
+
+@dataclass
+class ModelConfig:
+    modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])
+    embed_dim: int = 128
+    image: ImageConfig = field(default_factory=ImageConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    ema_momentum: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, start -> end
+    init_temperature: float = 0.07
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class LossConfig:
+    pred_weight: float = 1.0
+    bind_weight: float = 1.0
+    bind_anchor: str | None = None  # e.g. "image": bind only pairs that include it (ImageBind)
+    variance_weight: float = 0.0  # optional VICReg-style variance term on the shared embeddings
+    collapse_std: float = 1e-4  # stop when the target features' std falls below this
+    collapse_patience: int = 20  # ... for this many consecutive log steps
+
+
+@dataclass
+class DataConfig:
+    train: str | None = None  # manifest; None = the built-in demo data
+    columns: dict[str, str] = field(
+        default_factory=lambda: {"image": "image", "text": "text", "audio": "audio", "label": "label"}
+    )
+    batch_size: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    seed: int = 0
+    precision: str = "fp32"  # or "bf16" (autocast)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+MODALITIES = ("image", "text", "audio")
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert a YAML value to the annotated type, naming the key on error."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _from_dict(tp, value, key)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        if origin is tuple:
+            if len(value) != len(args):
+                raise ConfigError(f"config key '{key}' must have {len(args)} items, got {value!r}")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of one shipped in configs/ (`demo`, `tiny`, ...)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    shipped = resources.files("multijepa.configs") / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    names = sorted(f.name[:-5] for f in resources.files("multijepa.configs").iterdir() if f.name.endswith(".yaml"))
+    raise ConfigError(f"no config named '{name_or_path}' (shipped: {', '.join(names)}; or give a .yaml path)")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- `key.sub=value` overrides (values parsed as YAML)."""
+    tree: dict = {}
+    if name_or_path is not None:
+        path = find_config(name_or_path)
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"override '{ov}' must look like key.sub=value")
+        k, v = ov.split("=", 1)
+        extra: dict = {}
+        _set_dotted(extra, k.strip(), yaml.safe_load(v))
+        tree = _merge(tree, extra)
+    cfg = _from_dict(Config, tree)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(tree: dict) -> Config:
+    cfg = _from_dict(Config, tree)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    mods = cfg.model.modalities
+    if not mods:
+        raise ConfigError("model.modalities must name at least one of image, text, audio")
+    for m in mods:
+        if m not in MODALITIES:
+            raise ConfigError(f"model.modalities: unknown modality '{m}' (known: {', '.join(MODALITIES)})")
+    if cfg.loss.bind_anchor is not None and cfg.loss.bind_anchor not in mods:
+        raise ConfigError(f"loss.bind_anchor '{cfg.loss.bind_anchor}' is not in model.modalities {mods}")
+    if cfg.train.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision must be fp32 or bf16, got '{cfg.train.precision}'")
+    if cfg.model.text.tokenizer not in ("sentencepiece", "clip"):
+        raise ConfigError(f"model.text.tokenizer must be sentencepiece or clip, got '{cfg.model.text.tokenizer}'")
+    if cfg.model.image.size % cfg.model.image.patch:
+        raise ConfigError("model.image.size must be a multiple of model.image.patch")
+    a = cfg.model.audio
+    if a.num_mel_bins % a.patch or a.target_frames % a.patch:
+        raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch")
+
+
+def to_dict(cfg: Config) -> dict:
+    def plain(x: Any) -> Any:
+        if isinstance(x, tuple):
+            return [plain(v) for v in x]
+        if isinstance(x, list):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

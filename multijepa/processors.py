@@ -1,0 +1,72 @@
+"""Turns raw values (paths, PIL images, strings, arrays) into model inputs, per modality.
+
+One object shared by the data loader and the Python API (`MultiJEPA.embed_*`), so training and
+inference preprocess identically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modalities.audio import AudioPreprocessor
+from modalities.image import ImagePreprocessor
+from modalities.text import TextTokenizer
+
+from .config import ModelConfig
+
+
+class Processors:
+    def __init__(self, cfg: ModelConfig, tokenizer: TextTokenizer | None):
+        self.modalities = list(cfg.modalities)
+        self.image = ImagePreprocessor(cfg.image.size) if "image" in self.modalities else None
+        a = cfg.audio
+        self.audio = (
+            AudioPreprocessor(a.sample_rate, a.num_mel_bins, a.target_frames, a.mean, a.std)
+            if "audio" in self.modalities
+            else None
+        )
+        self.tokenizer = tokenizer
+
+    def item(self, modality: str, value: Any, base_dir: str | Path | None = None) -> Any:
+        """One value -> image (3, H, W) / audio (mel, T) tensor, or text (ids (L,), length) pair."""
+        if modality == "image":
+            return self.image(value, base_dir)
+        if modality == "audio":
+            return self.audio(value, base_dir)
+        if modality == "text":
+            ids, lengths = self.tokenizer([value])
+            return ids[0], lengths[0]
+        raise ValueError(f"unknown modality '{modality}'")
+
+    def batch(self, modality: str, values: list) -> torch.Tensor:
+        """Values -> one unmasked input batch, as the encoders take it."""
+        if modality == "text":
+            ids, lengths = self.tokenizer(list(values))
+            return ids[:, : int(lengths.max())]
+        return torch.stack([self.item(modality, v) for v in values])
+
+
+def build_tokenizer(cfg: ModelConfig, run_dir: str | Path | None = None, texts=None) -> TextTokenizer | None:
+    """The run's tokenizer: the run folder's copy if any, the configured file, CLIP BPE, or a
+    SentencePiece model trained on `texts` (and saved in the run folder)."""
+    t = cfg.text
+    if "text" not in cfg.modalities:
+        return None
+    if t.tokenizer == "clip":
+        return TextTokenizer.clip(t.max_len)
+    saved = Path(run_dir) / "tokenizer.model" if run_dir is not None else None
+    if saved is not None and saved.exists():
+        return TextTokenizer.load(saved, t.max_len)
+    if t.tokenizer_file:
+        tok = TextTokenizer.load(t.tokenizer_file, t.max_len)
+        if saved is not None:
+            tok.save(saved)
+        return tok
+    if texts is None or saved is None:
+        raise FileNotFoundError(
+            "no tokenizer: set model.text.tokenizer_file, or train one on the training captions"
+        )
+    return TextTokenizer.train(texts, saved, vocab_size=t.vocab_size, max_len=t.max_len)

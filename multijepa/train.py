@@ -1,0 +1,176 @@
+"""The pretraining loop: plain, top to bottom.
+
+load data -> build model -> (resume) -> for each batch: forward, loss, backward, clip, step,
+EMA update -> log to metrics.jsonl every `log_every` steps -> checkpoint every `ckpt_every`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from modalities.errors import DataError
+
+from .checkpoint import latest_checkpoint, load_train_state, load_weights, save_checkpoint
+from .collate import MultiModalCollator, build_maskers, move_batch
+from .config import Config, save_config
+from .dataset import PairedDataset
+from .demo_paths import resolve_manifest
+from .model import MultiJEPA
+from .objective import MultiJEPAObjective, rankme
+from .processors import Processors, build_tokenizer
+from .sampler import ResumableBatchSampler
+from .schedule import Schedule
+
+
+class CollapseError(RuntimeError):
+    """The target features stopped varying: the run has collapsed."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def param_groups(model: MultiJEPA) -> list[dict]:
+    """AdamW groups: no weight decay on norms, biases, tokens and the temperature (ndim <= 1
+    or marked tokens), decay on the rest."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(("mask_token", "null_memory")) or ".memory_type." in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
+
+
+def build_loader(dataset: PairedDataset, cfg: Config, start_step: int, device: torch.device) -> DataLoader:
+    sampler = ResumableBatchSampler(len(dataset), cfg.data.batch_size, cfg.train.seed, start_step, cfg.train.max_steps)
+    collator = MultiModalCollator(list(dataset.columns), build_maskers(cfg.model), cfg.train.seed)
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train, writing everything to `out_dir`. Returns the last logged metrics."""
+    out = Path(out_dir)
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not resume:
+        raise FileExistsError(f"{out} already holds a run (last checkpoint {ckpt.name}): pass --resume, or choose another --out")
+    if resume and ckpt is None and (out / "config.yaml").exists():
+        print(f"no checkpoint in {out} yet: starting from step 0")
+    out.mkdir(parents=True, exist_ok=True)
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = pick_device(t.device)
+
+    manifest = resolve_manifest(cfg.data.train, "train")
+    cfg.data.train = str(manifest)
+    save_config(cfg, out / "config.yaml")
+
+    dataset = PairedDataset(manifest, cfg.data.columns, Processors(cfg.model, None))
+    tokenizer = build_tokenizer(cfg.model, out, texts=dataset.texts() if "text" in dataset.columns else None)
+    dataset.processors.tokenizer = tokenizer
+    model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    schedule = Schedule(cfg.optim, cfg.model, t.max_steps)
+    objective = MultiJEPAObjective(cfg.loss, model.modalities)
+
+    step = 0
+    if resume and ckpt is not None:
+        load_weights(model, ckpt)
+        state = load_train_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in state:
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        print(f"resuming {out} from step {step}")
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    amp = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if t.precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    loader = build_loader(dataset, cfg, step, device)
+    metrics_file = open(out / "metrics.jsonl", "a")
+    bar = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not progress, dynamic_ncols=True)
+    last: dict = {}
+    low_std_logs = 0
+    samples, tic = 0, time.perf_counter()
+    model.train()
+    try:
+        for batch in loader:
+            if batch["errors"]:
+                raise DataError(batch["errors"][0])
+            batch = move_batch(batch, device)
+            lr, wd = schedule.lr(step), schedule.weight_decay(step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+                if g["apply_wd"]:
+                    g["weight_decay"] = wd
+
+            with amp:
+                outputs = model(batch)
+                loss, logs = objective(outputs, model.logit_scale)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"step {step}: loss is {float(loss)}; lower optim.lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
+            optimizer.step()
+            model.update_targets(schedule.ema(step))
+            step += 1
+            samples += batch["size"]
+            bar.update(1)
+
+            if step % t.log_every == 0 or step == t.max_steps:
+                elapsed = time.perf_counter() - tic
+                rec = {"step": step, "lr": lr, "weight_decay": wd, "ema": schedule.ema(step - 1), "grad_norm": float(grad_norm)}
+                rec.update({k: float(v) for k, v in logs.items()})
+                for m, o in outputs.items():
+                    rec[f"rankme/{m}"] = rankme(o["z"])
+                rec["samples_per_s"] = samples / max(elapsed, 1e-9)
+                metrics_file.write(json.dumps(rec) + "\n")
+                metrics_file.flush()
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
+                last = rec
+                samples, tic = 0, time.perf_counter()
+                stds = [v for k, v in rec.items() if k.startswith("std_target/")]
+                low_std_logs = low_std_logs + 1 if stds and min(stds) < cfg.loss.collapse_std else 0
+                if low_std_logs >= cfg.loss.collapse_patience:
+                    raise CollapseError(
+                        f"step {step}: target feature std {min(stds):.2e} < loss.collapse_std={cfg.loss.collapse_std} "
+                        f"for {low_std_logs} log steps: the representation collapsed. Try a higher "
+                        "model.ema_momentum start, a lower optim.lr, or loss.variance_weight > 0."
+                    )
+
+            if step % t.ckpt_every == 0 or step == t.max_steps:
+                state = {"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule.state_dict(), "rng_cpu": torch.get_rng_state()}
+                if device.type == "cuda":
+                    state["rng_cuda"] = torch.cuda.get_rng_state()
+                save_checkpoint(out, step, model, state, keep=t.keep_checkpoints)
+    finally:
+        bar.close()
+        metrics_file.close()
+    return last
