@@ -57,13 +57,14 @@ class CrossModalPredictor(nn.Module):
     def build_memory(
         self, others: dict[str, tuple[torch.Tensor, torch.Tensor]], b: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """others: modality -> (context features (B, M_o, D_o), present (B,) bool).
+        """others: modality -> (context features (B, M_o, D_o), valid (B, M_o) bool: the row has
+        that modality and the token is not padding).
         Returns memory (B, 1 + sum M_o, W) and its valid mask; slot 0 is the always-valid null token."""
         parts = [self.null_memory.expand(b, -1, -1)]
         valid = [torch.ones(b, 1, dtype=torch.bool, device=self.null_memory.device)]
-        for m, (feats, present) in others.items():
+        for m, (feats, ok) in others.items():
             parts.append(self.memory_proj[m](feats) + self.memory_type[m])
-            valid.append(present[:, None].expand(-1, feats.shape[1]))
+            valid.append(ok)
         return torch.cat(parts, 1), torch.cat(valid, 1)
 
     def forward(
@@ -72,16 +73,22 @@ class CrossModalPredictor(nn.Module):
         context_idx: torch.Tensor,
         target_idx: torch.Tensor,
         memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+        context_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """context (B, Nc, De) at positions context_idx (B, Nc); target_idx (B, T) positions to
-        predict; memory from `build_memory`. Returns predictions (B, T, De)."""
+        """context (B, Nc, De) at positions context_idx (B, Nc), context_valid (B, Nc) False on
+        padding; target_idx (B, T) positions to predict; memory from `build_memory`.
+        Returns predictions (B, T, De)."""
         b, nc = context_idx.shape
         pos = self.pos.unsqueeze(0).expand(b, -1, -1)  # (B, N, W)
-        ctx = self.in_proj(context) + gather_tokens(pos, context_idx)  # (B, Nc, W)
+        ctx = self.in_proj(context) + gather_tokens(pos, context_idx.clamp_min(0))  # (B, Nc, W)
         queries = self.mask_token + gather_tokens(pos, target_idx)  # (B, T, W)
         x = torch.cat([ctx, queries], 1)  # (B, Nc + T, W)
+        attn_mask = None
+        if context_valid is not None:
+            keys = torch.cat([context_valid, context_valid.new_ones(b, target_idx.shape[1])], 1)
+            attn_mask = keys[:, None, None, :]  # (B, 1, 1, Nc + T)
         for i, blk in enumerate(self.self_blocks):
-            x = blk(x)
+            x = blk(x, attn_mask=attn_mask)
             if self.use_cross and memory is not None:
                 x = self.cross_blocks[i](x, *memory)
         return self.out_proj(self.norm(x[:, nc:]))  # (B, T, De)

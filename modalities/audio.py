@@ -111,9 +111,9 @@ class AudioPreprocessor:
 
     Mel is dim 0 and time dim 1, so a patch embedding sees it as a 1-channel image.
     Clips longer than `target_frames` keep their start (random crops come later); shorter
-    ones are padded with 0 *after* normalisation, i.e. with the dataset-mean log energy,
-    a neutral value (AST/ImageBind pad the raw fbank with 0 instead, which is a loud-ish
-    energy of 1 that no real frame is tied to).
+    ones are padded with 0 *after* normalisation, i.e. with the dataset-mean log energy, a
+    neutral value (AST/ImageBind pad the raw fbank with 0 instead: log energy 0, well above
+    the mean, and not tied to any real frame).
     """
 
     def __init__(

@@ -26,11 +26,14 @@ class TransformerEncoder(nn.Module):
         self.apply(init_weights)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns features (B, N or K, D) and the valid mask (B, N or K) (None when all are valid)."""
+        """keep (B, K): token indices to encode, -1 = padding. Returns features (B, N or K, D) and
+        the valid mask (B, N or K) (None when all are valid)."""
         h, valid = self.tokens(x)  # (B, N, D), (B, N) | None
         if keep is not None:
-            h = gather_tokens(h, keep)  # (B, K, D)
-            valid = None if valid is None else torch.gather(valid, 1, keep)
+            h = gather_tokens(h, keep.clamp_min(0))  # (B, K, D)
+            valid = None if valid is None else torch.gather(valid, 1, keep.clamp_min(0))
+            if bool((keep < 0).any()):
+                valid = keep >= 0 if valid is None else valid & (keep >= 0)
         attn_mask = None
         if valid is not None and not bool(valid.all()):
             attn_mask = valid[:, None, None, :]  # (B, 1, 1, N): keys that may be attended

@@ -38,6 +38,17 @@ def _pick(mask: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tenso
     return keys.topk(n, dim=1, largest=False).indices.sort(dim=1).values  # (R, n)
 
 
+def _context(ctx: torch.Tensor, pad: bool, generator: torch.Generator) -> torch.Tensor:
+    """Context indices from a (B, N) keep-mask: cut to the batch minimum (I-JEPA), or with
+    `pad`, every kept token, sorted, with -1 after the row's last one up to the batch maximum
+    (the model masks those out, so short rows lose nothing)."""
+    if not pad:
+        return _pick(ctx, int(ctx.sum(1).min()), generator)
+    n = ctx.shape[1]
+    idx = torch.where(ctx, torch.arange(n), n).sort(1).values[:, : int(ctx.sum(1).max())]
+    return idx.masked_fill(idx == n, -1)
+
+
 class MultiBlockMasker:
     """I-JEPA multi-block masking on a (H, W) token grid.
 
@@ -51,7 +62,8 @@ class MultiBlockMasker:
                  target_scale: tuple[float, float] = (0.15, 0.2),
                  target_aspect: tuple[float, float] = (0.75, 1.5),
                  context_scale: tuple[float, float] = (0.85, 1.0),
-                 min_keep: int = 4, full_height_prob: float = 0.0, max_tries: int = 50):
+                 min_keep: int = 4, full_height_prob: float = 0.0, max_tries: int = 50,
+                 pad_context: bool = False):
         self.H, self.W = int(grid[0]), int(grid[1])
         if self.H < 1 or self.W < 1 or self.H * self.W < 2:
             raise ValueError(f"grid={grid!r}: need at least 2 tokens (one target, one context)")
@@ -70,6 +82,7 @@ class MultiBlockMasker:
         self.min_keep = min(int(min_keep), self.H * self.W - 1)
         self.full_height_prob = float(full_height_prob)
         self.max_tries = int(max_tries)
+        self.pad_context = pad_context
 
     def _block_size(self, scale: float, aspect: float) -> tuple[int, int]:
         """(h, w) with h*w ~ scale*H*W and h/w ~ aspect; a side cut by the grid widens the other."""
@@ -127,8 +140,7 @@ class MultiBlockMasker:
             tgt[todo] = tgt[todo][:, :1].expand(-1, K, -1)
             ctx[todo] = ~tgt[todo][:, 0]
 
-        nc = int(ctx.sum(1).min())
-        context = _pick(ctx, nc, generator)  # (B, Nc)
+        context = _context(ctx, self.pad_context, generator)  # (B, Nc)
         targets = _pick(tgt.flatten(0, 1), th * tw, generator).view(B, K, th * tw)  # (B, K, Nt)
         return context, targets
 
@@ -145,7 +157,7 @@ class SpanMasker:
     max_tries = 50
 
     def __init__(self, num_targets: int = 2, target_scale: tuple[float, float] = (0.15, 0.25),
-                 min_keep: int = 1):
+                 min_keep: int = 1, pad_context: bool = False):
         if num_targets < 1:
             raise ValueError(f"num_targets={num_targets}: need at least 1")
         if min_keep < 1:
@@ -153,6 +165,7 @@ class SpanMasker:
         self.num_targets = int(num_targets)
         self.target_scale = _check_range("target_scale", target_scale, 0.0, 1.0)
         self.min_keep = int(min_keep)
+        self.pad_context = pad_context
 
     def __call__(self, lengths: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """lengths (B,) int: valid tokens of each row are positions 0..len-1. Returns (context (B, Nc), targets (B, K, Nt))."""
@@ -188,8 +201,8 @@ class SpanMasker:
             start = torch.where(todo[:, None], longest.expand(-1, K), start)
             ctx = valid & ~self._spans(pos, start, span).any(1)
 
-        nc, nt = int(ctx.sum(1).min()), int(span.min())
-        context = _pick(ctx, nc, generator)  # (B, Nc)
+        nt = int(span.min())
+        context = _context(ctx, self.pad_context, generator)  # (B, Nc)
         shift = (torch.rand(B, K, generator=generator, dtype=torch.float64) * (span - nt + 1)).long()
         targets = (start + shift)[..., None] + torch.arange(nt)  # (B, K, Nt), contiguous window
         return context, targets

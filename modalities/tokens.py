@@ -17,7 +17,7 @@ from .positions import position_table
 class PatchTokens(nn.Module):
     """(B, C, H, W) image or (B, 1, mel, time) spectrogram -> (B, N, D) patch tokens + positions."""
 
-    def __init__(self, input_size: tuple[int, int], patch: int, in_chans: int, dim: int):
+    def __init__(self, input_size: tuple[int, int], patch: int | tuple[int, int], in_chans: int, dim: int):
         super().__init__()
         self.proj = PatchEmbed(img_size=input_size, patch_size=patch, in_chans=in_chans, embed_dim=dim)
         self.grid: tuple[int, ...] = tuple(self.proj.grid_size)
@@ -42,7 +42,7 @@ class TextTokens(nn.Module):
         self.pad_id = pad_id
         self.grid: tuple[int, ...] = (max_len,)
         self.register_buffer("pos", position_table(dim, self.grid), persistent=False)  # (L, D)
-        nn.init.normal_(self.embed.weight, std=0.02)
+        nn.init.normal_(self.embed.weight, std=1.0)  # on the scale of the sin-cos positions
 
     @property
     def num_tokens(self) -> int:

@@ -18,14 +18,14 @@ def build_maskers(cfg: ModelConfig) -> dict:
     for m in cfg.modalities:
         if m == "text":
             k = cfg.text.mask
-            maskers[m] = SpanMasker(k.num_targets, tuple(k.target_scale), k.min_keep)
+            maskers[m] = SpanMasker(k.num_targets, tuple(k.target_scale), k.min_keep, pad_context=k.pad_context)
             continue
         if m == "image":
             c = cfg.image
             grid = (c.size // c.patch, c.size // c.patch)
         else:
             c = cfg.audio
-            grid = (c.num_mel_bins // c.patch, c.target_frames // c.patch)
+            grid = (c.num_mel_bins // c.patch[0], c.target_frames // c.patch[1])
         k = c.mask
         maskers[m] = MultiBlockMasker(
             grid,
@@ -35,6 +35,7 @@ def build_maskers(cfg: ModelConfig) -> dict:
             context_scale=tuple(k.context_scale),
             min_keep=k.min_keep,
             full_height_prob=k.full_height_prob,
+            pad_context=k.pad_context,
         )
     return maskers
 

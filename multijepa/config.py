@@ -42,6 +42,7 @@ class BlockMaskConfig:
     context_scale: tuple[float, float] = (0.85, 1.0)
     min_keep: int = 4
     full_height_prob: float = 0.0  # audio: share of batches whose targets span all mel bins
+    pad_context: bool = True  # keep every context token (padded per batch) instead of cutting to the batch minimum
 
 
 @dataclass
@@ -49,6 +50,7 @@ class SpanMaskConfig:
     num_targets: int = 2
     target_scale: tuple[float, float] = (0.15, 0.25)
     min_keep: int = 1
+    pad_context: bool = True
 
 
 @dataclass
@@ -74,7 +76,7 @@ class AudioConfig:
     sample_rate: int = 16000
     num_mel_bins: int = 128
     target_frames: int = 208  # ~2.1 s at a 10 ms shift
-    patch: int = 16
+    patch: tuple[int, int] = (16, 16)  # (mel bins, frames) per patch
     mean: float = -4.268  # fbank normalisation (AudioSet statistics, as AST and ImageBind)
     std: float = 4.569
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -99,6 +101,7 @@ class ModelConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     ema_momentum: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, start -> end
     init_temperature: float = 0.07
+    learn_temperature: bool = False  # fixed, as ImageBind: a learned one drifts up while embeddings are poor, and binding stalls
 
 
 # ----------------------------------------------------------------------------- training
@@ -122,6 +125,7 @@ class DataConfig:
     )
     batch_size: int = 64
     num_workers: int = 0
+    cache_decoded: bool = False  # keep decoded samples in memory after the first epoch (small data, num_workers=0)
 
 
 @dataclass
@@ -186,8 +190,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if tp is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML 1.1 reads 3e-3 as a string
+        except ValueError:
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from None
     if tp in (int, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
     return value
@@ -277,8 +284,8 @@ def validate(cfg: Config) -> None:
     if cfg.model.image.size % cfg.model.image.patch:
         raise ConfigError("model.image.size must be a multiple of model.image.patch")
     a = cfg.model.audio
-    if a.num_mel_bins % a.patch or a.target_frames % a.patch:
-        raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch")
+    if a.num_mel_bins % a.patch[0] or a.target_frames % a.patch[1]:
+        raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch [mel, frames]")
 
 
 def to_dict(cfg: Config) -> dict:

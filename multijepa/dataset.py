@@ -41,7 +41,7 @@ def _is_empty(value: Any) -> bool:
 
 
 class PairedDataset(Dataset):
-    def __init__(self, manifest: str | Path, columns: dict[str, str], processors: Processors):
+    def __init__(self, manifest: str | Path, columns: dict[str, str], processors: Processors, cache: bool = False):
         self.manifest = Path(manifest)
         self.base_dir = self.manifest.parent if self.manifest.is_file() else self.manifest
         self.processors = processors
@@ -54,6 +54,9 @@ class PairedDataset(Dataset):
         self.label_column = label if label in ds.column_names else None
         keep = list(self.columns.values()) + ([self.label_column] if self.label_column else [])
         self.ds = ds.select_columns(keep)
+        # Decoded rows kept in memory: PNG + fbank decoding is most of the loading cost on small
+        # data seen for many epochs. Each loader worker keeps its own copy.
+        self._cache: dict[int, dict] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -73,8 +76,16 @@ class PairedDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         batch_no, i = key if isinstance(key, tuple) else (0, key)
-        row = self.ds[int(i)]
-        item: dict[str, Any] = {"row": int(i), "batch_no": batch_no}
+        if self._cache is not None and i in self._cache:
+            return {**self._cache[i], "batch_no": batch_no}
+        item = self._decode(int(i))
+        if self._cache is not None and "error" not in item:
+            self._cache[i] = item
+        return {**item, "batch_no": batch_no}
+
+    def _decode(self, i: int) -> dict:
+        row = self.ds[i]
+        item: dict[str, Any] = {"row": i}
         for m, col in self.columns.items():
             value = row[col]
             if _is_empty(value):
@@ -82,10 +93,10 @@ class PairedDataset(Dataset):
             try:
                 item[m] = self.processors.item(m, value, self.base_dir)
             except DataError as e:
-                return {"row": int(i), "batch_no": batch_no, "error": f"{self.manifest} row {i} column '{col}': {e}"}
+                return {"row": i, "error": f"{self.manifest} row {i} column '{col}': {e}"}
         if not any(m in item for m in self.columns):
             cols = ", ".join(self.columns.values())
-            return {"row": int(i), "batch_no": batch_no, "error": f"{self.manifest} row {i}: empty in every column ({cols})"}
+            return {"row": i, "error": f"{self.manifest} row {i}: empty in every column ({cols})"}
         if self.label_column:
             item["label"] = row[self.label_column]
         return item

@@ -29,7 +29,7 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
         tokens: nn.Module = PatchTokens((c.size, c.size), c.patch, 3, c.encoder.width)
     elif modality == "audio":
         c = cfg.audio
-        tokens = PatchTokens((c.num_mel_bins, c.target_frames), c.patch, 1, c.encoder.width)
+        tokens = PatchTokens((c.num_mel_bins, c.target_frames), tuple(c.patch), 1, c.encoder.width)
     elif modality == "text":
         c = cfg.text
         if vocab_size is None:
@@ -42,11 +42,16 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
 
 
 class EmbeddingHead(nn.Module):
-    """Pooled tokens -> LayerNorm -> Linear -> L2-normalised shared embedding (B, E)."""
+    """Pooled context tokens -> BatchNorm -> Linear -> L2-normalised shared embedding (B, E).
+
+    Mean pooling, as I-JEPA's linear probes. BatchNorm rather than LayerNorm (as SimCLR's and
+    VICReg's projectors): most tokens of a scene are background shared by every sample, and
+    normalising across the batch removes that common part, so the first binding gradients see
+    what tells samples apart instead of pulling every embedding to one point."""
 
     def __init__(self, dim: int, embed_dim: int):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.BatchNorm1d(dim)
         self.proj = nn.Linear(dim, embed_dim)
 
     def forward(self, feats: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,7 +60,11 @@ class EmbeddingHead(nn.Module):
         else:
             w = valid.unsqueeze(-1).to(feats.dtype)
             pooled = (feats * w).sum(1) / w.sum(1).clamp_min(1.0)
-        return F.normalize(self.proj(self.norm(pooled)).float(), dim=-1)
+        bn = self.norm
+        # a sub-batch of one row (a modality only one row of the batch has) uses the running stats
+        train_stats = self.training and pooled.shape[0] > 1
+        pooled = F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, train_stats, bn.momentum, bn.eps)
+        return F.normalize(self.proj(pooled).float(), dim=-1)
 
 
 class MultiJEPA(nn.Module):
@@ -84,7 +93,9 @@ class MultiJEPA(nn.Module):
         )
         self.heads = nn.ModuleDict({m: EmbeddingHead(widths[m], cfg.embed_dim) for m in self.modalities})
         self.heads.apply(init_weights)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1.0 / cfg.init_temperature)), requires_grad=cfg.learn_temperature
+        )
         self.processors: Any = None  # set by from_pretrained: turns paths/strings/arrays into inputs
 
     # ------------------------------------------------------------------ training forward
@@ -95,16 +106,20 @@ class MultiJEPA(nn.Module):
         present = [m for m in self.modalities if m in batch]
         size = batch["size"]
         context: dict[str, torch.Tensor] = {}
+        valid: dict[str, torch.Tensor | None] = {}
         for m in present:
-            context[m], _ = self.encoders[m](batch[m]["x"], keep=batch[m]["context"])  # (B_m, Nc, D)
+            # (B_m, Nc, D); context indices of -1 are padding, masked out everywhere below
+            context[m], valid[m] = self.encoders[m](batch[m]["x"], keep=batch[m]["context"])
 
-        # Every modality's context tokens laid out over the whole batch, for cross-attention.
+        # Every modality's context tokens laid out over the whole batch, for cross-attention:
+        # (B, Nc_m, D_m) features and (B, Nc_m) validity (False where the row lacks m or on padding).
         full: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for m in present:
             idx = batch[m]["index"]
             feats = context[m].new_zeros(size, *context[m].shape[1:]).index_copy(0, idx, context[m])
-            has = torch.zeros(size, dtype=torch.bool, device=idx.device).index_fill(0, idx, True)
-            full[m] = (feats, has)
+            ok_m = valid[m] if valid[m] is not None else torch.ones(context[m].shape[:2], dtype=torch.bool, device=idx.device)
+            ok = torch.zeros(size, ok_m.shape[1], dtype=torch.bool, device=idx.device).index_copy(0, idx, ok_m)
+            full[m] = (feats, ok)
 
         out: dict[str, dict[str, torch.Tensor]] = {}
         for m in present:
@@ -120,8 +135,8 @@ class MultiJEPA(nn.Module):
             if predictor.use_cross:
                 others = {o: (full[o][0][idx], full[o][1][idx]) for o in present if o != m}
                 memory = predictor.build_memory(others, idx.shape[0])
-            pred = predictor(context[m], entry["context"], targets_idx, memory)
-            out[m] = {"pred": pred, "target": target, "z": self.heads[m](context[m]), "index": idx}
+            pred = predictor(context[m], entry["context"], targets_idx, memory, valid[m])
+            out[m] = {"pred": pred, "target": target, "z": self.heads[m](context[m], valid[m]), "index": idx}
         return out
 
     @torch.no_grad()

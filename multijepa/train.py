@@ -55,7 +55,8 @@ def param_groups(model: MultiJEPA) -> list[dict]:
 
 def build_loader(dataset: PairedDataset, cfg: Config, start_step: int, device: torch.device) -> DataLoader:
     sampler = ResumableBatchSampler(len(dataset), cfg.data.batch_size, cfg.train.seed, start_step, cfg.train.max_steps)
-    collator = MultiModalCollator(list(dataset.columns), build_maskers(cfg.model), cfg.train.seed)
+    modalities = [m for m in dataset.columns if m in cfg.model.modalities]
+    collator = MultiModalCollator(modalities, build_maskers(cfg.model), cfg.train.seed)
     workers = cfg.data.num_workers
     return DataLoader(
         dataset,
@@ -87,7 +88,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
     cfg.data.train = str(manifest)
     save_config(cfg, out / "config.yaml")
 
-    dataset = PairedDataset(manifest, cfg.data.columns, Processors(cfg.model, None))
+    dataset = PairedDataset(manifest, cfg.data.columns, Processors(cfg.model, None), cache=cfg.data.cache_decoded)
     tokenizer = build_tokenizer(cfg.model, out, texts=dataset.texts() if "text" in dataset.columns else None)
     dataset.processors.tokenizer = tokenizer
     model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device)

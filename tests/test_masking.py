@@ -177,3 +177,28 @@ def test_span_rejects_short_rows(lengths):
 def test_span_error_names_the_row():
     with pytest.raises(DataError, match="row 1 has 1 tokens"):
         SpanMasker()(torch.tensor([5, 1, 7]), gen(0))
+
+
+def test_padded_context_keeps_every_context_token():
+    """pad_context: no row loses context to the batch minimum; -1 marks padding after the row's tokens."""
+    g = torch.Generator().manual_seed(0)
+    for masker, arg in (
+        (MultiBlockMasker((8, 8), pad_context=True), 16),
+        (SpanMasker(pad_context=True), torch.tensor([5, 12, 30, 31])),
+    ):
+        ctx, tgt = masker(arg, g)
+        lengths = arg if isinstance(arg, torch.Tensor) else torch.full((arg,), 64)
+        for b in range(ctx.shape[0]):
+            row = ctx[b]
+            kept = row[row >= 0]
+            assert bool((row[len(kept):] == -1).all()), "padding must come after the real indices"
+            targets = set(tgt[b].flatten().tolist())
+            assert not targets & set(kept.tolist())
+            assert bool((kept < lengths[b]).all()) and bool((kept[1:] > kept[:-1]).all())
+        counts = (ctx >= 0).sum(1)
+        assert int(counts.max()) == ctx.shape[1] and int(counts.min()) < ctx.shape[1] or isinstance(arg, int)
+    # span masker: the context is exactly the valid tokens outside the (untruncated) spans
+    L = torch.tensor([10, 10, 10])
+    ctx, tgt = SpanMasker(num_targets=1, target_scale=(0.2, 0.2), pad_context=True)(L, torch.Generator().manual_seed(1))
+    for b in range(3):
+        assert sorted(ctx[b][ctx[b] >= 0].tolist() + tgt[b].flatten().tolist()) == list(range(10))

@@ -1,0 +1,40 @@
+import pytest
+
+from multijepa.config import ConfigError, load_config, save_config
+
+
+@pytest.mark.parametrize("name", ["demo", "tiny", "base"])
+def test_shipped_configs_load_by_name(name):
+    cfg = load_config(name)
+    assert cfg.model.modalities
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config("tiny", ["optim.lr=3e-3", "model.modalities=[image,text]", "data.batch_size=4", "loss.bind_anchor=image"])
+    assert cfg.optim.lr == pytest.approx(3e-3)
+    assert cfg.model.modalities == ["image", "text"]
+    assert cfg.data.batch_size == 4 and cfg.loss.bind_anchor == "image"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("model.imagee.size=3", "model.imagee"), ("optim.lrr=1", "optim.lrr"), ("model.image.encoder.wdth=3", "model.image.encoder.wdth")],
+)
+def test_unknown_keys_are_named(override, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config("tiny", [override])
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        load_config("tiny", ["data.batch_size=many"])
+    with pytest.raises(ConfigError, match="model.modalities"):
+        load_config("tiny", ["model.modalities=[image,smell]"])
+    with pytest.raises(ConfigError, match="no config named"):
+        load_config("nope")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config("demo", ["optim.lr=0.002"])
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
