@@ -83,6 +83,7 @@ def test_ema_update_moves_targets_towards_online(tiny_cfg):
 
 
 def test_weight_decay_skips_norms_biases_and_tokens(tiny_cfg):
+    tiny_cfg.model.learn_temperature = True
     model = MultiJEPA(tiny_cfg.model, VOCAB)
     decay, no_decay = param_groups(model)
     assert all(p.ndim >= 2 for p in decay["params"])
