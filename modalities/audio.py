@@ -17,6 +17,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
 from modalities.errors import DataError
+from modalities.paths import resolve_path
 
 # ----------------------------------------------------------------------------- preprocessing
 
@@ -71,12 +72,8 @@ def load_waveform(value, base_dir: str | Path | None = None) -> tuple[np.ndarray
                 raise DataError(f"audio dict has none of 'array', 'bytes', 'path': keys {sorted(value)}")
 
         if isinstance(value, (str, Path)):
-            path = Path(value)
-            if base_dir is not None and not path.is_absolute():
-                path = Path(base_dir) / path
+            path = resolve_path(value, base_dir, "audio")
             name = str(path)
-            if not path.is_file():
-                raise DataError(f"audio file not found: {name}")
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (samples, channels)
             wav = data.T
         elif isinstance(value, (bytes, bytearray, memoryview)):

@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from modalities.errors import DataError
+from modalities.paths import resolve_path
 
 # ----------------------------------------------------------------------------- preprocessing
 
@@ -68,12 +69,8 @@ def load_image(value, base_dir: str | Path | None = None) -> Image.Image:
                 raise DataError(f"image dict has neither 'bytes' nor 'path': keys {sorted(value)}")
 
         if isinstance(value, (str, Path)):
-            path = Path(value)
-            if base_dir is not None and not path.is_absolute():
-                path = Path(base_dir) / path
+            path = resolve_path(value, base_dir, "image")
             name = str(path)
-            if not path.is_file():
-                raise DataError(f"image file not found: {name}")
             img = Image.open(path)
         elif isinstance(value, (bytes, bytearray, memoryview)):
             if name == "<image>":

@@ -1,0 +1,25 @@
+"""MultiJEPA: joint-embedding predictive architectures over text, image and audio.
+
+    from multijepa import MultiJEPA
+    model = MultiJEPA.from_pretrained("runs/demo")
+"""
+
+__version__ = "0.1.0"
+__all__ = ["MultiJEPA", "load_config", "pretrain"]
+
+
+def __getattr__(name: str):
+    # lazy, so `multijepa --help` does not pay for importing torch, timm and open_clip
+    if name == "MultiJEPA":
+        from .model import MultiJEPA
+
+        return MultiJEPA
+    if name == "load_config":
+        from .config import load_config
+
+        return load_config
+    if name == "pretrain":
+        from .train import pretrain
+
+        return pretrain
+    raise AttributeError(f"module 'multijepa' has no attribute {name!r}")
