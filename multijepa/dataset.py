@@ -37,7 +37,7 @@ def load_manifest(path: str | Path) -> datasets.Dataset:
 
 
 def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value == "" )
+    return value is None or (isinstance(value, str) and value == "")
 
 
 class PairedDataset(Dataset):

@@ -97,6 +97,7 @@ class MultiJEPA(nn.Module):
             torch.tensor(math.log(1.0 / cfg.init_temperature)), requires_grad=cfg.learn_temperature
         )
         self.processors: Any = None  # set by from_pretrained: turns paths/strings/arrays into inputs
+        self.run_config: Any = None  # set by from_pretrained: the run's whole Config (data columns, ...)
 
     # ------------------------------------------------------------------ training forward
 

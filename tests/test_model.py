@@ -120,3 +120,18 @@ def test_subsets_of_modalities_build_and_run(tiny_cfg, modalities):
     _, loss, _ = _loss(model, tiny_cfg, batch)
     loss.backward()
     assert set(model.encoders) == set(modalities)
+
+
+def test_bf16_autocast_matches_fp32_loss(tiny_cfg):
+    torch.manual_seed(0)
+    model = MultiJEPA(tiny_cfg.model, VOCAB)
+    batch = make_batch(tiny_cfg, n=8)
+    objective = MultiJEPAObjective(tiny_cfg.loss, model.modalities)
+    loss32, _ = objective(model(batch), model.logit_scale)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss16, _ = objective(model(batch), model.logit_scale)
+    loss16.backward()
+    assert torch.isfinite(loss16)
+    l16, l32 = float(loss16.detach()), float(loss32.detach())
+    assert abs(l16 - l32) < 0.05 * l32
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
