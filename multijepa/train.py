@@ -69,6 +69,12 @@ def build_loader(dataset: PairedDataset, cfg: Config, start_step: int, device: t
     )
 
 
+def _drop_metrics_after(path: Path, step: int) -> None:
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Train, writing everything to `out_dir`. Returns the last logged metrics."""
     out = Path(out_dir)
@@ -106,6 +112,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"])
         print(f"resuming {out} from step {step}")
+        _drop_metrics_after(out / "metrics.jsonl", step)  # those steps are trained again
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     amp = (

@@ -113,6 +113,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(demo, tmp_path):
     resumed, name = _final_weights(run)
     reference, ref_name = _final_weights(ref)
     assert name == ref_name == f"step_{steps:08d}"
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(5, steps + 1, 5)), "steps logged twice or missing after the resume"
     assert resumed.keys() == reference.keys()
     for k in reference:
         assert torch.allclose(resumed[k].float(), reference[k].float(), atol=1e-6), k
