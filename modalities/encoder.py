@@ -30,10 +30,12 @@ class TransformerEncoder(nn.Module):
         the valid mask (B, N or K) (None when all are valid)."""
         h, valid = self.tokens(x)  # (B, N, D), (B, N) | None
         if keep is not None:
-            h = gather_tokens(h, keep.clamp_min(0))  # (B, K, D)
-            valid = None if valid is None else torch.gather(valid, 1, keep.clamp_min(0))
-            if bool((keep < 0).any()):
-                valid = keep >= 0 if valid is None else valid & (keep >= 0)
+            kept = keep >= 0  # (B, K)
+            safe = keep.clamp_min(0)
+            h = gather_tokens(h, safe)  # (B, K, D)
+            valid = None if valid is None else torch.gather(valid, 1, safe)
+            if not bool(kept.all()):
+                valid = kept if valid is None else valid & kept
         attn_mask = None
         if valid is not None and not bool(valid.all()):
             attn_mask = valid[:, None, None, :]  # (B, 1, 1, N): keys that may be attended

@@ -55,8 +55,7 @@ def param_groups(model: MultiJEPA) -> list[dict]:
 
 def build_loader(dataset: PairedDataset, cfg: Config, start_step: int, device: torch.device) -> DataLoader:
     sampler = ResumableBatchSampler(len(dataset), cfg.data.batch_size, cfg.train.seed, start_step, cfg.train.max_steps)
-    modalities = [m for m in dataset.columns if m in cfg.model.modalities]
-    collator = MultiModalCollator(modalities, build_maskers(cfg.model), cfg.train.seed)
+    collator = MultiModalCollator(list(dataset.columns), build_maskers(cfg.model), cfg.train.seed)
     workers = cfg.data.num_workers
     return DataLoader(
         dataset,
