@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageOps
 from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from modalities.errors import DataError
+from modalities.errors import ABSURD_SIZE, EMPTY_FILE, UNDECODABLE, UNSUPPORTED_VALUE, DataError
 from modalities.paths import resolve_path
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -66,7 +66,8 @@ def load_image(value, base_dir: str | Path | None = None) -> Image.Image:
             elif value.get("path") is not None:
                 value = value["path"]
             else:
-                raise DataError(f"image dict has neither 'bytes' nor 'path': keys {sorted(value)}")
+                raise DataError(f"image dict has neither 'bytes' nor 'path': keys {sorted(value)}",
+                                UNSUPPORTED_VALUE)
 
         if isinstance(value, (str, Path)):
             path = resolve_path(value, base_dir, "image")
@@ -75,6 +76,8 @@ def load_image(value, base_dir: str | Path | None = None) -> Image.Image:
         elif isinstance(value, (bytes, bytearray, memoryview)):
             if name == "<image>":
                 name = f"<{len(value)} bytes>"
+            if len(value) == 0:
+                raise DataError(f"image {name}: empty (0 bytes)", EMPTY_FILE)
             img = Image.open(io.BytesIO(bytes(value)))
         elif isinstance(value, Image.Image):
             img = value
@@ -83,10 +86,14 @@ def load_image(value, base_dir: str | Path | None = None) -> Image.Image:
             if value.ndim == 3 and value.shape[2] == 1:
                 value = value[:, :, 0]
             if not (value.ndim == 2 or (value.ndim == 3 and value.shape[2] in (3, 4))):
-                raise DataError(f"image array {name}: expected HxW or HxWxC with C in 1, 3, 4")
-            img = Image.fromarray(_to_uint8(value))
+                raise DataError(f"image array {name}: expected HxW or HxWxC with C in 1, 3, 4", UNSUPPORTED_VALUE)
+            try:
+                value = _to_uint8(value)
+            except TypeError as e:
+                raise DataError(f"image array {name}: {e}", UNSUPPORTED_VALUE) from e
+            img = Image.fromarray(value)
         else:
-            raise DataError(f"unsupported image value of type {type(value).__name__}")
+            raise DataError(f"unsupported image value of type {type(value).__name__}", UNSUPPORTED_VALUE)
 
         img.load()  # full decode now, so a truncated file fails here and not in the model
         img = ImageOps.exif_transpose(img)
@@ -94,12 +101,14 @@ def load_image(value, base_dir: str | Path | None = None) -> Image.Image:
     except DataError:
         raise
     except Image.DecompressionBombError as e:
-        raise DataError(f"image {name}: absurd size ({e})") from e
+        raise DataError(f"image {name}: absurd size, decompression bomb ({e})", ABSURD_SIZE) from e
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, zlib/struct errors...
-        raise DataError(f"image {name}: not an image, undecodable or truncated ({type(e).__name__}: {e})") from e
+        what = "truncated" if "truncated" in str(e) else "not an image or undecodable"
+        raise DataError(f"image {name}: {what} ({type(e).__name__}: {e})", UNDECODABLE) from e
 
     if img.width < MIN_SIDE or img.height < MIN_SIDE:
-        raise DataError(f"image {name}: absurd size {img.width}x{img.height} (min {MIN_SIDE}x{MIN_SIDE})")
+        raise DataError(f"image {name}: absurd size {img.width}x{img.height} (min {MIN_SIDE}x{MIN_SIDE})",
+                        ABSURD_SIZE)
     return img
 
 

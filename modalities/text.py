@@ -17,12 +17,17 @@ from modalities.errors import DataError
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3  # SentencePiece ids we train with
 
 
-def _check_text(text) -> str:
-    """A caption must be a non-blank string; the message shows (a cut) repr of what came."""
+def _check_text(text, max_chars: int = 100_000) -> str:
+    """A caption must be a non-blank string of at most `max_chars` characters (longer is
+    surely not a caption, and tokenizing it wastes time before truncation); the message
+    shows (a cut) repr of what came."""
     if not isinstance(text, str):
-        raise DataError(f"text {repr(text)[:80]} is a {type(text).__name__}, not a string")
+        raise DataError(f"text {repr(text)[:80]} is a {type(text).__name__}, not a string", "empty_text")
     if not text.strip():
-        raise DataError(f"text {repr(text)[:80]} is empty")
+        raise DataError(f"text {repr(text)[:80]} is empty", "empty_text")
+    if len(text) > max_chars:
+        raise DataError(f"text {repr(text)[:80]} has absurd size: {len(text):,} characters "
+                        f"(max {max_chars:,})", "absurd_size")
     return text
 
 

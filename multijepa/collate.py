@@ -41,25 +41,41 @@ def build_maskers(cfg: ModelConfig) -> dict:
 
 
 class MultiModalCollator:
-    """items -> {"size": B, "rows": (B,), "errors": [...], m: {"x", "index", ["lengths"], ["context", "targets"]}}.
+    """items -> {"size": B, "rows", "sources", "errors", "drawn", m: {"x", "index", ["lengths"], ["context", "targets"]}}.
 
     `index` holds each sub-batch row's position in the batch (sorted), so rows missing a modality
-    simply do not appear in that modality's sub-batch."""
+    simply do not appear in that modality's sub-batch. Error records (bad rows) are dropped from
+    the batch and listed in `errors`; `drawn` counts every slot per source, bad ones included.
+    With `processors`, decoded audio is cropped here (at random when `train`), seeded like the masks.
+    """
 
-    def __init__(self, modalities: list[str], maskers: dict | None = None, seed: int = 0):
+    def __init__(self, modalities: list[str], maskers: dict | None = None, seed: int = 0,
+                 processors=None, train: bool = True, num_sources: int = 1):
         self.modalities = modalities
         self.maskers = maskers
         self.seed = seed
+        self.processors = processors
+        self.train = train
+        self.num_sources = num_sources
 
     def __call__(self, items: list[dict]) -> dict:
+        drawn = [0] * self.num_sources
+        for it in items:
+            drawn[it.get("source", 0)] += 1
         errors = [it["error"] for it in items if "error" in it]
         items = [it for it in items if "error" not in it]
-        batch: dict = {"size": len(items), "rows": torch.tensor([it["row"] for it in items], dtype=torch.long), "errors": errors}
+        batch: dict = {
+            "size": len(items),
+            "rows": torch.tensor([it["row"] if isinstance(it["row"], int) else -1 for it in items], dtype=torch.long),
+            "sources": torch.tensor([it.get("source", 0) for it in items], dtype=torch.long),
+            "errors": errors,
+            "drawn": drawn,
+        }
         if not items:
             return batch
         if "label" in items[0]:
             batch["labels"] = [it.get("label") for it in items]
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + items[0]["batch_no"])
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + items[0].get("batch_no", 0))
         for m in self.modalities:
             pos = [i for i, it in enumerate(items) if m in it]
             if not pos:
@@ -70,7 +86,10 @@ class MultiModalCollator:
                 entry["x"] = torch.stack([items[i][m][0] for i in pos])[:, : int(lengths.max())]  # (B_t, L)
                 entry["lengths"] = lengths
             else:
-                entry["x"] = torch.stack([items[i][m] for i in pos])  # (B_m, C, H, W) or (B_m, mel, T)
+                xs = [items[i][m] for i in pos]
+                if self.processors is not None:
+                    xs = [self.processors.finish(m, x, self.train, gen) for x in xs]
+                entry["x"] = torch.stack(xs)  # (B_m, C, H, W), (B_m, mel, T) or (B_m, clips, mel, T)
             if self.maskers is not None:
                 masker = self.maskers[m]
                 arg = entry["lengths"] if m == "text" else len(pos)
@@ -85,6 +104,6 @@ def move_batch(batch: dict, device: torch.device) -> dict:
         if isinstance(v, torch.Tensor):
             v = v.to(device, non_blocking=True)
         elif isinstance(v, dict):
-            v = {kk: vv.to(device, non_blocking=True) for kk, vv in v.items()}
+            v = {kk: vv.to(device, non_blocking=True) if isinstance(vv, torch.Tensor) else vv for kk, vv in v.items()}
         out[k] = v
     return out

@@ -79,6 +79,9 @@ class AudioConfig:
     patch: tuple[int, int] = (16, 16)  # (mel bins, frames) per patch
     mean: float = -4.268  # fbank normalisation (AudioSet statistics, as AST and ImageBind)
     std: float = 4.569
+    train_crop: str = "random"  # longer clips: a random window in training ("start" keeps the beginning)
+    eval_clips: int = 3  # evaluation/embedding: average this many evenly spaced windows (ImageBind: 3)
+    max_full_seconds: float = 30.0  # longer files are decoded window by window, never whole
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: BlockMaskConfig = field(default_factory=lambda: BlockMaskConfig(full_height_prob=0.75))
 
@@ -118,14 +121,36 @@ class LossConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One paired dataset in a mixture (the ImageBind setting: image-text from one, image-audio from another)."""
+
+    path: str  # manifest (.jsonl/.csv/.parquet), saved `datasets` folder, tar shards (glob or {000..009}), or hub name
+    name: str | None = None  # label in logs and errors; default: the file or folder name
+    weight: float = 1.0  # sampling weight: the share of batch slots drawn from this source
+    format: str = "auto"  # auto | json | csv | parquet | saved | webdataset | hub
+    columns: dict[str, str] = field(default_factory=dict)  # renames on top of data.columns, e.g. {image: jpg, text: txt}
+    modalities: list[str] | None = None  # take only these from this source (default: all of model.modalities)
+    split: str = "train"  # for hub datasets and saved DatasetDicts
+
+
+@dataclass
 class DataConfig:
-    train: str | None = None  # manifest; None = the built-in demo data
+    train: str | None = None  # one manifest (shorthand for a single source); None = the built-in demo data
+    sources: list[SourceConfig] = field(default_factory=list)  # several sources mixed by weight
     columns: dict[str, str] = field(
         default_factory=lambda: {"image": "image", "text": "text", "audio": "audio", "label": "label"}
     )
     batch_size: int = 64
+    streaming: bool = False  # iterate sources as streams (corpora larger than memory or disk)
+    shuffle: bool = True  # map-style: a fresh permutation per epoch; streaming: shard order + buffer
+    shuffle_buffer: int = 1000  # streaming only
+    on_error: str = "raise"  # raise | skip: what a row that cannot be decoded does
+    max_bad_fraction: float = 0.05  # with skip: stop when more than this share of rows was bad
     num_workers: int = 0
-    cache_decoded: bool = False  # keep decoded samples in memory after the first epoch (small data, num_workers=0)
+    persistent_workers: bool = True
+    prefetch_factor: int = 4
+    pin_memory: bool = True  # only takes effect on CUDA
+    cache_decoded: bool = False  # keep decoded samples in memory after the first epoch (small map-style data)
 
 
 @dataclass
@@ -161,6 +186,7 @@ class Config:
 
 
 MODALITIES = ("image", "text", "audio")
+SOURCE_FORMATS = ("auto", "json", "csv", "parquet", "saved", "webdataset", "hub")
 
 # ----------------------------------------------------------------------------- loading
 
@@ -207,6 +233,10 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         if k not in names:
             where = f"{prefix}.{k}" if prefix else k
             raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(names))})")
+    for f in dataclasses.fields(cls):
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            where = f"{prefix}.{f.name}" if prefix else f.name
+            raise ConfigError(f"config key '{where}' is required")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -231,7 +261,7 @@ def _merge(base: dict, extra: dict) -> dict:
 def find_config(name_or_path: str | Path) -> Path:
     """A path to a YAML file, or the name of one shipped in configs/ (`demo`, `tiny`, ...)."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.exists():
             raise ConfigError(f"config file not found: {p}")
         return p
@@ -281,6 +311,28 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.precision must be fp32 or bf16, got '{cfg.train.precision}'")
     if cfg.model.text.tokenizer not in ("sentencepiece", "clip"):
         raise ConfigError(f"model.text.tokenizer must be sentencepiece or clip, got '{cfg.model.text.tokenizer}'")
+    d = cfg.data
+    if d.on_error not in ("raise", "skip"):
+        raise ConfigError(f"data.on_error must be raise or skip, got '{d.on_error}'")
+    if not 0.0 <= d.max_bad_fraction <= 1.0:
+        raise ConfigError(f"data.max_bad_fraction must be in [0, 1], got {d.max_bad_fraction}")
+    if d.train is not None and d.sources:
+        raise ConfigError("give either data.train (one manifest) or data.sources (a mixture), not both")
+    if d.batch_size < 1 or d.num_workers < 0 or d.shuffle_buffer < 1:
+        raise ConfigError("data.batch_size and data.shuffle_buffer must be >= 1, data.num_workers >= 0")
+    names = set()
+    for i, src in enumerate(d.sources):
+        if src.weight <= 0:
+            raise ConfigError(f"data.sources[{i}].weight must be > 0, got {src.weight}")
+        if src.format not in SOURCE_FORMATS:
+            raise ConfigError(f"data.sources[{i}].format must be one of {', '.join(SOURCE_FORMATS)}, got '{src.format}'")
+        if src.name is not None and src.name in names:
+            raise ConfigError(f"data.sources[{i}].name '{src.name}' is used twice")
+        names.add(src.name)
+    if cfg.model.audio.train_crop not in ("random", "start"):
+        raise ConfigError(f"model.audio.train_crop must be random or start, got '{cfg.model.audio.train_crop}'")
+    if cfg.model.audio.eval_clips < 1:
+        raise ConfigError("model.audio.eval_clips must be >= 1")
     if cfg.model.image.size % cfg.model.image.patch:
         raise ConfigError("model.image.size must be a multiple of model.image.patch")
     a = cfg.model.audio

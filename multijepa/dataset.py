@@ -1,13 +1,14 @@
-"""Paired manifests (JSONL / CSV / Parquet / saved `datasets` folder) read through `datasets`.
+"""Rows of a paired source -> decoded samples, or an error record that names the row.
 
-Each row may hold any subset of image, text and audio. Paths are relative to the manifest's
-folder. Rows that fail to decode come back as an error record naming the manifest, row, column
-and reason, so the training loop can stop with one clear line instead of a worker traceback.
+Decoding never raises for bad input: a row that cannot be read comes back as
+`{"error": {...}}` with the source, row, column, path, reason code and a one-line message, so
+the training loop decides (stop with that line, or skip and count) and no worker ever dies
+with a traceback. Samples are *decoded* but not yet cropped: the collator crops audio, so the
+crop is seeded per batch and a decoded sample can be cached.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -16,87 +17,120 @@ from torch.utils.data import Dataset
 from modalities.errors import DataError
 
 from .processors import Processors
-
-datasets.disable_progress_bars()
-
-
-def load_manifest(path: str | Path) -> datasets.Dataset:
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"manifest not found: {p}")
-    if p.is_dir():
-        return datasets.load_from_disk(str(p))
-    kinds = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-    kind = kinds.get(p.suffix.lower())
-    if kind is None:
-        raise DataError(f"{p}: unknown manifest type '{p.suffix}' (use .jsonl, .json, .csv, .parquet or a saved datasets folder)")
-    try:
-        return datasets.load_dataset(kind, data_files=str(p), split="train")
-    except Exception as e:  # datasets wraps parse errors several levels deep
-        raise DataError(f"{p}: cannot read manifest: {e}") from e
+from .sources import Source
 
 
-def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value == "")
+def _is_missing(value: Any) -> bool:
+    """None (or an empty media path, as CSV cells come) means the row lacks the modality."""
+    return value is None or (isinstance(value, (str, bytes)) and len(value) == 0)
+
+
+class RowDecoder:
+    """One source's rows -> {"row", "source", modality: decoded, ["label"]} or {"error": record}."""
+
+    def __init__(self, source: Source, processors: Processors, source_index: int = 0):
+        self.source, self.processors, self.source_index = source, processors, source_index
+
+    def where(self, row_id: Any, row: dict) -> str:
+        s = self.source
+        where = f"source '{s.name}' ({s.origin}) row {row_id}"
+        if row.get("__key__") is not None:
+            where += f" (key {row['__key__']} in {row.get('__url__')})"
+        return where
+
+    def error(self, row_id: Any, row: dict, column: str | None, value: Any, e: DataError) -> dict:
+        path = value if isinstance(value, str) else (value.get("path") if isinstance(value, dict) else None)
+        col = f" column '{column}'" if column else ""
+        return {
+            "row": row_id,
+            "source": self.source_index,
+            "error": {
+                "source": self.source.name,
+                "row": row_id,
+                "key": row.get("__key__"),
+                "column": column,
+                "path": path,
+                "reason": getattr(e, "reason", "invalid"),
+                "message": f"{self.where(row_id, row)}{col}: {e}",
+            },
+        }
+
+    def __call__(self, row: dict, row_id: Any) -> dict:
+        item: dict[str, Any] = {"row": row_id, "source": self.source_index}
+        for m, col in self.source.columns.items():
+            value = row.get(col)
+            if _is_missing(value) and not (m == "text" and value == ""):
+                continue  # "" as a caption is an empty caption, not a missing one
+            try:
+                item[m] = self.processors.decode(m, value, self.source.base_dir)
+            except DataError as e:
+                return self.error(row_id, row, col, value, e)
+        if not any(m in item for m in self.source.columns):
+            cols = ", ".join(f"'{c}'" for c in self.source.columns.values())
+            return self.error(row_id, row, None, None, DataError(f"empty in every column ({cols})", reason="empty_row"))
+        if self.source.label_column:
+            item["label"] = row.get(self.source.label_column)
+        return item
 
 
 class PairedDataset(Dataset):
-    def __init__(self, manifest: str | Path, columns: dict[str, str], processors: Processors, cache: bool = False):
-        self.manifest = Path(manifest)
-        self.base_dir = self.manifest.parent if self.manifest.is_file() else self.manifest
-        self.processors = processors
-        ds = load_manifest(manifest)
-        self.columns = {m: columns.get(m, m) for m in processors.modalities if columns.get(m, m) in ds.column_names}
-        if not self.columns:
-            wanted = ", ".join(f"'{columns.get(m, m)}'" for m in processors.modalities)
-            raise DataError(f"{manifest}: none of the columns {wanted} is present (columns: {ds.column_names})")
-        label = columns.get("label", "label")
-        self.label_column = label if label in ds.column_names else None
-        keep = list(self.columns.values()) + ([self.label_column] if self.label_column else [])
-        self.ds = ds.select_columns(keep)
-        # Decoded rows kept in memory: PNG + fbank decoding is most of the loading cost on small
-        # data seen for many epochs. Each loader worker keeps its own copy.
+    """Map-style access to one source's decoded rows. Keys: a row number, or a tuple whose last
+    element is the row (samplers pass (batch_no, slot, source, row))."""
+
+    def __init__(self, source: Source, processors: Processors, cache: bool = False, source_index: int = 0):
+        if source.streaming:
+            raise TypeError("PairedDataset needs a map-style source (open it with streaming=False)")
+        self.source = source
+        self.ds: datasets.Dataset = source.ds
+        self.columns = source.columns
+        self.decoder = RowDecoder(source, processors, source_index)
+        # Decoded rows kept in memory (each loader worker keeps its own copy): PNG + fbank decoding
+        # is most of the loading cost on small data seen for many epochs. Bad rows are kept too.
         self._cache: dict[int, dict] | None = {} if cache else None
+
+    @property
+    def processors(self) -> Processors:
+        return self.decoder.processors
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def texts(self) -> list[str]:
-        col = self.columns.get("text")
-        if col is None:
-            return []
-        return [t for t in self.ds[col] if isinstance(t, str) and t.strip()]
-
-    def present(self, modality: str) -> list[bool]:
-        """Which rows have a value for the modality (without decoding anything)."""
-        col = self.columns.get(modality)
-        if col is None:
-            return [False] * len(self)
-        return [not _is_empty(v) for v in self.ds[col]]
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        batch_no, i = key if isinstance(key, tuple) else (0, key)
+    def __getitem__(self, key: int | tuple) -> dict:
+        i = int(key[-1] if isinstance(key, tuple) else key)
         if self._cache is not None and i in self._cache:
-            return {**self._cache[i], "batch_no": batch_no}
-        item = self._decode(int(i))
-        if self._cache is not None and "error" not in item:
+            return dict(self._cache[i])
+        try:
+            row = self.ds[i]
+        except Exception as e:  # an unreadable row in the manifest itself
+            item = self.decoder.error(i, {}, None, None, DataError(f"cannot read the row ({e})", reason="undecodable"))
+        else:
+            item = self.decoder(row, i)
+        if self._cache is not None:
             self._cache[i] = item
-        return {**item, "batch_no": batch_no}
+        return dict(item)
 
-    def _decode(self, i: int) -> dict:
-        row = self.ds[i]
-        item: dict[str, Any] = {"row": i}
-        for m, col in self.columns.items():
-            value = row[col]
-            if _is_empty(value):
-                continue
-            try:
-                item[m] = self.processors.item(m, value, self.base_dir)
-            except DataError as e:
-                return {"row": i, "error": f"{self.manifest} row {i} column '{col}': {e}"}
-        if not any(m in item for m in self.columns):
-            cols = ", ".join(self.columns.values())
-            return {"row": i, "error": f"{self.manifest} row {i}: empty in every column ({cols})"}
-        if self.label_column:
-            item["label"] = row[self.label_column]
-        return item
+
+class SourceMixture(Dataset):
+    """Several PairedDatasets behind one index: keys are (batch_no, slot, source, row)."""
+
+    def __init__(self, parts: list[PairedDataset]):
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, key: tuple) -> dict:
+        batch_no, slot, src, row = key
+        return {**self.parts[src][row], "batch_no": batch_no, "slot": slot}
+
+
+def source_texts(source: Source, limit: int = 200_000) -> list[str]:
+    """Captions to train a tokenizer on: the whole column (map-style) or the first `limit` (streaming)."""
+    col = source.columns.get("text")
+    if col is None:
+        return []
+    if source.streaming:
+        values = (row[col] for row in source.ds.select_columns([col]).take(limit))
+    else:
+        values = source.ds[col] if len(source.ds) <= limit else source.ds.select(range(limit))[col]
+    return [t for t in values if isinstance(t, str) and t.strip()]

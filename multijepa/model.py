@@ -153,11 +153,19 @@ class MultiJEPA(nn.Module):
 
     @torch.no_grad()
     def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
-        """Unmasked inputs (as the collator batches them) -> normalised shared embeddings (B, E)."""
+        """Unmasked inputs (as the collator batches them) -> normalised shared embeddings (B, E).
+        Audio may come as several clips per sample (B, clips, mel, T): their embeddings are
+        averaged (ImageBind's multi-clip evaluation) and normalised again."""
         if modality not in self.encoders:
             raise ValueError(f"this model has no '{modality}' encoder (it has: {', '.join(self.modalities)})")
+        clips = x.shape[1] if modality == "audio" and x.dim() == 4 else 0
+        if clips:
+            x = x.flatten(0, 1)  # (B * clips, mel, T)
         feats, valid = self.encoders[modality](x)
-        return self.heads[modality](feats, valid)
+        z = self.heads[modality](feats, valid)  # (B [* clips], E)
+        if clips:
+            z = F.normalize(z.unflatten(0, (-1, clips)).mean(1), dim=-1)
+        return z
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "MultiJEPA":

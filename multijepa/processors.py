@@ -13,7 +13,7 @@ import torch
 
 from modalities.audio import AudioPreprocessor
 from modalities.image import ImagePreprocessor
-from modalities.text import TextTokenizer
+from modalities.text import TextTokenizer, _check_text
 
 from .config import ModelConfig
 
@@ -24,27 +24,49 @@ class Processors:
         self.image = ImagePreprocessor(cfg.image.size) if "image" in self.modalities else None
         a = cfg.audio
         self.audio = (
-            AudioPreprocessor(a.sample_rate, a.num_mel_bins, a.target_frames, a.mean, a.std)
+            AudioPreprocessor(a.sample_rate, a.num_mel_bins, a.target_frames, a.mean, a.std, max_full_seconds=a.max_full_seconds)
             if "audio" in self.modalities
             else None
         )
+        self.train_crop, self.eval_clips = a.train_crop, a.eval_clips
         self.tokenizer = tokenizer
 
-    def item(self, modality: str, value: Any, base_dir: str | Path | None = None) -> Any:
-        """One value -> image (3, H, W) / audio (mel, T) tensor, or text (ids (L,), length) pair."""
+    def decode(self, modality: str, value: Any, base_dir: str | Path | None = None) -> Any:
+        """One raw value -> a decoded sample, cacheable: image (3, H, W), text (ids (L,), length),
+        audio a DecodedAudio (the whole clip's fbank, or a window reader for long files).
+        Without a tokenizer, text is only checked (as `data check` does)."""
         if modality == "image":
             return self.image(value, base_dir)
         if modality == "audio":
-            return self.audio(value, base_dir)
+            return self.audio.decode(value, base_dir)
         if modality == "text":
+            if self.tokenizer is None:
+                return _check_text(value)
+            _check_text(value)
             ids, lengths = self.tokenizer([value])
             return ids[0], lengths[0]
         raise ValueError(f"unknown modality '{modality}'")
 
+    def finish(self, modality: str, decoded: Any, train: bool, rng: torch.Generator | None = None) -> Any:
+        """Decoded sample -> model input. Audio: a window of the clip, at random in training,
+        `eval_clips` evenly spaced ones (clips, mel, T) at evaluation."""
+        if modality != "audio" or isinstance(decoded, torch.Tensor):
+            return decoded
+        if train:
+            return self.audio.crop(decoded, self.train_crop, rng)
+        if self.eval_clips > 1:
+            return self.audio.crop(decoded, "clips", num_clips=self.eval_clips)
+        return self.audio.crop(decoded, "start")
+
+    def item(self, modality: str, value: Any, base_dir: str | Path | None = None) -> Any:
+        """One value -> the evaluation input: image (3, H, W), audio (mel, T) or (clips, mel, T),
+        text (ids (L,), length)."""
+        return self.finish(modality, self.decode(modality, value, base_dir), train=False)
+
     def batch(self, modality: str, values: list) -> torch.Tensor:
         """Values -> one unmasked input batch, as the encoders take it."""
         if modality == "text":
-            ids, lengths = self.tokenizer(list(values))
+            ids, lengths = self.tokenizer([_check_text(v) for v in values])
             return ids[:, : int(lengths.max())]
         return torch.stack([self.item(modality, v) for v in values])
 
@@ -69,4 +91,4 @@ def build_tokenizer(cfg: ModelConfig, run_dir: str | Path | None = None, texts=N
         raise FileNotFoundError(
             "no tokenizer: set model.text.tokenizer_file, or train one on the training captions"
         )
-    return TextTokenizer.train(texts, saved, vocab_size=t.vocab_size, max_len=t.max_len)
+    return TextTokenizer.train(texts() if callable(texts) else texts, saved, vocab_size=t.vocab_size, max_len=t.max_len)

@@ -17,9 +17,11 @@ from tqdm import tqdm
 from modalities.errors import DataError
 
 from .collate import MultiModalCollator, move_batch
+from .config import SourceConfig
 from .dataset import PairedDataset
 from .model import MultiJEPA
 from .sampler import SequentialBatchSampler
+from .sources import open_source
 
 KS = (1, 5, 10)
 
@@ -30,11 +32,12 @@ def embed_manifest(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """-> {modality: (embeddings (n_m, E) float32 L2-normalised, manifest rows (n_m,) int64)}."""
     cfg = model.run_config
-    dataset = PairedDataset(manifest, cfg.data.columns, model.processors)
+    source = open_source(SourceConfig(path=str(manifest), name=Path(manifest).stem), cfg.data.columns, model.modalities, streaming=False)
+    dataset = PairedDataset(source, model.processors)
     loader = DataLoader(
         dataset,
         batch_sampler=SequentialBatchSampler(len(dataset), batch_size),
-        collate_fn=MultiModalCollator(list(dataset.columns)),
+        collate_fn=MultiModalCollator(list(dataset.columns), processors=model.processors, train=False),
         num_workers=num_workers,
     )
     device = model.logit_scale.device
@@ -43,7 +46,7 @@ def embed_manifest(
     rows: dict[str, list[torch.Tensor]] = {m: [] for m in dataset.columns}
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress, dynamic_ncols=True):
         if batch["errors"]:
-            raise DataError(batch["errors"][0])
+            raise DataError(batch["errors"][0]["message"])
         batch_rows = batch["rows"]
         batch = move_batch(batch, device)
         for m in dataset.columns:

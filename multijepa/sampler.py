@@ -1,36 +1,92 @@
-"""Batch order as a pure function of (seed, global batch number), so a resumed run sees exactly
-the batches it would have seen, and masks can be seeded per batch in any worker."""
+"""Batch order as a function of (seed, global batch number), for one source or a weighted mixture.
+
+Every batch slot is assigned a source by `slot_sources` (the same function in the map-style
+and the streaming path), then takes the next row of that source: map-style sources walk a
+fresh permutation per epoch (or the file order with shuffle off), each at its own pace, so a
+small source simply cycles more often. The position (epoch and cursor per source) after each
+batch is kept, so a checkpoint can save exactly where the data stood.
+"""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 from torch.utils.data import Sampler
 
 
-class ResumableBatchSampler(Sampler):
-    """Yields lists of (batch_no, row) pairs: a fresh permutation per epoch from (seed, epoch),
-    full batches only, starting at global batch `start` and stopping before `stop`."""
+def slot_sources(seed: int, batch_no: int, weights: list[float], n: int) -> torch.Tensor:
+    """(n,) source index per slot of global batch `batch_no`. Systematic sampling over the
+    cumulative weights, so each batch holds n * w_s slots of source s, give or take one, and
+    the counts match the weights over any stretch of training; slots are then shuffled."""
+    if len(weights) == 1:
+        return torch.zeros(n, dtype=torch.long)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + batch_no * 7_919 + 17)
+    w = torch.tensor(weights, dtype=torch.float64)
+    cum = torch.cumsum(w / w.sum(), 0)
+    u = (torch.rand(1, generator=g, dtype=torch.float64) + torch.arange(n, dtype=torch.float64)) / n  # (n,) in [0, 1)
+    src = torch.searchsorted(cum, u, right=True).clamp_(max=len(weights) - 1)
+    return src[torch.randperm(n, generator=g)]
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, stop: int | None = None):
-        if n < batch_size:
-            raise ValueError(f"the dataset has {n} rows, fewer than one batch of {batch_size}; lower data.batch_size")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.per_epoch = n // batch_size
-        self.start, self.stop = start, stop
 
-    def order(self, epoch: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(self.n, generator=g)
+class MixedBatchSampler(Sampler):
+    """Yields lists of (batch_no, slot, source, row) keys, this rank's share of each global batch.
+
+    `world` ranks split a global batch of world * batch_size slots; rank r takes slots
+    [r * batch_size, (r + 1) * batch_size). Batches run from `start` to `stop` (None: endless).
+    """
+
+    def __init__(self, sizes: list[int], weights: list[float], batch_size: int, seed: int, shuffle: bool = True,
+                 start: int = 0, stop: int | None = None, rank: int = 0, world: int = 1, position: dict | None = None):
+        if any(n == 0 for n in sizes):
+            raise ValueError(f"a source has no rows (sizes {sizes})")
+        self.sizes, self.weights, self.batch_size, self.seed, self.shuffle = sizes, weights, batch_size, seed, shuffle
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        if position is not None and position.get("batch") != start:
+            raise ValueError(f"data position is for batch {position.get('batch')}, not {start}")
+        self._start_pos = [list(p) for p in position["sources"]] if position else self._replay(start)
+        self.positions: OrderedDict[int, dict] = OrderedDict()  # batch_no -> position after it
+
+    def _replay(self, start: int) -> list[list[int]]:
+        """(epoch, cursor) per source after `start` batches, from the slot counts alone."""
+        pos = [[0, 0] for _ in self.sizes]
+        for b in range(start):
+            counts = torch.bincount(slot_sources(self.seed, b, self.weights, self.world * self.batch_size), minlength=len(self.sizes))
+            for s, c in enumerate(counts.tolist()):
+                e, cur = divmod(pos[s][1] + c, self.sizes[s])
+                pos[s] = [pos[s][0] + e, cur]
+        return pos
+
+    def order(self, source: int, epoch: int) -> torch.Tensor:
+        n = self.sizes[source]
+        if not self.shuffle:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 7_919 * source)
+        return torch.randperm(n, generator=g)
+
+    def position_after(self, batch_no: int) -> dict:
+        """The data position to save in a checkpoint taken after `batch_no` was trained on."""
+        return self.positions[batch_no]
 
     def __iter__(self):
+        pos = [list(p) for p in self._start_pos]
+        perms: dict[int, tuple[int, torch.Tensor]] = {}
         b = self.start
-        perm, perm_epoch = None, -1
         while self.stop is None or b < self.stop:
-            epoch, k = divmod(b, self.per_epoch)
-            if epoch != perm_epoch:
-                perm, perm_epoch = self.order(epoch), epoch
-            rows = perm[k * self.batch_size : (k + 1) * self.batch_size].tolist()
-            yield [(b, r) for r in rows]
+            slots = slot_sources(self.seed, b, self.weights, self.world * self.batch_size)
+            keys = []
+            for slot, s in enumerate(slots.tolist()):
+                epoch, cur = pos[s]
+                if perms.get(s, (None,))[0] != epoch:
+                    perms[s] = (epoch, self.order(s, epoch))
+                row = int(perms[s][1][cur])
+                pos[s] = [epoch + 1, 0] if cur + 1 == self.sizes[s] else [epoch, cur + 1]
+                if self.rank * self.batch_size <= slot < (self.rank + 1) * self.batch_size:
+                    keys.append((b, slot, s, row))
+            self.positions[b] = {"batch": b + 1, "sources": [list(p) for p in pos]}
+            while len(self.positions) > 1024:  # the loader runs at most a few batches ahead
+                self.positions.popitem(last=False)
+            yield keys
             b += 1
 
     def __len__(self) -> int:

@@ -12,20 +12,19 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from modalities.errors import DataError
 
+from .bad_samples import BadSampleLog
 from .checkpoint import latest_checkpoint, load_train_state, load_weights, save_checkpoint
-from .collate import MultiModalCollator, build_maskers, move_batch
+from .collate import move_batch
 from .config import Config, save_config
-from .dataset import PairedDataset
 from .demo_paths import resolve_manifest
+from .loader import build_train_data, open_sources, training_texts
 from .model import MultiJEPA
 from .objective import MultiJEPAObjective, rankme
 from .processors import Processors, build_tokenizer
-from .sampler import ResumableBatchSampler
 from .schedule import Schedule
 
 
@@ -53,24 +52,17 @@ def param_groups(model: MultiJEPA) -> list[dict]:
     return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
 
 
-def build_loader(dataset: PairedDataset, cfg: Config, start_step: int, device: torch.device) -> DataLoader:
-    sampler = ResumableBatchSampler(len(dataset), cfg.data.batch_size, cfg.train.seed, start_step, cfg.train.max_steps)
-    collator = MultiModalCollator(list(dataset.columns), build_maskers(cfg.model), cfg.train.seed)
-    workers = cfg.data.num_workers
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=collator,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers > 0 else None,
-    )
-
-
 def _drop_metrics_after(path: Path, step: int) -> None:
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def _drop_bad_samples_unseen(path: Path, bad: BadSampleLog) -> None:
+    """Keep the bad rows the checkpoint knew of; later ones are met (and written) again."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and (json.loads(line)["source"], str(json.loads(line)["row"])) in bad.seen]
         path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -89,19 +81,23 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
         torch.set_num_threads(t.threads)
     device = pick_device(t.device)
 
-    manifest = resolve_manifest(cfg.data.train, "train")
-    cfg.data.train = str(manifest)
+    if not cfg.data.sources:
+        cfg.data.train = str(resolve_manifest(cfg.data.train, "train"))  # the demo data if none given
+    sources = open_sources(cfg)
     save_config(cfg, out / "config.yaml")
-
-    dataset = PairedDataset(manifest, cfg.data.columns, Processors(cfg.model, None), cache=cfg.data.cache_decoded)
-    tokenizer = build_tokenizer(cfg.model, out, texts=dataset.texts() if "text" in dataset.columns else None)
-    dataset.processors.tokenizer = tokenizer
+    processors = Processors(cfg.model, None)
+    has_text = any("text" in s.columns for s in sources)
+    tokenizer = build_tokenizer(cfg.model, out, texts=(lambda: training_texts(sources)) if has_text else None)
+    processors.tokenizer = tokenizer
     model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device)
     optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
     schedule = Schedule(cfg.optim, cfg.model, t.max_steps)
     objective = MultiJEPAObjective(cfg.loss, model.modalities)
 
     step = 0
+    data_position: dict | None = None
+    bad_state: dict | None = None
+    drawn = {s.name: 0 for s in sources}
     if resume and ckpt is not None:
         load_weights(model, ckpt)
         state = load_train_state(ckpt)
@@ -110,8 +106,12 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
         torch.set_rng_state(state["rng_cpu"])
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"])
+        data_position, bad_state = state.get("data_position"), state.get("bad_samples")
+        drawn.update(state.get("drawn", {}))
         print(f"resuming {out} from step {step}")
         _drop_metrics_after(out / "metrics.jsonl", step)  # those steps are trained again
+    bad = BadSampleLog(out, cfg.data.on_error, cfg.data.max_bad_fraction, bad_state)
+    _drop_bad_samples_unseen(out / "bad_samples.jsonl", bad)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     amp = (
@@ -119,7 +119,9 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
         if t.precision == "bf16"
         else contextlib.nullcontext()
     )
-    loader = build_loader(dataset, cfg, step, device)
+    data = build_train_data(cfg, sources, processors, step, data_position, device)
+    stream_positions: dict[str, dict] = dict((data_position or {}).get("streams", {}))
+    names = [s.name for s in sources]
     metrics_file = open(out / "metrics.jsonl", "a")
     bar = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not progress, dynamic_ncols=True)
     last: dict = {}
@@ -127,9 +129,19 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
     samples, tic = 0, time.perf_counter()
     model.train()
     try:
-        for batch in loader:
-            if batch["errors"]:
-                raise DataError(batch["errors"][0])
+        for batch in data.loader:
+            if "fatal" in batch:  # a source could not be read at all (not one bad row)
+                raise DataError(batch["fatal"])
+            bad.update(batch["errors"], sum(batch["drawn"]))
+            for name, n in zip(names, batch["drawn"]):
+                drawn[name] += n
+            if "position" in batch:
+                position = batch.pop("position")
+                stream_positions[str(position["stream"])] = position
+            if batch["size"] < 2:  # every row of the batch was bad: nothing to learn from, keep the numbering
+                step += 1
+                bar.update(1)
+                continue
             batch = move_batch(batch, device)
             lr, wd = schedule.lr(step), schedule.weight_decay(step)
             for g in optimizer.param_groups:
@@ -158,6 +170,9 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
                 for m, o in outputs.items():
                     rec[f"rankme/{m}"] = rankme(o["z"])
                 rec["samples_per_s"] = samples / max(elapsed, 1e-9)
+                rec.update({f"drawn/{name}": n for name, n in drawn.items()})
+                if bad.skipped:
+                    rec["bad_rows"] = bad.skipped
                 metrics_file.write(json.dumps(rec) + "\n")
                 metrics_file.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
@@ -173,11 +188,20 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
                     )
 
             if step % t.ckpt_every == 0 or step == t.max_steps:
-                state = {"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule.state_dict(), "rng_cpu": torch.get_rng_state()}
+                state = {"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule.state_dict(),
+                         "rng_cpu": torch.get_rng_state(), "drawn": dict(drawn), "bad_samples": bad.state_dict()}
+                if data.sampler is not None:
+                    state["data_position"] = data.sampler.position_after(step - 1)
+                else:
+                    workers = max(1, cfg.data.num_workers)
+                    state["data_position"] = {"num_streams": workers, "streams": dict(stream_positions)}
                 if device.type == "cuda":
                     state["rng_cuda"] = torch.cuda.get_rng_state()
                 save_checkpoint(out, step, model, state, keep=t.keep_checkpoints)
+        bad.check()
     finally:
         bar.close()
         metrics_file.close()
+    if bad.skipped:
+        print(f"data: {bad.summary()} of {bad.drawn} drawn; listed in {out / 'bad_samples.jsonl'}")
     return last

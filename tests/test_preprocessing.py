@@ -119,15 +119,17 @@ def test_image_bad_inputs_raise_dataerror_naming_the_file(tmp_path):
     (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.png").write_text("not an image")
     Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
-    for name, reason in [("trunc.png", "truncated"), ("missing.png", "not found"),
-                         ("dot.png", "absurd size"), ("text.png", "not an image")]:
-        with pytest.raises(DataError, match=reason) as e:
+    (tmp_path / "zero.png").write_bytes(b"")
+    for name, message, code in [("trunc.png", "truncated", "undecodable"), ("missing.png", "not found", "missing_file"),
+                                ("dot.png", "absurd size", "absurd_size"), ("text.png", "not an image", "undecodable"),
+                                ("zero.png", "empty", "empty_file")]:
+        with pytest.raises(DataError, match=message) as e:
             load_image(name, base_dir=tmp_path)
-        assert str(tmp_path / name) in str(e.value)
-    with pytest.raises(DataError):
-        load_image(np.zeros((4, 4, 2), np.uint8))
-    with pytest.raises(DataError):
-        load_image(12345)
+        assert str(tmp_path / name) in str(e.value) and e.value.reason == code
+    for value in [np.zeros((4, 4, 2), np.uint8), 12345]:
+        with pytest.raises(DataError) as e:
+            load_image(value)
+        assert e.value.reason == "unsupported_value"
 
 
 # ----------------------------------------------------------------------------- audio
@@ -207,18 +209,20 @@ def test_audio_bad_inputs_raise_dataerror_naming_the_file(tmp_path):
     nan[100] = np.nan
     sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
     pre = AudioPreprocessor(target_frames=FRAMES)
-    for name, reason in [("empty.wav", "zero samples"), ("zero.wav", "cannot decode"),
-                         ("junk.wav", "cannot decode"), ("nan.wav", "non-finite"),
-                         ("missing.wav", "not found")]:
-        with pytest.raises(DataError, match=reason) as e:
+    for name, message, code in [("empty.wav", "zero samples", "zero_length_audio"),
+                                ("zero.wav", "empty", "empty_file"), ("junk.wav", "cannot decode", "undecodable"),
+                                ("nan.wav", "non-finite", "non_finite_audio"), ("missing.wav", "not found", "missing_file")]:
+        with pytest.raises(DataError, match=message) as e:
             pre(name, base_dir=tmp_path)
-        assert str(tmp_path / name) in str(e.value)
-    with pytest.raises(DataError, match="sample rate"):
+        assert str(tmp_path / name) in str(e.value) and e.value.reason == code
+    with pytest.raises(DataError, match="sample rate") as e:
         load_waveform((_sine(440, 16000), 0))
+    assert e.value.reason == "bad_sample_rate"
     with pytest.raises(DataError, match="sampling_rate"):
         load_waveform({"array": _sine(440, 16000)})
-    with pytest.raises(DataError):
+    with pytest.raises(DataError) as e:
         load_waveform(3.14)
+    assert e.value.reason == "unsupported_value"
 
 
 # ----------------------------------------------------------------------------- text

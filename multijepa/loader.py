@@ -1,0 +1,83 @@
+"""The training data pipeline in one place: sources -> decoders -> batches -> DataLoader.
+
+Map-style (default): every source is a `datasets` Dataset, a `MixedBatchSampler` picks rows,
+workers decode them. Streaming (`data.streaming: true`): every source is an IterableDataset
+and workers build whole batches from their share of the shards. Either way batches come in
+the same order whatever the number of workers, carry their bad rows as error records, and
+the loop can save the data position with each checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .collate import MultiModalCollator, build_maskers
+from .config import Config
+from .dataset import PairedDataset, RowDecoder, SourceMixture, source_texts
+from .processors import Processors
+from .sampler import MixedBatchSampler
+from .sources import Source, open_source, source_configs
+from .streaming import StreamingBatches
+
+
+def seed_worker(worker_id: int) -> None:
+    """Distinct, reproducible Python/NumPy seeds per worker (torch's is set by the DataLoader).
+    Our own randomness (order, masks, crops) is seeded per batch and does not depend on it."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def open_sources(cfg: Config) -> list[Source]:
+    return [
+        open_source(s, cfg.data.columns, cfg.model.modalities, cfg.data.streaming)
+        for s in source_configs(cfg.data)
+    ]
+
+
+def training_texts(sources: list[Source]) -> list[str]:
+    return [t for s in sources for t in source_texts(s)]
+
+
+@dataclass
+class TrainData:
+    loader: DataLoader
+    sources: list[Source]
+    sampler: MixedBatchSampler | None  # map-style only: knows the position after each batch
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in ("image", "text", "audio") if any(m in s.columns for s in self.sources)]
+
+
+def build_train_data(cfg: Config, sources: list[Source], processors: Processors, start: int = 0,
+                     position: dict | None = None, device: torch.device | None = None,
+                     rank: int = 0, world: int = 1) -> TrainData:
+    d, t = cfg.data, cfg.train
+    modalities = [m for m in cfg.model.modalities if any(m in s.columns for s in sources)]
+    collator = MultiModalCollator(modalities, build_maskers(cfg.model), t.seed, processors, train=True,
+                                  num_sources=len(sources))
+    workers = d.num_workers
+    common = dict(
+        num_workers=workers,
+        persistent_workers=d.persistent_workers and workers > 0,
+        pin_memory=d.pin_memory and device is not None and device.type == "cuda",
+        prefetch_factor=d.prefetch_factor if workers > 0 else None,
+        worker_init_fn=seed_worker,
+    )
+    if d.streaming:
+        decoders = [RowDecoder(s, processors, i) for i, s in enumerate(sources)]
+        batches = StreamingBatches(sources, decoders, collator, d.batch_size, t.seed, d.shuffle, d.shuffle_buffer,
+                                   start, t.max_steps, position, rank, world)
+        return TrainData(DataLoader(batches, batch_size=None, **common), sources, None)
+
+    parts = [PairedDataset(s, processors, cache=d.cache_decoded, source_index=i) for i, s in enumerate(sources)]
+    sampler = MixedBatchSampler([len(p) for p in parts], [s.weight for s in sources], d.batch_size, t.seed,
+                                d.shuffle, start, t.max_steps, rank, world, position)
+    loader = DataLoader(SourceMixture(parts), batch_sampler=sampler, collate_fn=collator, **common)
+    return TrainData(loader, sources, sampler)
