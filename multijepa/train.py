@@ -127,6 +127,19 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
     last: dict = {}
     low_std_logs = 0
     samples, tic = 0, time.perf_counter()
+
+    def checkpoint(step: int) -> None:
+        state = {"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule.state_dict(),
+                 "rng_cpu": torch.get_rng_state(), "drawn": dict(drawn), "bad_samples": bad.state_dict()}
+        if data.sampler is not None:
+            state["data_position"] = data.sampler.position_after(step - 1)
+        else:
+            workers = max(1, cfg.data.num_workers)
+            state["data_position"] = {"num_streams": workers, "streams": dict(stream_positions)}
+        if device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state()
+        save_checkpoint(out, step, model, state, keep=t.keep_checkpoints)
+
     model.train()
     try:
         for batch in data.loader:
@@ -141,6 +154,8 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
             if batch["size"] < 2:  # every row of the batch was bad: nothing to learn from, keep the numbering
                 step += 1
                 bar.update(1)
+                if step % t.ckpt_every == 0 or step == t.max_steps:
+                    checkpoint(step)  # a checkpoint (the final one too) is due whatever the batch held
                 continue
             batch = move_batch(batch, device)
             lr, wd = schedule.lr(step), schedule.weight_decay(step)
@@ -188,16 +203,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
                     )
 
             if step % t.ckpt_every == 0 or step == t.max_steps:
-                state = {"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule.state_dict(),
-                         "rng_cpu": torch.get_rng_state(), "drawn": dict(drawn), "bad_samples": bad.state_dict()}
-                if data.sampler is not None:
-                    state["data_position"] = data.sampler.position_after(step - 1)
-                else:
-                    workers = max(1, cfg.data.num_workers)
-                    state["data_position"] = {"num_streams": workers, "streams": dict(stream_positions)}
-                if device.type == "cuda":
-                    state["rng_cuda"] = torch.cuda.get_rng_state()
-                save_checkpoint(out, step, model, state, keep=t.keep_checkpoints)
+                checkpoint(step)
         bad.check()
     finally:
         bar.close()
