@@ -34,7 +34,8 @@ class BadSampleLog:
     def update(self, errors: list[dict], drawn: int) -> None:
         """Account for one batch: `drawn` rows of which `errors` were bad."""
         if errors and self.on_error == "raise":
-            raise DataError(errors[0]["message"] + "  (set data.on_error=skip to skip and count bad rows)")
+            e = errors[0]
+            raise DataError(f"{e['message']} [{e['reason']}]  (set data.on_error=skip to skip and count bad rows)")
         self.drawn += drawn
         self.skipped += len(errors)
         fresh = []

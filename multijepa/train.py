@@ -151,7 +151,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
             if "position" in batch:
                 position = batch.pop("position")
                 stream_positions[str(position["stream"])] = position
-            if batch["size"] < 2:  # every row of the batch was bad: nothing to learn from, keep the numbering
+            if batch["size"] == 0:  # every row of the batch was bad: nothing to learn from, keep the numbering
                 step += 1
                 bar.update(1)
                 if step % t.ckpt_every == 0 or step == t.max_steps:
