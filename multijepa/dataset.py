@@ -21,8 +21,9 @@ from .sources import Source
 
 
 def _is_missing(value: Any) -> bool:
-    """None (or an empty media path, as CSV cells come) means the row lacks the modality."""
-    return value is None or (isinstance(value, (str, bytes)) and len(value) == 0)
+    """None (or an empty media path, as CSV cells come) means the row lacks the modality; empty
+    bytes do not (a 0-byte file in a shard is reported as empty_file)."""
+    return value is None or (isinstance(value, str) and value == "")
 
 
 class RowDecoder:

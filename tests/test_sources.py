@@ -277,3 +277,12 @@ def test_two_mixed_sources_pretrain_and_log_counts_matching_the_weights(data_roo
         state = load_train_state(latest_checkpoint(run))
         assert state["drawn"] == {"captions": last["drawn/captions"], "sounds": last["drawn/sounds"]}
         assert "data_position" in state
+
+
+def test_empty_bytes_in_a_shard_are_reported_not_dropped(tiny_cfg):
+    from multijepa.dataset import RowDecoder
+    from multijepa.sources import Source
+
+    src = Source("wds", None, None, {"image": "png", "text": "txt"}, origin="shards")
+    item = RowDecoder(src, Processors(tiny_cfg.model, None))({"png": b"", "txt": "a caption", "__key__": "k1"}, 0)
+    assert item["error"]["reason"] == "empty_file" and "key k1" in item["error"]["message"]
