@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from modalities.errors import DataError
 from modalities.masking import MultiBlockMasker, SpanMasker
 
 from .config import ModelConfig
@@ -59,6 +60,9 @@ class MultiModalCollator:
         self.num_sources = num_sources
 
     def __call__(self, items: list[dict]) -> dict:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + (items[0].get("batch_no", 0) if items else 0))
+        if self.processors is not None:
+            items = [self._finish(it, gen) for it in items]
         drawn = [0] * self.num_sources
         for it in items:
             drawn[it.get("source", 0)] += 1
@@ -75,7 +79,6 @@ class MultiModalCollator:
             return batch
         if "label" in items[0]:
             batch["labels"] = [it.get("label") for it in items]
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + items[0].get("batch_no", 0))
         for m in self.modalities:
             pos = [i for i, it in enumerate(items) if m in it]
             if not pos:
@@ -86,16 +89,25 @@ class MultiModalCollator:
                 entry["x"] = torch.stack([items[i][m][0] for i in pos])[:, : int(lengths.max())]  # (B_t, L)
                 entry["lengths"] = lengths
             else:
-                xs = [items[i][m] for i in pos]
-                if self.processors is not None:
-                    xs = [self.processors.finish(m, x, self.train, gen) for x in xs]
-                entry["x"] = torch.stack(xs)  # (B_m, C, H, W), (B_m, mel, T) or (B_m, clips, mel, T)
+                entry["x"] = torch.stack([items[i][m] for i in pos])  # (B_m, C, H, W), (B_m, mel, T) or (B_m, clips, mel, T)
             if self.maskers is not None:
                 masker = self.maskers[m]
                 arg = entry["lengths"] if m == "text" else len(pos)
                 entry["context"], entry["targets"] = masker(arg, gen)  # (B_m, Nc), (B_m, K, Nt)
             batch[m] = entry
         return batch
+
+    def _finish(self, item: dict, gen: torch.Generator) -> dict:
+        """Crop decoded audio; a long file read window by window can still turn out bad here."""
+        if "error" in item or "audio" not in item or isinstance(item["audio"], torch.Tensor):
+            return item
+        try:
+            return {**item, "audio": self.processors.finish("audio", item["audio"], self.train, gen)}
+        except DataError as e:
+            source, where = item.get("where", ("?", f"row {item['row']}"))
+            return {"row": item["row"], "source": item.get("source", 0), "error": {
+                "source": source, "row": item["row"], "key": None, "column": "audio", "path": None,
+                "reason": e.reason, "message": f"{where} column 'audio': {e}"}}
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:

@@ -57,7 +57,7 @@ class RowDecoder:
         }
 
     def __call__(self, row: dict, row_id: Any) -> dict:
-        item: dict[str, Any] = {"row": row_id, "source": self.source_index}
+        item: dict[str, Any] = {"row": row_id, "source": self.source_index, "where": (self.source.name, self.where(row_id, row))}
         for m, col in self.source.columns.items():
             value = row.get(col)
             if _is_missing(value) and not (m == "text" and value == ""):

@@ -40,3 +40,22 @@ def test_evaluation_averages_evenly_spaced_clips(tiny_cfg):
     per_clip = model.encode("audio", x)  # (3, E)
     assert torch.allclose(z[0], F.normalize(per_clip.mean(0), dim=-1), atol=1e-5)
     assert torch.allclose(z.norm(dim=-1), torch.ones(1))
+
+
+def test_a_bad_window_of_a_long_file_becomes_an_error_record(tiny_cfg, tmp_path):
+    """Long files are read window by window, so a NaN late in the file shows up at crop time:
+    it must come back as a bad row of the batch, not as an exception in a loader worker."""
+    import soundfile as sf
+
+    wav, sr = _long_clip(4.0)
+    wav[-4000:] = np.nan
+    sf.write(tmp_path / "late_nan.wav", wav, sr, subtype="FLOAT")
+    tiny_cfg.model.audio.max_full_seconds = 1.0
+    proc = Processors(tiny_cfg.model, None)
+    decoded = proc.decode("audio", str(tmp_path / "late_nan.wav"))
+    collate = MultiModalCollator(["audio"], None, processors=proc, train=False)
+    good = {"row": 0, "audio": proc.decode("audio", _long_clip(1.0))}
+    batch = collate([good, {"row": 1, "audio": decoded, "where": ("s", "source 's' row 1")}])
+    assert batch["size"] == 1 and batch["audio"]["x"].shape[0] == 1
+    assert [e["reason"] for e in batch["errors"]] == ["non_finite_audio"]
+    assert batch["errors"][0]["message"].startswith("source 's' row 1 column 'audio'")
