@@ -22,6 +22,10 @@ Values are parsed as YAML. Unknown keys are errors that name the key.
 """
 
 
+class UsageError(Exception):
+    """A command given arguments it cannot work with: printed as one line, exit code 2."""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="multijepa",
@@ -96,14 +100,78 @@ def _parser() -> argparse.ArgumentParser:
     emb.add_argument("--batch-size", type=int, default=128)
     emb.add_argument("--device", default="auto")
 
+    idx = sub.add_parser(
+        "index",
+        help="embed a corpus and save a searchable faiss index per modality",
+        description="Embed every row of MANIFEST with the run's encoders and save one faiss index per "
+        "modality in --out, with the rows' metadata (paths, captions, labels) to show results. "
+        "Exact (flat inner product) by default; kind=ivf or kind=hnsw for millions of rows. "
+        "Resumable: a killed build continues where it stopped when run again with the same --out.",
+        epilog="index settings (key=value after the options): kind=flat|ivf|hnsw, nlist=N (IVF lists, "
+        "0 = 4*sqrt(n)), nprobe=N, train_size=N, hnsw_m=N, ef_construction=N, ef_search=N, "
+        "chunk_rows=N (rows per resumable part).\n\n" + EPILOG_SOURCES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    idx.add_argument("--checkpoint", required=True, help="pretraining run folder")
+    idx.add_argument("--data", help="manifest, shards or saved folder to index [demo test split]")
+    idx.add_argument("--out", required=True, help="index folder")
+    idx.add_argument("--batch-size", type=int, default=128)
+    idx.add_argument("--workers", type=int, default=0, help="decoding processes [0: in this process]")
+    idx.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                     help="a bad row stops the build (raise), or is left out and listed in DIR/bad_rows.jsonl (skip)")
+    idx.add_argument("--device", default="auto")
+    idx.add_argument("--no-progress", action="store_true")
+    idx.add_argument("overrides", nargs="*", metavar="key=value", help="index settings")
+
+    srch = sub.add_parser(
+        "search",
+        help="search an index with a text, an image, a sound, or their sum",
+        description="Embed the query and print the top-k rows of the index. Several of --text, --image, "
+        "--audio at once are summed (ImageBind's embedding arithmetic: the sum of the normalised "
+        "embeddings). By default every indexed modality the query does not use is searched.",
+    )
+    srch.add_argument("--index", required=True, help="index folder (from `multijepa index`)")
+    srch.add_argument("--checkpoint", help="pretraining run folder [the one the index was built with]")
+    srch.add_argument("--text", help="query caption")
+    srch.add_argument("--image", help="query image file")
+    srch.add_argument("--audio", help="query audio file")
+    srch.add_argument("--modality", help="what to search, comma-separated (image,text,audio) [the others]")
+    srch.add_argument("--top-k", type=int, default=5, help="results per searched modality [5]")
+    srch.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    srch.add_argument("--device", default="auto")
+
     ev = sub.add_parser("eval", help="evaluate a run")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
-    ret = ev_sub.add_parser("retrieval", help="cross-modal retrieval R@1/5/10 and median rank, every ordered pair")
+    ret = ev_sub.add_parser(
+        "retrieval",
+        help="cross-modal retrieval, every ordered pair: R@1/5/10, median and mean rank (+ P@1, mAP with labels)",
+        description="Embed the rows of MANIFEST; for every ordered pair of modalities, the same row's item "
+        "is the right answer. With a label column, items of the query's class also count for the "
+        "class-match P@1 and mAP. Audio is the average of several evenly spaced clips.",
+    )
     ret.add_argument("--checkpoint", required=True, help="pretraining run folder")
     ret.add_argument("--data", help="manifest with paired rows [demo test split]")
     ret.add_argument("--json", help="also write the results to this JSON file")
     ret.add_argument("--batch-size", type=int, default=128)
+    ret.add_argument("--audio-clips", type=int, help="clips averaged per audio [the run's model.audio.eval_clips]")
     ret.add_argument("--device", default="auto")
+
+    zs = ev_sub.add_parser(
+        "zeroshot",
+        help="zero-shot classification of images or audio against text prompts of class names",
+        description="Each class is the average embedding of its prompts (templates filled with the class "
+        "name, as CLIP); a sample gets the nearest class. Scored against the manifest's label column.",
+    )
+    zs.add_argument("--checkpoint", required=True, help="pretraining run folder")
+    zs.add_argument("--data", help="manifest with a label column [demo test split]")
+    zs.add_argument("--classes", help="class names, one per line (or a JSON list) [the demo's classes.txt]")
+    zs.add_argument("--templates", nargs="+", metavar="TEMPLATE",
+                    help="prompt templates with {} for the class name, or files of them "
+                    "[a {}. | an image of a {}. | a picture of a {}. | the sound of a {}.]")
+    zs.add_argument("--modality", help="image, audio or both, comma-separated [those the manifest has]")
+    zs.add_argument("--json", help="also write the results to this JSON file")
+    zs.add_argument("--batch-size", type=int, default=128)
+    zs.add_argument("--device", default="auto")
     return p
 
 
@@ -181,7 +249,7 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> None:
         source = open_source(SourceConfig(path=m, name=Path(m).stem), {"text": args.column}, ["text"], streaming=False)
         texts += source_texts(source, limit=10_000_000)
     if not texts:
-        raise SystemExit(f"error: no captions in column '{args.column}' of {', '.join(args.data)}")
+        raise UsageError(f"no captions in column '{args.column}' of {', '.join(args.data)}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tok = TextTokenizer.train(texts, args.out, vocab_size=args.vocab_size, max_len=args.max_len)
     print(f"trained on {len(texts)} captions: {args.out} (vocabulary {tok.vocab_size}); "
@@ -197,7 +265,7 @@ def _load(args: argparse.Namespace):
 
 def _cmd_embed(args: argparse.Namespace) -> None:
     from .demo_paths import resolve_manifest
-    from .retrieval import embed_manifest, save_embeddings
+    from .embedding import embed_manifest, save_embeddings
 
     model = _load(args)
     embs = embed_manifest(model, resolve_manifest(args.data, "test"), batch_size=args.batch_size)
@@ -207,19 +275,94 @@ def _cmd_embed(args: argparse.Namespace) -> None:
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> None:
     from .demo_paths import resolve_manifest
-    from .retrieval import embed_manifest, format_table, retrieval_metrics
+    from .embedding import embed_rows, manifest_labels, open_manifest
+    from .retrieval import format_table, retrieval_metrics
 
     model = _load(args)
+    if args.audio_clips is not None:
+        model.processors.eval_clips = args.audio_clips
     manifest = resolve_manifest(args.data, "test")
-    results = retrieval_metrics(embed_manifest(model, manifest, batch_size=args.batch_size))
+    dataset = open_manifest(model, manifest)
+    embs, _ = embed_rows(model, dataset, batch_size=args.batch_size)
+    results = retrieval_metrics(embs, manifest_labels(dataset))
     if not results:
-        raise SystemExit(f"error: {manifest} has no rows with two modalities to retrieve between")
+        raise UsageError(f"{manifest} has no rows with two modalities to retrieve between")
     print(f"retrieval on {manifest}")
     print(format_table(results))
+    _write_json(args.json, results)
+
+
+def _cmd_eval_zeroshot(args: argparse.Namespace) -> None:
+    from .demo_paths import resolve_manifest
+    from .zeroshot import format_zero_shot, read_classes, read_templates, zero_shot_eval
+
+    manifest = resolve_manifest(args.data, "test")
+    classes_file = args.classes
+    if classes_file is None:
+        if args.data is not None:
+            raise UsageError("--classes is needed with --data (a file with one class name per line)")
+        classes_file = manifest.parent / "classes.txt"
+    classes = read_classes(classes_file)
+    templates = read_templates(args.templates)
+    model = _load(args)
+    wanted = args.modality.split(",") if args.modality else None
+    results = zero_shot_eval(model, manifest, classes, templates, wanted, batch_size=args.batch_size)
+    print(f"zero-shot on {manifest}: {len(classes)} classes from {classes_file}, {len(templates)} templates")
+    print(format_zero_shot(results))
+    _write_json(args.json, results)
+
+
+def _cmd_index(args: argparse.Namespace) -> None:
+    from .demo_paths import resolve_manifest
+    from .index import build_index, index_config
+
+    cfg = index_config(args.overrides)
+    model = _load(args)
+    manifest = resolve_manifest(args.data, "test")
+    t0 = time.perf_counter()
+    index = build_index(model, manifest, args.out, cfg, checkpoint=Path(args.checkpoint).resolve(),
+                        batch_size=args.batch_size, num_workers=args.workers, on_error=args.on_error,
+                        progress=not args.no_progress)
+    counts = ", ".join(f"{n} {m}" for m, n in index.info["modalities"].items())
+    print(f"indexed {manifest} in {time.perf_counter() - t0:.0f}s ({cfg.kind}): {counts}; index folder: {args.out}")
+    if index.info["bad_rows"]:
+        print(f"  {index.info['bad_rows']} bad rows left out, listed in {Path(args.out) / 'bad_rows.jsonl'}")
+
+
+def _cmd_search(args: argparse.Namespace) -> None:
+    from .index import EmbeddingIndex
+    from .search import embed_query, format_results, search, target_modalities
+
+    queries = {m: v for m, v in (("text", args.text), ("image", args.image), ("audio", args.audio)) if v is not None}
+    if not queries:
+        raise UsageError("give a query: --text STR, --image FILE and/or --audio FILE")
+    if args.top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    index = EmbeddingIndex(args.index)
+    args.checkpoint = args.checkpoint or index.info["checkpoint"]
+    model = _load(args)
+    index.check_model(model)
+    wanted = args.modality.split(",") if args.modality else None
+    try:
+        targets = target_modalities(index, list(queries), wanted)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    for m in queries:
+        if m not in model.modalities:
+            raise UsageError(f"this model has no {m} encoder (it has: {', '.join(model.modalities)})")
+    results = search(index, embed_query(model, **queries), targets, args.top_k)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+        print(json.dumps({"query": queries, "results": results}, indent=2, ensure_ascii=False))
+        return
+    print("query: " + " + ".join(f"{m} {v!r}" for m, v in queries.items()))
+    print(format_results(results, index))
+
+
+def _write_json(path: str | None, results: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(results, indent=2))
+        print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         ("pretrain", None): _cmd_pretrain,
         ("embed", None): _cmd_embed,
         ("eval", "retrieval"): _cmd_eval_retrieval,
+        ("eval", "zeroshot"): _cmd_eval_zeroshot,
+        ("index", None): _cmd_index,
+        ("search", None): _cmd_search,
     }
     sub = getattr(args, "data_command", None) or getattr(args, "eval_command", None) or getattr(args, "tokenizer_command", None)
     try:
@@ -245,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ConfigError, CheckpointError, CollapseError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

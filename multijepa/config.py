@@ -280,16 +280,28 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
         tree = yaml.safe_load(path.read_text()) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-    for ov in overrides or []:
+    tree = apply_overrides(tree, overrides or [])
+    cfg = _from_dict(Config, tree)
+    validate(cfg)
+    return cfg
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """`key.sub=value` strings (values parsed as YAML) merged into a config tree."""
+    for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override '{ov}' must look like key.sub=value")
         k, v = ov.split("=", 1)
         extra: dict = {}
         _set_dotted(extra, k.strip(), yaml.safe_load(v))
         tree = _merge(tree, extra)
-    cfg = _from_dict(Config, tree)
-    validate(cfg)
-    return cfg
+    return tree
+
+
+def settings_from(cls: type, tree: dict, overrides: list[str] | None = None) -> Any:
+    """A settings dataclass other than the run config (e.g. an index's) from a dict plus
+    `key=value` overrides, with the same checks: unknown keys named, types coerced."""
+    return _from_dict(cls, apply_overrides(dict(tree), overrides or []))
 
 
 def config_from_dict(tree: dict) -> Config:

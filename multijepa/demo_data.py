@@ -416,7 +416,8 @@ def generate_demo(out_dir, n_train: int = 2400, n_test: int = 600, seed: int = 0
     """Write the demo dataset under ``out_dir``; return counts and manifest paths.
 
     Layout: images/<split>_<i>.png, audio/<split>_<i>.wav, train.jsonl, test.jsonl,
-    vqa_train.jsonl, vqa_test.jsonl (paths in rows are relative to ``out_dir``). Existing
+    vqa_train.jsonl, vqa_test.jsonl (paths in rows are relative to ``out_dir``), and
+    classes.txt (the 24 "<colour> <shape>" labels). Existing
     files of ours are overwritten.
     """
     _check_args(n_train, n_test, image_size, sample_rate, duration, vqa_per_scene)
@@ -460,4 +461,8 @@ def generate_demo(out_dir, n_train: int = 2400, n_test: int = 600, seed: int = 0
                 summary[name] = str(path)
                 summary[f"n_{name}"] = len(data)
     bar.close()
+    # the label set, for zero-shot classification (`multijepa eval zeroshot --classes`)
+    classes = out / "classes.txt"
+    classes.write_text("".join(f"{c} {s}\n" for c in COLOURS for s in SHAPES), encoding="utf-8")
+    summary["classes"] = str(classes)
     return summary

@@ -1,101 +1,20 @@
-"""Embedding a manifest and measuring cross-modal retrieval (exact search in torch).
+"""Cross-modal retrieval metrics (exact search in torch), as the retrieval papers report them.
 
 For every ordered pair (query modality a, gallery modality b), over the rows that have both:
-the gallery item of the same row is the right answer; R@K is the share of queries whose right
-answer ranks in the top K, `median_rank` the median 1-based rank.
+the gallery item of the same row is the right answer. R@K is the share of queries whose right
+answer ranks in the top K; `median_rank` and `mean_rank` are over the 1-based ranks. With labels,
+a gallery item of the query's class counts as relevant: `P@1` is the share of queries whose
+top-1 item has the query's class, `mAP` the mean average precision over that class's items.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from modalities.errors import DataError
-
-from .collate import MultiModalCollator, move_batch
-from .config import SourceConfig
-from .dataset import PairedDataset
-from .model import MultiJEPA
-from .sampler import SequentialBatchSampler
-from .sources import open_source
+from .embedding import Embeddings
 
 KS = (1, 5, 10)
-
-
-@torch.no_grad()
-def embed_manifest(
-    model: MultiJEPA, manifest: str | Path, batch_size: int = 128, num_workers: int = 0, progress: bool = True
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """-> {modality: (embeddings (n_m, E) float32 L2-normalised, manifest rows (n_m,) int64)}."""
-    cfg = model.run_config
-    source = open_source(SourceConfig(path=str(manifest), name=Path(manifest).stem), cfg.data.columns, model.modalities, streaming=False)
-    dataset = PairedDataset(source, model.processors)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=SequentialBatchSampler(len(dataset), batch_size),
-        collate_fn=MultiModalCollator(list(dataset.columns), processors=model.processors, train=False),
-        num_workers=num_workers,
-    )
-    device = model.logit_scale.device
-    model.eval()
-    embs: dict[str, list[torch.Tensor]] = {m: [] for m in dataset.columns}
-    rows: dict[str, list[torch.Tensor]] = {m: [] for m in dataset.columns}
-    for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress, dynamic_ncols=True):
-        if batch["errors"]:
-            raise DataError(batch["errors"][0]["message"])
-        batch_rows = batch["rows"]
-        batch = move_batch(batch, device)
-        for m in dataset.columns:
-            if m in batch:
-                embs[m].append(model.encode(m, batch[m]["x"]).float().cpu())
-                rows[m].append(batch_rows[batch[m]["index"].cpu()])
-    return {m: (torch.cat(embs[m]), torch.cat(rows[m])) for m in dataset.columns if embs[m]}
-
-
-def save_embeddings(embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]], out_dir: str | Path) -> list[Path]:
-    """DIR/m.npy (float32 [n, E]) and DIR/m_rows.npy (int64 [n]) for every modality."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for m, (z, r) in embeddings.items():
-        np.save(out / f"{m}.npy", z.numpy().astype(np.float32))
-        np.save(out / f"{m}_rows.npy", r.numpy().astype(np.int64))
-        written += [out / f"{m}.npy", out / f"{m}_rows.npy"]
-    return written
-
-
-def retrieval_metrics(embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]], chunk: int = 4096) -> dict[str, dict]:
-    """All ordered pairs of modalities present: R@1/5/10, median rank, and the number of rows."""
-    results: dict[str, dict] = {}
-    mods = list(embeddings)
-    for a in mods:
-        for b in mods:
-            if a == b:
-                continue
-            za, ra = embeddings[a]
-            zb, rb = embeddings[b]
-            common = np.intersect1d(ra.numpy(), rb.numpy())
-            if len(common) < 2:
-                continue
-            pos_a = {int(r): i for i, r in enumerate(ra.tolist())}
-            pos_b = {int(r): i for i, r in enumerate(rb.tolist())}
-            qa = za[[pos_a[int(r)] for r in common]]
-            gb = zb[[pos_b[int(r)] for r in common]]
-            ranks = torch.cat(
-                [
-                    ranks_of_matches(qa[s : s + chunk] @ gb.T, s)
-                    for s in range(0, len(common), chunk)
-                ]
-            ).float()
-            res = {f"R@{k}": float((ranks <= k).float().mean()) for k in KS}
-            res["median_rank"] = float(ranks.median())
-            res["n"] = int(len(common))
-            results[f"{a}->{b}"] = res
-    return results
 
 
 def ranks_of_matches(sim: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -106,13 +25,78 @@ def ranks_of_matches(sim: torch.Tensor, offset: int = 0) -> torch.Tensor:
     return (sim >= correct).sum(1)
 
 
+def class_match(sim: torch.Tensor, query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sim (Q, G), integer labels (Q,), (G,) (-1 = none) -> (top-1 has the query's class (Q,) bool,
+    average precision (Q,)). Items of the query's class are relevant; ties are broken by gallery order."""
+    order = sim.argsort(dim=1, descending=True, stable=True)  # (Q, G)
+    relevant = (gallery_labels[order] == query_labels.unsqueeze(1)) & (query_labels.unsqueeze(1) >= 0)  # (Q, G)
+    hits = relevant.float().cumsum(1)
+    precision = hits / torch.arange(1, sim.shape[1] + 1, device=sim.device)
+    n_rel = relevant.sum(1).clamp_min(1)
+    ap = (precision * relevant).sum(1) / n_rel
+    return relevant[:, 0], ap
+
+
+def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_cells: int = 1 << 24) -> dict[str, dict]:
+    """All ordered pairs of modalities present: R@1/5/10, median and mean rank, the number of
+    rows, and with `labels` (one per manifest row) P@1 and mAP over the rows that have a label."""
+    results: dict[str, dict] = {}
+    for a, (za, ra) in embeddings.items():
+        for b, (zb, rb) in embeddings.items():
+            if a == b:
+                continue
+            common = np.intersect1d(ra.numpy(), rb.numpy())
+            if len(common) < 2:
+                continue
+            qa = za[_positions(ra, common)]
+            gb = zb[_positions(rb, common)]
+            code = _label_codes(labels, common) if labels is not None else None
+            chunk = max(1, max_cells // len(common))
+            ranks, top1, ap = [], [], []
+            for s in range(0, len(common), chunk):
+                sim = qa[s : s + chunk] @ gb.T  # (chunk, n)
+                ranks.append(ranks_of_matches(sim, s))
+                if code is not None:
+                    t, p = class_match(sim, code[s : s + chunk], code)
+                    top1.append(t)
+                    ap.append(p)
+            r = torch.cat(ranks).float()
+            res = {f"R@{k}": float((r <= k).float().mean()) for k in KS}
+            res["median_rank"] = float(np.median(r.numpy()))  # the middle pair's mean when n is even
+            res["mean_rank"] = float(r.mean())
+            res["n"] = int(len(common))
+            if code is not None and bool((code >= 0).any()):
+                has = code >= 0
+                res["P@1"] = float(torch.cat(top1)[has].float().mean())
+                res["mAP"] = float(torch.cat(ap)[has].mean())
+                res["n_labelled"] = int(has.sum())
+            results[f"{a}->{b}"] = res
+    return results
+
+
+def _positions(rows: torch.Tensor, wanted: np.ndarray) -> torch.Tensor:
+    pos = {int(r): i for i, r in enumerate(rows.tolist())}
+    return torch.tensor([pos[int(r)] for r in wanted], dtype=torch.long)
+
+
+def _label_codes(labels: list, rows: np.ndarray) -> torch.Tensor:
+    """Labels of `rows` as integer codes, -1 where a row has no label."""
+    codes: dict[str, int] = {}
+    out = [codes.setdefault(labels[r], len(codes)) if labels[r] is not None else -1 for r in rows.tolist()]
+    return torch.tensor(out, dtype=torch.long)
+
+
 def format_table(results: dict[str, dict]) -> str:
-    head = f"{'query->gallery':<16}{'n':>7}" + "".join(f"{'R@' + str(k):>8}" for k in KS) + f"{'medR':>8}{'chance R@1':>12}"
+    labelled = any("P@1" in r for r in results.values())
+    head = (
+        f"{'query->gallery':<16}{'n':>7}" + "".join(f"{'R@' + str(k):>8}" for k in KS)
+        + f"{'medR':>7}{'meanR':>8}" + (f"{'P@1':>7}{'mAP':>7}" if labelled else "") + f"{'chance R@1':>12}"
+    )
     lines = [head, "-" * len(head)]
     for pair, r in results.items():
-        lines.append(
-            f"{pair:<16}{r['n']:>7}"
-            + "".join(f"{r[f'R@{k}']:>8.3f}" for k in KS)
-            + f"{r['median_rank']:>8.0f}{1.0 / r['n']:>12.4f}"
-        )
+        line = f"{pair:<16}{r['n']:>7}" + "".join(f"{r[f'R@{k}']:>8.3f}" for k in KS)
+        line += f"{r['median_rank']:>7.0f}{r['mean_rank']:>8.1f}"
+        if labelled:
+            line += f"{r['P@1']:>7.3f}{r['mAP']:>7.3f}" if "P@1" in r else f"{'-':>7}{'-':>7}"
+        lines.append(line + f"{1.0 / r['n']:>12.4f}")
     return "\n".join(lines)

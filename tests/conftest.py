@@ -5,10 +5,29 @@ from __future__ import annotations
 import pytest
 import torch
 
+from multijepa.cli import main
 from multijepa.collate import MultiModalCollator, build_maskers
 from multijepa.config import load_config
+from multijepa.demo_data import generate_demo
 
 VOCAB = 64
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """A small demo dataset: 48 training and 24 held-out scenes (+ classes.txt)."""
+    root = tmp_path_factory.mktemp("demo")
+    generate_demo(root, n_train=48, n_test=24, seed=3, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def run(demo, tmp_path_factory):
+    """A tiny pretraining run on `demo` (4 steps): a real run folder for the commands that read one."""
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    code = main(["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(out), "--max-steps", "4", "--no-progress"])
+    assert code == 0
+    return out
 
 
 @pytest.fixture

@@ -17,21 +17,6 @@ from multijepa.demo_data import generate_demo
 from multijepa.model import MultiJEPA
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    generate_demo(root, n_train=48, n_test=24, seed=3, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def run(demo, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "tiny"
-    code = main(["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(out), "--max-steps", "4", "--no-progress"])
-    assert code == 0
-    return out
-
-
 def test_pretrain_writes_a_complete_run_folder(run):
     assert (run / "config.yaml").is_file() and (run / "tokenizer.model").is_file()
     assert (run / "checkpoints" / "step_00000004" / "model.safetensors").is_file()

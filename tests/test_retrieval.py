@@ -37,3 +37,42 @@ def test_perfect_embeddings_give_perfect_recall():
     rows = torch.arange(50)
     res = retrieval_metrics({"audio": (z, rows), "text": (z.clone(), rows)})
     assert res["audio->text"]["R@1"] == 1.0 and res["text->audio"]["median_rank"] == 1.0
+
+
+def test_mean_rank_and_class_match_on_a_hand_made_matrix():
+    from multijepa.retrieval import class_match
+
+    sim = torch.tensor(
+        [
+            [0.9, 0.8, 0.1, 0.0],  # label a; gallery labels a, b, a, b
+            [0.7, 0.6, 0.9, 0.1],  # label b
+            [0.2, 0.3, 0.4, 0.5],  # label a
+            [0.0, 0.1, 0.2, 0.3],  # no label
+        ]
+    )
+    labels = torch.tensor([0, 1, 0, -1])
+    top1, ap = class_match(sim, labels, labels)
+    # query 0: order 0(a) 1(b) 2(a) 3  -> top-1 right; AP = (1/1 + 2/3) / 2
+    # query 1: order 2(a) 0(a) 1(b) 3  -> top-1 wrong; AP = (1/3) / 1
+    # query 2: order 3 2(a) 1(b) 0(a)  -> top-1 wrong; AP = (1/2 + 2/4) / 2
+    assert top1.tolist()[:3] == [True, False, False]
+    assert torch.allclose(ap[:3], torch.tensor([(1 + 2 / 3) / 2, 1 / 3, (1 / 2 + 2 / 4) / 2]))
+
+    e = torch.eye(4)
+    z = (sim, torch.arange(4))
+    res = retrieval_metrics({"image": (e, torch.arange(4)), "text": z}, labels=["a", "b", "a", None])
+    t2i = res["text->image"]  # text query i scores image j by sim[i, j]
+    assert t2i["mean_rank"] == (1 + 3 + 2 + 1) / 4 and t2i["median_rank"] == 1.5
+    assert t2i["n_labelled"] == 3
+    assert abs(t2i["P@1"] - 1 / 3) < 1e-6
+    assert abs(t2i["mAP"] - ((1 + 2 / 3) / 2 + 1 / 3 + 0.5) / 3) < 1e-6
+    assert "mAP" in format_table(res)
+
+
+def test_metrics_chunking_does_not_change_the_results():
+    g = torch.Generator().manual_seed(0)
+    z = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=-1)
+    w = torch.nn.functional.normalize(z + 0.8 * torch.randn(60, 8, generator=g), dim=-1)
+    labels = [str(i % 7) for i in range(60)]
+    embs = {"audio": (z, torch.arange(60)), "text": (w, torch.arange(60))}
+    assert retrieval_metrics(embs, labels) == retrieval_metrics(embs, labels, max_cells=100)

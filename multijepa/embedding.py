@@ -1,0 +1,108 @@
+"""Embedding the rows of a manifest with a trained model, every modality a row has.
+
+Shared by `embed`, `eval retrieval`, `eval zeroshot` and `index`: rows are decoded and batched by
+the training collator (no masks, `train=False`, so audio gets the several-clip evaluation), and
+each modality's sub-batch goes through its encoder and head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from modalities.errors import DataError
+
+from .collate import MultiModalCollator, move_batch
+from .config import SourceConfig
+from .dataset import PairedDataset
+from .model import MultiJEPA
+from .sources import open_source
+
+Embeddings = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (z (n_m, E), manifest rows (n_m,))
+
+
+def open_manifest(model: MultiJEPA, manifest: str | Path) -> PairedDataset:
+    """A manifest (or shards, or a saved folder) read with the run's column mapping."""
+    cfg = model.run_config
+    src = SourceConfig(path=str(manifest), name=Path(str(manifest)).stem)
+    return PairedDataset(open_source(src, cfg.data.columns, model.modalities, streaming=False), model.processors)
+
+
+@torch.no_grad()
+def embed_rows(
+    model: MultiJEPA,
+    dataset: PairedDataset,
+    rows: range | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    progress: bool = True,
+    on_error: str = "raise",
+    bar: tqdm | None = None,
+) -> tuple[Embeddings, list[dict]]:
+    """Embed `rows` (default: all) of `dataset` -> ({modality: (z float32 L2-normalised, rows int64)},
+    error records of the bad rows). With on_error="raise" the first bad row raises its DataError.
+    `bar`: an outer progress bar (counting rows) to advance instead of showing one per call."""
+    rows = range(len(dataset)) if rows is None else rows
+    batches = [list(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    mods = list(dataset.columns)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=MultiModalCollator(mods, processors=model.processors, train=False),
+        num_workers=num_workers,
+    )
+    device = model.logit_scale.device
+    model.eval()
+    embs: dict[str, list[torch.Tensor]] = {m: [] for m in mods}
+    ids: dict[str, list[torch.Tensor]] = {m: [] for m in mods}
+    errors: list[dict] = []
+    batches_bar = tqdm(loader, desc="embed", unit="batch", disable=not progress or bar is not None, dynamic_ncols=True)
+    for batch in batches_bar:
+        if bar is not None:
+            bar.update(batch["size"] + len(batch["errors"]))
+        if batch["errors"]:
+            if on_error == "raise":
+                e = batch["errors"][0]
+                raise DataError(e["message"], reason=e["reason"])
+            errors += batch["errors"]
+        if batch["size"] == 0:
+            continue
+        batch_rows = batch["rows"]
+        batch = move_batch(batch, device)
+        for m in mods:
+            if m in batch:
+                embs[m].append(model.encode(m, batch[m]["x"]).float().cpu())
+                ids[m].append(batch_rows[batch[m]["index"].cpu()])
+    out = {m: (torch.cat(embs[m]), torch.cat(ids[m])) for m in mods if embs[m]}
+    return out, errors
+
+
+def embed_manifest(
+    model: MultiJEPA, manifest: str | Path, batch_size: int = 128, num_workers: int = 0, progress: bool = True
+) -> Embeddings:
+    """Every row of a manifest; a bad row stops with its name."""
+    return embed_rows(model, open_manifest(model, manifest), None, batch_size, num_workers, progress)[0]
+
+
+def manifest_labels(dataset: PairedDataset) -> list | None:
+    """The label column (data.columns.label, default `label`) by row, or None if there is none."""
+    col = dataset.source.label_column
+    if col is None:
+        return None
+    return [None if v is None else str(v) for v in dataset.ds[col]]
+
+
+def save_embeddings(embeddings: Embeddings, out_dir: str | Path) -> list[Path]:
+    """DIR/m.npy (float32 [n, E]) and DIR/m_rows.npy (int64 [n]) for every modality."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for m, (z, r) in embeddings.items():
+        np.save(out / f"{m}.npy", z.numpy().astype(np.float32))
+        np.save(out / f"{m}_rows.npy", r.numpy().astype(np.int64))
+        written += [out / f"{m}.npy", out / f"{m}_rows.npy"]
+    return written

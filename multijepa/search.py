@@ -1,0 +1,78 @@
+"""Searching an index with a text, an image, a sound, or a sum of them.
+
+Several query inputs are combined as ImageBind does (embedding arithmetic): the sum of their
+L2-normalised embeddings, normalised again, so "image of a dog + sound of rain" finds items
+near both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .index import EmbeddingIndex
+from .model import MultiJEPA
+
+
+def embed_query(model: MultiJEPA, text: str | None = None, image: str | Path | None = None,
+                audio: str | Path | None = None) -> torch.Tensor:
+    """The query embedding (E,): the normalised sum of the given inputs' normalised embeddings."""
+    parts = []
+    if text is not None:
+        parts.append(model.embed_texts([text]))
+    if image is not None:
+        parts.append(model.embed_images([str(image)]))
+    if audio is not None:
+        parts.append(model.embed_audio([str(audio)]))
+    if not parts:
+        raise ValueError("give at least one of text, image, audio")
+    return F.normalize(torch.cat(parts).sum(0), dim=-1)
+
+
+def target_modalities(index: EmbeddingIndex, query_modalities: list[str], wanted: list[str] | None) -> list[str]:
+    """What to search: `wanted`, else the indexed modalities the query does not use (all of them
+    if the query uses every one)."""
+    if wanted:
+        missing = [m for m in wanted if m not in index.modalities]
+        if missing:
+            raise ValueError(f"the index has no {', '.join(missing)} vectors (it has: {', '.join(index.modalities)})")
+        return wanted
+    others = [m for m in index.modalities if m not in query_modalities]
+    return others or index.modalities
+
+
+def search(index: EmbeddingIndex, query: torch.Tensor, modalities: list[str], k: int) -> dict[str, list[dict]]:
+    """-> {modality: [{"rank", "score", "row", **row metadata}, ...]} best first."""
+    results: dict[str, list[dict]] = {}
+    for m in modalities:
+        scores, rows = index.search(query.unsqueeze(0), m, k)
+        results[m] = [
+            {"rank": i + 1, "score": float(s), **index.metadata(int(r))}
+            for i, (s, r) in enumerate(zip(scores[0], rows[0]))
+            if r >= 0
+        ]
+    return results
+
+
+def format_results(results: dict[str, list[dict]], index: EmbeddingIndex, width: int = 100) -> str:
+    """One block per searched modality: rank, score, row, the item's own path (or caption),
+    then the row's other fields."""
+    lines = []
+    for m, hits in results.items():
+        lines.append(f"{m} ({index.info['modalities'][m]} indexed)")
+        lines.append(f"{'rank':>4} {'score':>7} {'row':>7}  item")
+        for h in hits:
+            own = h.get(m, h.get(_column(index, m)))
+            rest = "; ".join(f"{k}: {v}" for k, v in h.items() if k not in ("rank", "score", "row", m) and v is not None)
+            text = f"{own}" + (f"  [{rest}]" if rest else "")
+            if len(text) > width:
+                text = text[: width - 3] + "..."
+            lines.append(f"{h['rank']:>4} {h['score']:>7.3f} {h['row']:>7}  {text}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def _column(index: EmbeddingIndex, modality: str) -> str:
+    return index.info.get("columns", {}).get(modality, modality)
