@@ -358,7 +358,6 @@ def main(argv=None) -> dict:
         sources = open_sources(base)
         has_text = any("text" in s.columns for s in sources)
         tokenizer = build_tokenizer(base.model, tok_dir, texts=(lambda: training_texts(sources)) if has_text else None)
-        del sources
     if base.train.threads:  # as train.py: 0 keeps torch's default
         torch.set_num_threads(base.train.threads)
     m = machine()

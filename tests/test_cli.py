@@ -8,12 +8,10 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from multijepa.cli import main
-from multijepa.demo_data import generate_demo
 from multijepa.model import MultiJEPA
 
 
