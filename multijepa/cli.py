@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         "Resumable: a killed build continues where it stopped when run again with the same --out.",
         epilog="index settings (key=value after the options): kind=flat|ivf|hnsw, nlist=N (IVF lists, "
         "0 = 4*sqrt(n)), nprobe=N, train_size=N, hnsw_m=N, ef_construction=N, ef_search=N, "
-        "chunk_rows=N (rows per resumable part).\n\n" + EPILOG_SOURCES,
+        "chunk_rows=N (rows per resumable part); data.columns.image=jpg ... to map the corpus' columns.\n\n" + EPILOG_SOURCES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     idx.add_argument("--checkpoint", required=True, help="pretraining run folder")
@@ -139,6 +139,47 @@ def _parser() -> argparse.ArgumentParser:
     srch.add_argument("--top-k", type=int, default=5, help="results per searched modality [5]")
     srch.add_argument("--json", action="store_true", help="print JSON instead of a table")
     srch.add_argument("--device", default="auto")
+
+    vqa = sub.add_parser("vqa", help="fine-tune for visual question answering, evaluate, predict")
+    vqa_sub = vqa.add_subparsers(dest="vqa_command", required=True, metavar="SUBCOMMAND")
+    vt = vqa_sub.add_parser(
+        "train",
+        help="fine-tune a pretraining run's image and text encoders with an attention-fusion answer model",
+        description="Rows: image, question, answers (1-10 strings, or VQA v2's [{answer: ..}]), optional "
+        "question_type / answer_type. The answer vocabulary comes from the training answers; targets are "
+        "soft scores (0/0.3/0.6/0.9/1 for 0/1/2/3/4+ matching humans) under BCE. Without --data the "
+        "demo's vqa_train.jsonl is used and vqa_test.jsonl evaluated at the end.",
+        epilog="settings (key=value after the options): fusion.kind=cross|coattention|merged, "
+        "fusion.memory_slots=N (M2 memory), fusion.width/depth/heads, head_hidden, answers.min_count, "
+        "answers.top_k, optim.lr, optim.encoder_lr_scale (0 = frozen), train.max_steps, train.batch_size, "
+        "columns.question=..., columns.answers=...",
+    )
+    vt.add_argument("--checkpoint", required=True, help="pretraining run folder (its encoders and tokenizer)")
+    vt.add_argument("--data", help="training rows [demo vqa_train.jsonl]")
+    vt.add_argument("--eval-data", help="held-out rows evaluated after training [demo vqa_test.jsonl without --data]")
+    vt.add_argument("--out", required=True, help="output folder")
+    vt.add_argument("--config", default="vqa_demo", help="shipped VQA config name or .yaml path [vqa_demo]")
+    vt.add_argument("--from-scratch", action="store_true",
+                    help="same model, tokenizer and steps, but random encoders: the comparison")
+    vt.add_argument("--freeze-encoders", action="store_true", help="train only the fusion and head (optim.encoder_lr_scale=0)")
+    vt.add_argument("--encoder-lr-scale", type=float, help="encoders learn at lr * this [config: 0.1]")
+    vt.add_argument("--max-steps", type=int)
+    vt.add_argument("--no-progress", action="store_true")
+    vt.add_argument("overrides", nargs="*", metavar="key=value", help="VQA config overrides")
+    ve = vqa_sub.add_parser("eval", help="VQA v2 accuracy (overall and per question/answer type) of a fine-tuned folder")
+    ve.add_argument("--checkpoint", required=True, help="VQA folder from `vqa train`")
+    ve.add_argument("--data", help="rows with answers [demo vqa_test.jsonl]")
+    ve.add_argument("--json", help="also write {accuracy, n, per_type} to this file")
+    ve.add_argument("--predictions", help="also write each row's predicted answer (JSON lines)")
+    ve.add_argument("--batch-size", type=int, default=128)
+    ve.add_argument("--device", default="auto")
+    vp = vqa_sub.add_parser("predict", help="answer a question about an image: the top answers with scores")
+    vp.add_argument("--checkpoint", required=True, help="VQA folder from `vqa train`")
+    vp.add_argument("--image", required=True, help="image file")
+    vp.add_argument("--question", required=True)
+    vp.add_argument("--top-k", type=int, default=5)
+    vp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    vp.add_argument("--device", default="auto")
 
     ev = sub.add_parser("eval", help="evaluate a run")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
@@ -316,8 +357,12 @@ def _cmd_index(args: argparse.Namespace) -> None:
     from .demo_paths import resolve_manifest
     from .index import build_index, index_config
 
-    cfg = index_config(args.overrides)
+    columns = [o for o in args.overrides if o.startswith("data.columns.")]
+    cfg = index_config([o for o in args.overrides if o not in columns])
     model = _load(args)
+    for o in columns:  # the corpus may name its columns unlike the training data
+        key, value = o.split("=", 1)
+        model.run_config.data.columns[key.split(".", 2)[2]] = value
     manifest = resolve_manifest(args.data, "test")
     t0 = time.perf_counter()
     index = build_index(model, manifest, args.out, cfg, checkpoint=Path(args.checkpoint).resolve(),
@@ -358,6 +403,67 @@ def _cmd_search(args: argparse.Namespace) -> None:
     print(format_results(results, index))
 
 
+def _cmd_vqa_train(args: argparse.Namespace) -> None:
+    from .demo_paths import resolve_manifest
+    from .vqa.config import load_vqa_config
+    from .vqa.train import train_vqa
+
+    overrides = list(args.overrides)
+    if args.freeze_encoders:
+        overrides.append("optim.encoder_lr_scale=0")
+    elif args.encoder_lr_scale is not None:
+        overrides.append(f"optim.encoder_lr_scale={args.encoder_lr_scale}")
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    cfg = load_vqa_config(args.config, overrides)
+    train = resolve_manifest(args.data, "vqa_train")
+    held_out = args.eval_data or (resolve_manifest(None, "vqa_test") if args.data is None else None)
+    t0 = time.perf_counter()
+    last = train_vqa(args.checkpoint, train, args.out, cfg, eval_data=held_out, from_scratch=args.from_scratch,
+                     progress=not args.no_progress)
+    init = "from scratch" if args.from_scratch else f"from {args.checkpoint}"
+    print(f"VQA ({cfg.fusion.kind} fusion, {init}) trained in {time.perf_counter() - t0:.0f}s; folder: {args.out}")
+    if "eval" in last:
+        print(f"held-out {held_out}:")
+        print(_format_vqa(last["eval"]))
+
+
+def _cmd_vqa_eval(args: argparse.Namespace) -> None:
+    from .demo_paths import resolve_manifest
+    from .train import pick_device
+    from .vqa.model import load_vqa
+    from .vqa.train import evaluate_vqa
+
+    predictor = load_vqa(args.checkpoint, pick_device(args.device))
+    data = resolve_manifest(args.data, "vqa_test")
+    result = evaluate_vqa(predictor, data, args.batch_size, predictions_out=args.predictions)
+    print(f"VQA on {data}:")
+    print(_format_vqa(result))
+    _write_json(args.json, result)
+
+
+def _cmd_vqa_predict(args: argparse.Namespace) -> None:
+    from .train import pick_device
+    from .vqa.model import load_vqa
+
+    predictor = load_vqa(args.checkpoint, pick_device(args.device))
+    top = predictor.predict(args.image, args.question, args.top_k)
+    if args.json:
+        print(json.dumps([{"answer": a, "score": s} for a, s in top], indent=2))
+        return
+    print(f"Q: {args.question}")
+    for a, s in top:
+        print(f"  {s:6.3f}  {a}")
+
+
+def _format_vqa(result: dict) -> str:
+    lines = [f"  accuracy {result['accuracy']:.4f} over {result['n']} questions"]
+    for key, groups in result["per_type"].items():
+        for value, r in sorted(groups.items()):
+            lines.append(f"  {key} {value}: {r['accuracy']:.4f} (n={r['n']})")
+    return "\n".join(lines)
+
+
 def _write_json(path: str | None, results: dict) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -384,8 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         ("eval", "zeroshot"): _cmd_eval_zeroshot,
         ("index", None): _cmd_index,
         ("search", None): _cmd_search,
+        ("vqa", "train"): _cmd_vqa_train,
+        ("vqa", "eval"): _cmd_vqa_eval,
+        ("vqa", "predict"): _cmd_vqa_predict,
     }
-    sub = getattr(args, "data_command", None) or getattr(args, "eval_command", None) or getattr(args, "tokenizer_command", None)
+    sub = next((getattr(args, f"{c}_command") for c in ("data", "eval", "tokenizer", "vqa") if hasattr(args, f"{c}_command")), None)
     try:
         return handlers[(args.command, sub)](args) or 0
     except (DataError, ConfigError, CheckpointError, CollapseError, FileExistsError, FileNotFoundError) as e:

@@ -8,6 +8,14 @@ import math
 from .config import ModelConfig, OptimConfig
 
 
+def warmup_cosine(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Linear warmup to `lr` over `warmup_steps`, then cosine down to `min_lr` at `total_steps`."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
 class Schedule:
     def __init__(self, optim: OptimConfig, model: ModelConfig, total_steps: int):
         self.o, self.total = optim, max(1, total_steps)
@@ -17,11 +25,7 @@ class Schedule:
         return min(1.0, step / self.total)
 
     def lr(self, step: int) -> float:
-        o = self.o
-        if step < o.warmup_steps:
-            return o.lr * (step + 1) / o.warmup_steps
-        t = (step - o.warmup_steps) / max(1, self.total - o.warmup_steps)
-        return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+        return warmup_cosine(step, self.o.lr, self.o.min_lr, self.o.warmup_steps, self.total)
 
     def weight_decay(self, step: int) -> float:
         o = self.o

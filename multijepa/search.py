@@ -64,8 +64,9 @@ def format_results(results: dict[str, list[dict]], index: EmbeddingIndex, width:
         lines.append(f"{m} ({index.info['modalities'][m]} indexed)")
         lines.append(f"{'rank':>4} {'score':>7} {'row':>7}  item")
         for h in hits:
-            own = h.get(m, h.get(_column(index, m)))
-            rest = "; ".join(f"{k}: {v}" for k, v in h.items() if k not in ("rank", "score", "row", m) and v is not None)
+            col = _column(index, m)
+            own = h.get(col) or h.get("__key__") or f"row {h['row']}"  # shard members have no path
+            rest = "; ".join(f"{k}: {v}" for k, v in h.items() if k not in ("rank", "score", "row", col) and v is not None)
             text = f"{own}" + (f"  [{rest}]" if rest else "")
             if len(text) > width:
                 text = text[: width - 3] + "..."

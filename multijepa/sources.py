@@ -146,8 +146,10 @@ def _tar_fields(tar_path: str, limit: int = 64) -> set[str]:
     return fields
 
 
-def open_source(src: SourceConfig, columns: dict[str, str], modalities: list[str], streaming: bool) -> Source:
-    """Load one source through `datasets` and pick the columns of `modalities` (+ label, keys)."""
+def open_source(src: SourceConfig, columns: dict[str, str], modalities: list[str], streaming: bool,
+                extra: tuple[str, ...] = ()) -> Source:
+    """Load one source through `datasets` and pick the columns of `modalities` (+ label, keys, and
+    those of `extra` that exist, e.g. VQA answers)."""
     fmt, files = detect_format(src)
     wanted = {**columns, **src.columns}
     wanted_cols = {m: wanted.get(m, m) for m in modalities if src.modalities is None or m in src.modalities}
@@ -194,7 +196,8 @@ def open_source(src: SourceConfig, columns: dict[str, str], modalities: list[str
         _no_columns(src, wanted_cols, names)
     label_column = label if label in names else None
     keys = [k for k in KEY_COLUMNS if k in names]
-    ds = ds.select_columns(list(present.values()) + ([label_column] if label_column else []) + keys)
+    extras = [c for c in extra if c in names and c not in present.values()]
+    ds = ds.select_columns(list(present.values()) + ([label_column] if label_column else []) + keys + extras)
     ds = _raw_media(ds, list(present.values()))
     return Source(src.name, ds, base_dir, present, label_column, keys, src.weight, src.path)
 

@@ -170,3 +170,25 @@ def test_skip_leaves_bad_rows_out_and_lists_them(run, demo, tmp_path):
     assert index.info["bad_rows"] == 1 and all(4 not in index.rows[m] for m in index.modalities)
     bad = [json.loads(line) for line in (out / "bad_rows.jsonl").read_text().splitlines()]
     assert bad[0]["row"] == 4 and bad[0]["reason"] == "missing_file"
+
+
+def test_an_index_of_shards_shows_the_sample_keys(run, demo, tmp_path, capsys):
+    from multijepa.config import SourceConfig
+    from multijepa.shards import write_shards
+    from multijepa.sources import open_source
+
+    src = open_source(SourceConfig(path=str(demo / "test.jsonl"), name="test"), {}, ["image", "text", "audio"], streaming=False)
+    write_shards(src, tmp_path / "shards", ["image", "text", "audio"], shard_size=10)
+    out = tmp_path / "idx"
+    code = main(["index", "--checkpoint", str(run), "--data", str(tmp_path / "shards" / "shard-*.tar"), "--out", str(out),
+                 "--no-progress", "data.columns.image=png", "data.columns.text=txt", "data.columns.audio=wav"])
+    assert code == 0
+    capsys.readouterr()
+    index = EmbeddingIndex(out)
+    assert index.info["modalities"] == {"image": 24, "text": 24, "audio": 24}
+    meta = index.metadata(0)
+    assert meta["__key__"] and meta["png"] is None and meta["txt"]  # bytes are never copied into the metadata
+    assert main(["search", "--index", str(out), "--text", "a red circle", "--modality", "audio", "--top-k", "2"]) == 0
+    shown = capsys.readouterr().out.splitlines()[3:5]  # the two result lines
+    keys = {index.metadata(i)["__key__"] for i in range(24)}
+    assert all(line.split()[3] in keys for line in shown), shown

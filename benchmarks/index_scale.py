@@ -1,0 +1,159 @@
+"""Does the approximate index hold up at a million rows? Recall, speed and memory against exact search.
+
+Builds a 1,000,000 x 512 corpus of random unit vectors, indexes it twice, and searches both
+with the same held-out queries:
+
+- exact: faiss `IndexFlatIP`, brute-force inner product (its top-k equals torch's, see
+  tests/test_index.py); its results are the ground truth, and its speed the reference;
+- approximate: the index `multijepa index` builds with the same settings (`kind=ivf` unless
+  given otherwise; any index setting as key=value, e.g. `kind=hnsw ef_search=128`).
+
+It prints queries/s of each (a batch of queries, and one query at a time), the approximate
+index's recall@10 against exact search, build time and memory (the serialised index size and the
+process's peak RSS), with the ratios approximate/exact. For IVF (HNSW) it also sweeps nprobe
+(ef_search), the knob that trades recall for speed at search time.
+
+The corpus: `--data clustered` (default) draws each vector around one of 10,000 random centres
+(cosine about 0.7 to its centre, about 0.5 to a neighbour of the same centre), the way real
+embeddings group by meaning, so nearest neighbours exist and are worth finding. `--data gaussian`
+draws i.i.d. Gaussian vectors: in 512 dimensions every point is then almost equally far from
+every other, there is no neighbourhood to find, and any approximate index needs to scan most of
+the corpus to reach a high recall. Real embeddings look like the first case; the second is the
+worst case, shown for honesty.
+
+    python benchmarks/index_scale.py                    # 1M x 512, IVF, about 5 minutes on 2 cores
+    python benchmarks/index_scale.py --n 200000 kind=hnsw
+    python benchmarks/index_scale.py --json runs/index_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from multijepa.index import build_faiss_index, index_config, ivf_lists, set_search_params
+
+
+def unit_vectors(n: int, d: int, kind: str, rng: np.random.Generator, centres: np.ndarray | None) -> np.ndarray:
+    """(n, d) float32 unit vectors, made in blocks so the peak memory stays near the output's."""
+    out = np.empty((n, d), dtype=np.float32)
+    noise = 0.045  # per-dimension std: cos(x, centre) = 1 / sqrt(1 + d * noise^2) = 0.7 at d = 512
+    for s in range(0, n, 100_000):
+        e = min(n, s + 100_000)
+        x = rng.standard_normal((e - s, d), dtype=np.float32)
+        if kind == "clustered":
+            x = centres[rng.integers(len(centres), size=e - s)] + noise * x
+        out[s:e] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def timed_search(index: faiss.Index, q: np.ndarray, k: int, single: int) -> tuple[np.ndarray, float, float]:
+    """-> (ids (Q, k), queries/s as one batch, queries/s one at a time over the first `single`)."""
+    t0 = time.perf_counter()
+    _, ids = index.search(q, k)
+    batch_qps = len(q) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(single):
+        index.search(q[i : i + 1], k)
+    single_qps = single / (time.perf_counter() - t0)
+    return ids, batch_qps, single_qps
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Share of the exact top-k that the approximate top-k contains, averaged over queries."""
+    return float(np.mean([len(set(f[:k]) & set(t[:k])) / k for f, t in zip(found, truth)]))
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1_000_000, help="corpus rows [1,000,000]")
+    p.add_argument("--dim", type=int, default=512, help="embedding width [512]")
+    p.add_argument("--queries", type=int, default=1000, help="held-out queries [1000]")
+    p.add_argument("--single", type=int, default=100, help="queries also timed one at a time [100]")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--data", choices=("clustered", "gaussian"), default="clustered")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="index settings, as for `multijepa index` [kind=ivf]")
+    args = p.parse_args()
+    cfg = index_config(["kind=ivf", *args.overrides])
+    if cfg.kind == "flat":
+        raise SystemExit("error: kind=flat is the exact reference itself; benchmark kind=ivf or kind=hnsw")
+
+    print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
+    rng = np.random.default_rng(args.seed)
+    centres = unit_vectors(10_000, args.dim, "gaussian", rng, None) if args.data == "clustered" else None
+    t0 = time.perf_counter()
+    x = unit_vectors(args.n, args.dim, args.data, rng, centres)
+    q = unit_vectors(args.queries, args.dim, args.data, rng, centres)
+    print(f"corpus: {args.n:,} x {args.dim} {args.data} unit vectors ({x.nbytes / 2**30:.2f} GiB), "
+          f"{args.queries} held-out queries, made in {time.perf_counter() - t0:.0f}s")
+
+    t0 = time.perf_counter()
+    exact = faiss.IndexFlatIP(args.dim)
+    exact.add(x)
+    exact_build = time.perf_counter() - t0
+    truth, exact_qps, exact_single = timed_search(exact, q, args.k, args.single)
+    exact_bytes = exact.ntotal * args.dim * 4
+    print(f"exact (flat):   built in {exact_build:.1f}s, {exact_qps:,.0f} queries/s batched, "
+          f"{exact_single:,.1f} one at a time, {exact_bytes / 2**30:.2f} GiB")
+    del exact
+
+    detail = f"nlist={ivf_lists(args.n, cfg.nlist)} nprobe={cfg.nprobe}" if cfg.kind == "ivf" else \
+        f"M={cfg.hnsw_m} ef_construction={cfg.ef_construction} ef_search={cfg.ef_search}"
+    print(f"building {cfg.kind} ({detail}) ...", flush=True)
+    t0 = time.perf_counter()
+    approx = build_faiss_index(x, cfg)
+    approx_build = time.perf_counter() - t0
+    approx_bytes = len(faiss.serialize_index(approx))
+    found, approx_qps, approx_single = timed_search(approx, q, args.k, args.single)
+    recall = recall_at(found, truth, args.k)
+    print(f"approximate:    built in {approx_build:.0f}s, {approx_qps:,.0f} queries/s batched, "
+          f"{approx_single:,.1f} one at a time, {approx_bytes / 2**30:.2f} GiB; recall@{args.k} = {recall:.4f}")
+
+    sweep = []
+    knob = "nprobe" if cfg.kind == "ivf" else "ef_search"
+    base = getattr(cfg, knob)
+    for value in sorted({max(1, base // 4), max(1, base // 2), base, base * 2}):
+        cfg_v = index_config(base=asdict(cfg), overrides=[f"{knob}={value}"])
+        set_search_params(approx, cfg_v)
+        f, qps, _ = timed_search(approx, q, args.k, 0)
+        sweep.append({knob: value, "recall": recall_at(f, truth, args.k), "queries_per_s": qps})
+    print(f"\n{knob:>10}  recall@{args.k}  queries/s  speed-up vs exact")
+    for s in sweep:
+        print(f"{s[knob]:>10}  {s['recall']:>9.4f}  {s['queries_per_s']:>9,.0f}  {s['queries_per_s'] / exact_qps:>17.1f}x")
+
+    print(f"\nratios approximate / exact: {approx_qps / exact_qps:.1f}x queries/s batched, "
+          f"{approx_single / exact_single:.1f}x one at a time, {approx_bytes / exact_bytes:.2f}x index memory; "
+          f"recall@{args.k} {recall:.4f} ({'meets' if recall >= 0.95 else 'BELOW'} the 0.95 target)")
+    print(f"process peak RSS {peak_rss_gb():.1f} GiB (corpus, queries, one index at a time, and one serialised copy)")
+    if args.json:
+        out = {
+            "n": args.n, "dim": args.dim, "data": args.data, "queries": args.queries, "k": args.k,
+            "config": asdict(cfg), "faiss": faiss.__version__, "threads": faiss.omp_get_max_threads(),
+            "exact": {"build_s": exact_build, "queries_per_s": exact_qps, "single_queries_per_s": exact_single, "bytes": exact_bytes},
+            "approximate": {"build_s": approx_build, "queries_per_s": approx_qps, "single_queries_per_s": approx_single,
+                            "bytes": approx_bytes, f"recall@{args.k}": recall},
+            "sweep": sweep, "peak_rss_gib": peak_rss_gb(),
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

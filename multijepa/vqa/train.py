@@ -1,0 +1,148 @@
+"""Fine-tuning for VQA, top to bottom: load the pretraining run, build the answer vocabulary,
+train the fusion and answer head (and the encoders at a scaled learning rate, or frozen) with
+BCE on soft answer scores, save the folder, evaluate on the held-out split."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from modalities.errors import DataError
+
+from ..checkpoint import load_model_from_run
+from ..schedule import warmup_cosine
+from ..train import pick_device
+from .answers import AnswerVocab, coverage
+from .config import VQAConfig
+from .data import VQACollator, VQADataset
+from .metric import score_predictions
+from .model import VQAModel, VQAPredictor, save_vqa
+
+
+def _raise_bad(batch: dict) -> None:
+    if batch["errors"]:
+        e = batch["errors"][0]
+        raise DataError(e["message"], reason=e["reason"])
+
+
+def _param_groups(model: VQAModel, cfg: VQAConfig) -> list[dict]:
+    """Encoders at lr * encoder_lr_scale (frozen at 0), the rest at lr; no decay on norms and biases."""
+    o = cfg.optim
+    frozen = o.encoder_lr_scale == 0
+    enc_ids = {id(p) for e in model.encoders() for p in e.parameters()}
+    groups: dict[tuple, list] = {}
+    for p in model.parameters():
+        is_enc = id(p) in enc_ids
+        if is_enc and frozen:
+            p.requires_grad_(False)
+            continue
+        key = (is_enc, p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    return [
+        {"params": ps, "lr_scale": o.encoder_lr_scale if is_enc else 1.0, "weight_decay": 0.0 if no_decay else o.weight_decay}
+        for (is_enc, no_decay), ps in groups.items()
+    ]
+
+
+def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, cfg: VQAConfig,
+              eval_data: str | Path | None = None, from_scratch: bool = False, progress: bool = True) -> dict:
+    """Fine-tune from the pretraining run `checkpoint` (or train the same model from scratch:
+    same tokenizer and shapes, random encoders) and write the folder `out`. -> the last log record,
+    with the evaluation under "eval" when `eval_data` is given."""
+    out = Path(out)
+    if (out / "model.safetensors").exists():
+        raise FileExistsError(f"{out} already holds a VQA model; choose another --out")
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = pick_device(t.device)
+    pretrained = load_model_from_run(checkpoint)
+    if "image" not in pretrained.modalities or "text" not in pretrained.modalities:
+        raise DataError(f"{checkpoint}: VQA needs a run with image and text encoders (it has {pretrained.modalities})")
+    processors, model_cfg = pretrained.processors, pretrained.cfg
+
+    dataset = VQADataset(train_data, processors, cfg.columns)
+    answer_lists = dataset.answer_lists()
+    vocab = AnswerVocab.build(answer_lists, cfg.answers.min_count, cfg.answers.top_k)
+    print(f"{len(dataset)} training questions; {len(vocab)} answers cover {coverage(answer_lists, vocab):.1%} of them")
+
+    model = VQAModel(model_cfg, cfg, processors.tokenizer.vocab_size, len(vocab))
+    if not from_scratch:
+        model.load_pretrained_encoders(pretrained)
+    del pretrained
+    model.to(device)
+    groups = _param_groups(model, cfg)
+    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(0.9, 0.999))
+    gen = torch.Generator().manual_seed(t.seed)
+    loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=True, drop_last=len(dataset) >= t.batch_size,
+                        generator=gen, collate_fn=VQACollator(vocab), num_workers=t.num_workers)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("")
+    bar = tqdm(total=t.max_steps, desc="vqa train", unit="step", disable=not progress, dynamic_ncols=True)
+    step, last, seen, t0 = 0, {}, 0, time.perf_counter()
+    model.train()
+    for enc in model.encoders():
+        enc.train(cfg.optim.encoder_lr_scale > 0)
+    while step < t.max_steps:
+        for batch in loader:
+            _raise_bad(batch)
+            lr = warmup_cosine(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, t.max_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr * g["lr_scale"]
+            logits = model(batch["image"].to(device), batch["tokens"].to(device))  # (B, A)
+            targets = batch["targets"].to(device)
+            # BCE per answer, summed over answers (mean * A), as in bottom-up-attention VQA
+            loss = F.binary_cross_entropy_with_logits(logits, targets) * targets.shape[1]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            step += 1
+            seen += batch["size"]
+            bar.update(1)
+            if step % t.log_every == 0 or step == t.max_steps:
+                last = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": seen / (time.perf_counter() - t0)}
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(last) + "\n")
+                bar.set_postfix(loss=f"{last['loss']:.3f}")
+            if step >= t.max_steps:
+                break
+    bar.close()
+    save_vqa(out, model, cfg, model_cfg, processors.tokenizer, vocab)
+    if eval_data is not None:
+        result = evaluate_vqa(VQAPredictor(model.eval(), processors, vocab, cfg, model_cfg), eval_data, progress=progress)
+        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        last = {**last, "eval": result}
+    return last
+
+
+@torch.no_grad()
+def evaluate_vqa(predictor: VQAPredictor, data: str | Path, batch_size: int = 128, progress: bool = True,
+                 predictions_out: str | Path | None = None) -> dict:
+    """VQA v2 accuracy of the top answer on `data`: {"accuracy", "n", "per_type": {...}}."""
+    model = predictor.model.eval()
+    device = next(model.parameters()).device
+    dataset = VQADataset(data, predictor.processors, predictor.cfg.columns)
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=VQACollator())
+    preds: list[str] = []
+    rows: list[dict] = []
+    for batch in tqdm(loader, desc="vqa eval", unit="batch", disable=not progress, dynamic_ncols=True):
+        _raise_bad(batch)
+        best = model(batch["image"].to(device), batch["tokens"].to(device)).argmax(1).tolist()
+        preds += [predictor.vocab.answers[i] for i in best]
+        for j in range(batch["size"]):
+            rows.append({"row": batch["rows"][j], "answers": batch["answers"][j],
+                         **{k: batch[k][j] for k in ("question_type", "answer_type") if batch[k][j] is not None}})
+    if predictions_out is not None:
+        with open(predictions_out, "w") as f:
+            for p, r in zip(preds, rows):
+                f.write(json.dumps({"row": r["row"], "prediction": p}) + "\n")
+    return score_predictions(preds, rows)
