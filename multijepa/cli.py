@@ -160,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     vt.add_argument("--out", required=True, help="output folder")
     vt.add_argument("--config", default="vqa_demo", help="shipped VQA config name or .yaml path [vqa_demo]")
     vt.add_argument("--from-scratch", action="store_true",
-                    help="same model, tokenizer and steps, but random encoders: the comparison")
+                    help="same model, tokenizer and steps, but random encoders trained at the full LR: the comparison")
     vt.add_argument("--freeze-encoders", action="store_true", help="train only the fusion and head (optim.encoder_lr_scale=0)")
     vt.add_argument("--encoder-lr-scale", type=float, help="encoders learn at lr * this [config: 0.1]")
     vt.add_argument("--max-steps", type=int)
@@ -413,6 +413,9 @@ def _cmd_vqa_train(args: argparse.Namespace) -> None:
         overrides.append("optim.encoder_lr_scale=0")
     elif args.encoder_lr_scale is not None:
         overrides.append(f"optim.encoder_lr_scale={args.encoder_lr_scale}")
+    elif args.from_scratch and not any(o.startswith("optim.encoder_lr_scale") for o in overrides):
+        # random encoders at a tenth of the LR would be a handicapped baseline: full LR for them
+        overrides.append("optim.encoder_lr_scale=1")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     cfg = load_vqa_config(args.config, overrides)
