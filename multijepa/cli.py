@@ -164,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     vt.add_argument("--freeze-encoders", action="store_true", help="train only the fusion and head (optim.encoder_lr_scale=0)")
     vt.add_argument("--encoder-lr-scale", type=float, help="encoders learn at lr * this [config: 0.1]")
     vt.add_argument("--max-steps", type=int)
+    vt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     vt.add_argument("--no-progress", action="store_true")
     vt.add_argument("overrides", nargs="*", metavar="key=value", help="VQA config overrides")
     ve = vqa_sub.add_parser("eval", help="VQA v2 accuracy (overall and per question/answer type) of a fine-tuned folder")
@@ -418,12 +419,17 @@ def _cmd_vqa_train(args: argparse.Namespace) -> None:
         overrides.append("optim.encoder_lr_scale=1")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
-    cfg = load_vqa_config(args.config, overrides)
+    saved = Path(args.out) / "vqa_config.yaml"
+    if args.resume and saved.exists():
+        print(f"resuming with the run's saved config {saved} (+ overrides)")
+        cfg = load_vqa_config(saved, overrides)
+    else:
+        cfg = load_vqa_config(args.config, overrides)
     train = resolve_manifest(args.data, "vqa_train")
     held_out = args.eval_data or (resolve_manifest(None, "vqa_test") if args.data is None else None)
     t0 = time.perf_counter()
     last = train_vqa(args.checkpoint, train, args.out, cfg, eval_data=held_out, from_scratch=args.from_scratch,
-                     progress=not args.no_progress)
+                     resume=args.resume, progress=not args.no_progress)
     init = "from scratch" if args.from_scratch else f"from {args.checkpoint}"
     print(f"VQA ({cfg.fusion.kind} fusion, {init}) trained in {time.perf_counter() - t0:.0f}s; folder: {args.out}")
     if "eval" in last:

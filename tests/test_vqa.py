@@ -106,3 +106,47 @@ def test_vqa_config_checks_names():
     with pytest.raises(ConfigError, match="encoder_lr_scale"):
         load_vqa_config("vqa_tiny", ["optim.encoder_lr_scale=-1"])
     assert load_vqa_config("vqa_tiny", ["fusion.memory_slots=5"]).fusion.memory_slots == 5
+
+
+def test_batch_order_is_the_dataloaders_and_skips_for_a_resume():
+    import itertools
+
+    from torch.utils.data import DataLoader
+
+    from multijepa.vqa.train import shuffled_batches
+
+    loader = DataLoader(range(23), batch_size=5, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(7))
+    expected = [b.tolist() for _ in range(3) for b in loader]  # three epochs
+    got = list(itertools.islice(shuffled_batches(23, 5, seed=7), 12))
+    assert got == expected
+    assert list(itertools.islice(shuffled_batches(23, 5, seed=7, start_step=6), 6)) == expected[6:]
+
+
+def test_a_killed_vqa_run_resumes_to_the_same_weights(run, vqa_small, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    import multijepa.vqa.train as vqa_train
+
+    train, _ = vqa_small
+    cfg = load_vqa_config("vqa_tiny", ["train.max_steps=7", "train.ckpt_every=2", "train.threads=1"])
+    vqa_train.train_vqa(run, train, tmp_path / "straight", cfg, progress=False)
+
+    real = vqa_train.save_checkpoint
+
+    def dies_after_step_4(out, step, *a, **k):
+        real(out, step, *a, **k)
+        if step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(vqa_train, "save_checkpoint", dies_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        vqa_train.train_vqa(run, train, tmp_path / "killed", cfg, progress=False)
+    monkeypatch.undo()
+    with pytest.raises(FileExistsError, match="--resume"):
+        vqa_train.train_vqa(run, train, tmp_path / "killed", cfg, progress=False)
+    vqa_train.train_vqa(run, train, tmp_path / "killed", cfg, resume=True, progress=False)
+    a, b = load_file(str(tmp_path / "straight" / "model.safetensors")), load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 7]
+    assert not (tmp_path / "killed" / "checkpoints").exists()

@@ -43,6 +43,7 @@ class VQATrainConfig:
     batch_size: int = 64
     seed: int = 0
     log_every: int = 50
+    ckpt_every: int = 200  # full-state checkpoints for --resume
     device: str = "auto"
     threads: int = 0  # torch threads (0 = torch's default)
     num_workers: int = 0

@@ -8,7 +8,6 @@ and answers.json (the answer vocabulary).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -84,8 +83,7 @@ def save_vqa(out: str | Path, model: VQAModel, cfg: VQAConfig, model_cfg: ModelC
              tokenizer: TextTokenizer, vocab: AnswerVocab) -> None:
     """Write the fine-tuning folder; the weights last and atomically."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vqa_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    save_vqa_config(out, cfg)
     (out / "model_config.yaml").write_text(yaml.safe_dump(to_dict(model_cfg), sort_keys=False))
     if tokenizer.kind == "sentencepiece":  # CLIP BPE ships with open_clip
         tokenizer.save(out / "tokenizer.model")
@@ -93,6 +91,12 @@ def save_vqa(out: str | Path, model: VQAModel, cfg: VQAConfig, model_cfg: ModelC
     tmp = out / "model.safetensors.tmp"
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, out / "model.safetensors")
+
+
+def save_vqa_config(out: Path, cfg: VQAConfig) -> None:
+    """The resolved settings, written when a run starts (so --resume reuses them) and at its end."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vqa_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def load_vqa(folder: str | Path, device: str | torch.device = "cpu") -> VQAPredictor:

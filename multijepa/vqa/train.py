@@ -1,28 +1,30 @@
 """Fine-tuning for VQA, top to bottom: load the pretraining run, build the answer vocabulary,
 train the fusion and answer head (and the encoders at a scaled learning rate, or frozen) with
-BCE on soft answer scores, save the folder, evaluate on the held-out split."""
+BCE on soft answer scores, checkpoint, save the folder, evaluate on the held-out split."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from tqdm import tqdm
 
 from modalities.errors import DataError
 
-from ..checkpoint import load_model_from_run
+from ..checkpoint import CKPT_DIR, latest_checkpoint, load_model_from_run, load_train_state, load_weights, save_checkpoint
 from ..schedule import warmup_cosine
 from ..train import pick_device
 from .answers import AnswerVocab, coverage
 from .config import VQAConfig
 from .data import VQACollator, VQADataset
 from .metric import score_predictions
-from .model import VQAModel, VQAPredictor, save_vqa
+from .model import VQAModel, VQAPredictor, save_vqa, save_vqa_config
 
 
 def _raise_bad(batch: dict) -> None:
@@ -50,14 +52,34 @@ def _param_groups(model: VQAModel, cfg: VQAConfig) -> list[dict]:
     ]
 
 
+def shuffled_batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[list[int]]:
+    """Row indices batch after batch, epoch after epoch, in exactly the order of
+    DataLoader(shuffle=True, generator=Generator().manual_seed(seed)); the first `start_step`
+    batches are skipped without loading anything, which is how a resumed run continues."""
+    gen = torch.Generator().manual_seed(seed)
+    sampler = BatchSampler(RandomSampler(range(n), generator=gen), batch_size, drop_last=n >= batch_size)
+    step = 0
+    while True:
+        torch.empty((), dtype=torch.int64).random_(generator=gen)  # the DataLoader's per-epoch base seed
+        for batch in sampler:
+            if step >= start_step:
+                yield batch
+            step += 1
+
+
 def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, cfg: VQAConfig,
-              eval_data: str | Path | None = None, from_scratch: bool = False, progress: bool = True) -> dict:
+              eval_data: str | Path | None = None, from_scratch: bool = False, resume: bool = False,
+              progress: bool = True) -> dict:
     """Fine-tune from the pretraining run `checkpoint` (or train the same model from scratch:
     same tokenizer and shapes, random encoders) and write the folder `out`. -> the last log record,
-    with the evaluation under "eval" when `eval_data` is given."""
+    with the evaluation under "eval" when `eval_data` is given. Full-state checkpoints every
+    `train.ckpt_every` steps; `resume` continues from the last and ends as an uninterrupted run."""
     out = Path(out)
     if (out / "model.safetensors").exists():
         raise FileExistsError(f"{out} already holds a VQA model; choose another --out")
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not resume:
+        raise FileExistsError(f"{out} holds an unfinished VQA run (last checkpoint {ckpt.name}): pass --resume, or choose another --out")
     t = cfg.train
     torch.manual_seed(t.seed)
     if t.threads:
@@ -80,43 +102,52 @@ def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, c
     model.to(device)
     groups = _param_groups(model, cfg)
     opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(0.9, 0.999))
-    gen = torch.Generator().manual_seed(t.seed)
-    loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=True, drop_last=len(dataset) >= t.batch_size,
-                        generator=gen, collate_fn=VQACollator(vocab), num_workers=t.num_workers)
+    step = 0
+    save_vqa_config(out, cfg)
+    if resume and ckpt is not None:
+        load_weights(model, ckpt)
+        state = load_train_state(ckpt)
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        print(f"resuming from {ckpt} (step {step})")
+    else:
+        (out / "metrics.jsonl").write_text("")
+    loader = DataLoader(dataset, batch_sampler=shuffled_batches(len(dataset), t.batch_size, t.seed, step),
+                        collate_fn=VQACollator(vocab), num_workers=t.num_workers)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").write_text("")
-    bar = tqdm(total=t.max_steps, desc="vqa train", unit="step", disable=not progress, dynamic_ncols=True)
-    step, last, seen, t0 = 0, {}, 0, time.perf_counter()
+    bar = tqdm(total=t.max_steps, initial=step, desc="vqa train", unit="step", disable=not progress, dynamic_ncols=True)
+    last, seen, t0 = {}, 0, time.perf_counter()
     model.train()
     for enc in model.encoders():
         enc.train(cfg.optim.encoder_lr_scale > 0)
-    while step < t.max_steps:
-        for batch in loader:
-            _raise_bad(batch)
-            lr = warmup_cosine(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, t.max_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr * g["lr_scale"]
-            logits = model(batch["image"].to(device), batch["tokens"].to(device))  # (B, A)
-            targets = batch["targets"].to(device)
-            # BCE per answer, summed over answers (mean * A), as in bottom-up-attention VQA
-            loss = F.binary_cross_entropy_with_logits(logits, targets) * targets.shape[1]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            opt.step()
-            step += 1
-            seen += batch["size"]
-            bar.update(1)
-            if step % t.log_every == 0 or step == t.max_steps:
-                last = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": seen / (time.perf_counter() - t0)}
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(last) + "\n")
-                bar.set_postfix(loss=f"{last['loss']:.3f}")
-            if step >= t.max_steps:
-                break
+    for batch in loader:
+        if step >= t.max_steps:
+            break
+        _raise_bad(batch)
+        lr = warmup_cosine(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, t.max_steps)
+        for g in opt.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        logits = model(batch["image"].to(device), batch["tokens"].to(device))  # (B, A)
+        targets = batch["targets"].to(device)
+        # BCE per answer, summed over answers (mean * A), as in bottom-up-attention VQA
+        loss = F.binary_cross_entropy_with_logits(logits, targets) * targets.shape[1]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        step += 1
+        seen += batch["size"]
+        bar.update(1)
+        if step % t.log_every == 0 or step == t.max_steps:
+            last = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": seen / (time.perf_counter() - t0)}
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(last) + "\n")
+            bar.set_postfix(loss=f"{last['loss']:.3f}")
+        if step % t.ckpt_every == 0 and step < t.max_steps:
+            save_checkpoint(out, step, model, {"optimizer": opt.state_dict(), "step": step}, keep=1)
     bar.close()
     save_vqa(out, model, cfg, model_cfg, processors.tokenizer, vocab)
+    shutil.rmtree(out / CKPT_DIR, ignore_errors=True)  # the finished model.safetensors replaces them
     if eval_data is not None:
         result = evaluate_vqa(VQAPredictor(model.eval(), processors, vocab, cfg, model_cfg), eval_data, progress=progress)
         (out / "eval.json").write_text(json.dumps(result, indent=2))
