@@ -39,7 +39,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import itertools
 import json
@@ -60,6 +59,7 @@ from multijepa.demo_paths import resolve_manifest
 from multijepa.loader import build_train_data, open_sources, training_texts
 from multijepa.model import MultiJEPA
 from multijepa.objective import MultiJEPAObjective
+from multijepa.train_step import TrainStep
 from multijepa.processors import Processors, build_tokenizer
 from multijepa.schedule import Schedule
 from multijepa.train import param_groups, pick_device
@@ -205,8 +205,7 @@ def time_steps(cfg: Config, tokenizer, batches, warmup: int, steps: int) -> dict
     optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
     schedule = Schedule(cfg.optim, cfg.model, t.max_steps)
     objective = MultiJEPAObjective(cfg.loss, model.modalities)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if t.precision == "bf16" else contextlib.nullcontext()
+    train_step = TrainStep(model, objective, optimizer, schedule, t.precision, cfg.optim.grad_clip, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     model.train()
@@ -220,27 +219,14 @@ def time_steps(cfg: Config, tokenizer, batches, warmup: int, steps: int) -> dict
         if "fatal" in batch:
             raise RuntimeError(batch["fatal"])
         batch.pop("position", None)
-        batch = move_batch(batch, device)  # a no-op on CPU
-        lr, wd = schedule.lr(step), schedule.weight_decay(step)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-            if g["apply_wd"]:
-                g["weight_decay"] = wd
-        with amp:
-            outputs = model(batch)
-            loss, _ = objective(outputs, model.logit_scale)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
-        optimizer.step()
-        model.update_targets(schedule.ema(step))
+        loss = train_step(move_batch(batch, device), step).loss  # move_batch: a no-op on CPU
         samples += batch["size"]
     sync()
     seconds = time.perf_counter() - t0
     del it, batches  # a live loader's workers end here
     gc.collect()
     return {"device": str(device), "steps": steps, "samples": samples, "seconds": seconds,
-            "samples_per_s": samples / seconds, "final_loss": float(loss.detach())}
+            "samples_per_s": samples / seconds, "final_loss": float(loss)}
 
 
 # ----------------------------------------------------------------------------- report

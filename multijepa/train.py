@@ -6,7 +6,6 @@ EMA update -> log to metrics.jsonl every `log_every` steps -> checkpoint every `
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from .model import MultiJEPA
 from .objective import MultiJEPAObjective, rankme
 from .processors import Processors, build_tokenizer
 from .schedule import Schedule
+from .train_step import TrainStep
 
 
 class CollapseError(RuntimeError):
@@ -113,12 +113,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
     bad = BadSampleLog(out, cfg.data.on_error, cfg.data.max_bad_fraction, bad_state)
     _drop_bad_samples_unseen(out / "bad_samples.jsonl", bad)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    amp = (
-        torch.autocast(device.type, dtype=torch.bfloat16)
-        if t.precision == "bf16"
-        else contextlib.nullcontext()
-    )
+    train_step = TrainStep(model, objective, optimizer, schedule, t.precision, cfg.optim.grad_clip, device)
     data = build_train_data(cfg, sources, processors, step, data_position, device)
     stream_positions: dict[str, dict] = dict((data_position or {}).get("streams", {}))
     names = [s.name for s in sources]
@@ -157,32 +152,17 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
                 if step % t.ckpt_every == 0 or step == t.max_steps:
                     checkpoint(step)  # a checkpoint (the final one too) is due whatever the batch held
                 continue
-            batch = move_batch(batch, device)
-            lr, wd = schedule.lr(step), schedule.weight_decay(step)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-                if g["apply_wd"]:
-                    g["weight_decay"] = wd
-
-            with amp:
-                outputs = model(batch)
-                loss, logs = objective(outputs, model.logit_scale)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: loss is {float(loss)}; lower optim.lr or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
-            optimizer.step()
-            model.update_targets(schedule.ema(step))
+            result = train_step(move_batch(batch, device), step)
             step += 1
             samples += batch["size"]
             bar.update(1)
 
             if step % t.log_every == 0 or step == t.max_steps:
                 elapsed = time.perf_counter() - tic
-                rec = {"step": step, "lr": lr, "weight_decay": wd, "ema": schedule.ema(step - 1), "grad_norm": float(grad_norm)}
-                rec.update({k: float(v) for k, v in logs.items()})
-                for m, o in outputs.items():
+                rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay, "ema": schedule.ema(step - 1),
+                       "grad_norm": float(result.grad_norm)}
+                rec.update({k: float(v) for k, v in result.logs.items()})
+                for m, o in result.outputs.items():
                     rec[f"rankme/{m}"] = rankme(o["z"])
                 rec["samples_per_s"] = samples / max(elapsed, 1e-9)
                 rec.update({f"drawn/{name}": n for name, n in drawn.items()})
