@@ -174,6 +174,8 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 200
     keep_checkpoints: int = 2
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory
+    compile: bool = False  # torch.compile each transformer block (CUDA mostly; needs a C++ compiler on CPU)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from .model import MultiJEPA
 from .objective import MultiJEPAObjective, rankme
 from .processors import Processors, build_tokenizer
 from .schedule import Schedule
+from .speed import apply_speed
 from .train_step import TrainStep
 
 
@@ -89,7 +90,7 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
     has_text = any("text" in s.columns for s in sources)
     tokenizer = build_tokenizer(cfg.model, out, texts=(lambda: training_texts(sources)) if has_text else None)
     processors.tokenizer = tokenizer
-    model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device)
+    model = apply_speed(MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device), t)
     optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
     schedule = Schedule(cfg.optim, cfg.model, t.max_steps)
     objective = MultiJEPAObjective(cfg.loss, model.modalities)
