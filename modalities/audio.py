@@ -31,7 +31,7 @@ from modalities.errors import (
     ZERO_LENGTH_AUDIO,
     DataError,
 )
-from modalities.paths import resolve_path
+from modalities.paths import resolve_path, unpack_media
 
 # ----------------------------------------------------------------------------- preprocessing
 
@@ -79,14 +79,9 @@ def _open(value, base_dir) -> tuple[str, object]:
             if value.get("sampling_rate") is None:
                 raise DataError(f"audio {name}: dict has 'array' but no 'sampling_rate'", BAD_SAMPLE_RATE)
             value = (value["array"], value["sampling_rate"])
-        elif value.get("bytes") is not None:
-            name = str(value.get("path") or f"<{len(value['bytes'])} bytes>")
-            value = value["bytes"]
-        elif value.get("path") is not None:
-            value = value["path"]
         else:
-            raise DataError(f"audio dict has none of 'array', 'bytes', 'path': keys {sorted(value)}",
-                            UNSUPPORTED_VALUE)
+            value, named = unpack_media(value, "audio", keys="none of 'array', 'bytes', 'path'")
+            name = named or name
 
     if isinstance(value, (str, Path)):
         path = resolve_path(value, base_dir, "audio")

@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 from timm.data.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from modalities.errors import ABSURD_SIZE, EMPTY_FILE, UNDECODABLE, UNSUPPORTED_VALUE, DataError
-from modalities.paths import resolve_path
+from modalities.paths import resolve_path, unpack_media
 
 # ----------------------------------------------------------------------------- preprocessing
 
@@ -60,14 +60,8 @@ def load_image(value, base_dir: str | Path | None = None) -> Image.Image:
     name = "<image>"
     try:
         if isinstance(value, dict):
-            if value.get("bytes") is not None:
-                name = str(value.get("path") or f"<{len(value['bytes'])} bytes>")
-                value = value["bytes"]
-            elif value.get("path") is not None:
-                value = value["path"]
-            else:
-                raise DataError(f"image dict has neither 'bytes' nor 'path': keys {sorted(value)}",
-                                UNSUPPORTED_VALUE)
+            value, named = unpack_media(value, "image")
+            name = named or name
 
         if isinstance(value, (str, Path)):
             path = resolve_path(value, base_dir, "image")

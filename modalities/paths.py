@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import EMPTY_FILE, MISSING_FILE, DataError
+from .errors import EMPTY_FILE, MISSING_FILE, UNSUPPORTED_VALUE, DataError
 
 
 def resolve_path(value: str | Path, base_dir: str | Path | None, what: str) -> Path:
@@ -21,3 +21,13 @@ def resolve_path(value: str | Path, base_dir: str | Path | None, what: str) -> P
     if path.stat().st_size == 0:
         raise DataError(f"{what} file is empty (0 bytes): {path}", EMPTY_FILE)
     return path
+
+
+def unpack_media(value: dict, what: str, keys: str = "neither 'bytes' nor 'path'") -> tuple[bytes | str, str | None]:
+    """A `datasets` media dict (Image/Audio feature, undecoded) -> (its bytes or its path, a name
+    for messages: the path or '<N bytes>' for bytes, None for a path, which is named once resolved)."""
+    if value.get("bytes") is not None:
+        return value["bytes"], str(value.get("path") or f"<{len(value['bytes'])} bytes>")
+    if value.get("path") is not None:
+        return value["path"], None
+    raise DataError(f"{what} dict has {keys}: keys {sorted(value)}", UNSUPPORTED_VALUE)
