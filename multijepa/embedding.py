@@ -25,11 +25,13 @@ from .sources import open_source
 Embeddings = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (z (n_m, E), manifest rows (n_m,))
 
 
-def open_manifest(model: MultiJEPA, manifest: str | Path) -> PairedDataset:
-    """A manifest (or shards, or a saved folder) read with the run's column mapping."""
+def open_manifest(model: MultiJEPA, manifest: str | Path, modalities: list[str] | None = None) -> PairedDataset:
+    """A manifest (or shards, or a saved folder) read with the run's column mapping; only the
+    columns of `modalities` (default: all the model has) are decoded."""
     cfg = model.run_config
     src = SourceConfig(path=str(manifest), name=Path(str(manifest)).stem)
-    return PairedDataset(open_source(src, cfg.data.columns, model.modalities, streaming=False), model.processors)
+    source = open_source(src, cfg.data.columns, modalities or model.modalities, streaming=False)
+    return PairedDataset(source, model.processors)
 
 
 @torch.no_grad()

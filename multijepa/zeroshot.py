@@ -95,7 +95,8 @@ def zero_shot_eval(
     progress: bool = True,
 ) -> dict[str, dict]:
     """Classify every image/audio of `manifest` -> {modality: {"top1", "top5", "n", "classes", "chance_top1"}}."""
-    dataset = open_manifest(model, manifest)
+    wanted = modalities or [m for m in ("image", "audio") if m in model.modalities]
+    dataset = open_manifest(model, manifest, wanted)  # the captions need no decoding here
     labels = manifest_labels(dataset)
     if labels is None:
         col = model.run_config.data.columns.get("label", "label")
@@ -104,9 +105,10 @@ def zero_shot_eval(
     unknown = sorted({lab for lab in labels if lab is not None and lab not in classes})
     if unknown:
         raise DataError(f"{manifest}: {len(unknown)} labels are not in the class list, e.g. {', '.join(map(repr, unknown[:5]))}")
-    wanted = modalities or [m for m in ("image", "audio") if m in dataset.columns]
+    if not modalities:
+        wanted = [m for m in wanted if m in dataset.columns]
     if not wanted:
-        raise DataError(f"{manifest} has no image or audio column to classify")
+        raise DataError(f"{manifest} has no image or audio column to classify (or the model no encoder for it)")
     weights = zero_shot_classifier(model, classes, templates)  # (E, C)
     embs, _ = embed_rows(model, dataset, batch_size=batch_size, progress=progress)
     index = {c: i for i, c in enumerate(classes)}
