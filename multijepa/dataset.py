@@ -100,15 +100,19 @@ class PairedDataset(Dataset):
         i = int(key[-1] if isinstance(key, tuple) else key)
         if self._cache is not None and i in self._cache:
             return dict(self._cache[i])
-        try:
-            row = self.ds[i]
-        except Exception as e:  # an unreadable row in the manifest itself
-            item = self.decoder.error(i, {}, None, None, DataError(f"cannot read the row ({e})", reason="undecodable"))
-        else:
-            item = self.decoder(row, i)
+        _, item = self.read(i)
         if self._cache is not None:
             self._cache[i] = item
         return dict(item)
+
+    def read(self, i: int) -> tuple[dict, dict]:
+        """Row i as stored ({} if unreadable) and its decoded item or error record; not cached.
+        For callers that need the row's other columns too (VQA answers) without reading it twice."""
+        try:
+            row = self.ds[i]
+        except Exception as e:  # an unreadable row in the manifest itself
+            return {}, self.decoder.error(i, {}, None, None, DataError(f"cannot read the row ({e})", reason="undecodable"))
+        return row, self.decoder(row, i)
 
 
 class SourceMixture(Dataset):

@@ -71,13 +71,12 @@ class VQADataset(Dataset):
         return len(self.paired)
 
     def __getitem__(self, i: int) -> dict:
-        item = self.paired[i]
+        row, item = self.paired.read(i)
         if "error" in item:
             return item
         if "image" not in item or "text" not in item:
             what = "image" if "image" not in item else "question"
-            return self.paired.decoder.error(i, {}, what, None, DataError(f"the row has no {what}", reason="empty_row"))
-        row = self.paired.ds[i]
+            return self.paired.decoder.error(i, row, what, None, DataError(f"the row has no {what}", reason="empty_row"))
         if self.has_answers:
             try:
                 item["answers"] = answers_of(row[self.answers_col])
