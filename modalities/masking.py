@@ -1,21 +1,84 @@
 """JEPA maskers: they run in the data collator and return index tensors the model gathers with.
 
 Recipe after I-JEPA (facebookresearch/ijepa, src/masks/multiblock.py): block sizes are drawn once
-per batch, positions once per row; rows are then cut to the batch's smallest context / target so
-they stack. Unlike I-JEPA we cut the context by dropping a random subset (not the tail), draw
-scale and aspect independently, keep a block's area when one side hits the grid edge, and never
-return overlapping or empty masks. Only the passed generator is used, so a seed fixes the masks.
+per batch, positions once per row. Unlike I-JEPA we draw scale and aspect independently, keep a
+block's area when one side hits the grid edge, and never return overlapping or empty masks.
+
+Randomness: only the passed `generator` is used, so a seed fixes the masks. It gives the
+batch-level draws (block sizes, span fractions) and then one integer `base`; every per-row draw
+(positions, random subsets) comes from that row's own generator, seeded from (base, row key).
+A row's masks therefore depend only on the generator's state, its key (and for text its own
+length), never on the other rows or the batch size: data-parallel ranks that each build part of
+a global batch, with the rows' global slots as keys, get the masks one process would have made.
+Exception: with `pad_context=False` the context is cut to the batch's smallest (a random subset
+of each row's context, as in I-JEPA), which depends on the batch by design; with `pad_context=True`
+a row's context is every kept token, sorted, then -1 up to the batch maximum, so it is
+rank-independent once the -1 are dropped.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from modalities.errors import DataError
 
-__all__ = ["MultiBlockMasker", "SpanMasker"]
+__all__ = ["MultiBlockMasker", "SpanMasker", "mix_seed"]
+
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def mix_seed(*values: int) -> int:
+    """A seed in 0..2**63-1 from integers (order matters); nearby inputs give unrelated seeds."""
+    h = 0x243F6A8885A308D3
+    for v in values:
+        h = _splitmix64(h ^ (int(v) & _M64))
+    return h >> 1
+
+
+def _mix_keys(base: int, keys: list[int]) -> list[int]:
+    """[mix_seed(base, k) for k in keys], vectorized (uint64 arithmetic wraps like the & _M64 above)."""
+    h = np.uint64(_splitmix64(0x243F6A8885A308D3 ^ (int(base) & _M64)))
+    x = np.array([k & _M64 for k in keys], dtype=np.uint64) ^ h
+    x += np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(1)).tolist()
+
+
+class _RowRandom:
+    """One generator per row, seeded from (base, key): a row's draws never depend on the other rows."""
+
+    def __init__(self, base: int, keys: list[int]):
+        self.gens = [torch.Generator().manual_seed(s) for s in _mix_keys(base, keys)]
+
+    def rand(self, rows: torch.Tensor | None, k: int) -> torch.Tensor:
+        """(R, k) float64 uniforms in [0, 1): the next k draws of each listed row's generator
+        (`rows` (R,) row numbers, repeats allowed and drawn in turn; None: every row)."""
+        gens = self.gens if rows is None else [self.gens[i] for i in rows.tolist()]
+        out = torch.empty(len(gens), k, dtype=torch.float64)
+        for row, g in zip(out.unbind(0), gens):
+            row.uniform_(generator=g)
+        return out
+
+
+def _row_keys(row_keys, batch_size: int) -> list[int]:
+    if row_keys is None:
+        return list(range(batch_size))
+    keys = [int(k) for k in (row_keys.tolist() if isinstance(row_keys, torch.Tensor) else row_keys)]
+    if len(keys) != batch_size:
+        raise ValueError(f"row_keys: got {len(keys)} keys for {batch_size} rows")
+    return keys
 
 
 def _check_range(name: str, rng: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
@@ -30,23 +93,26 @@ def _uniform(u, rng: tuple[float, float]):
     return rng[0] + u * (rng[1] - rng[0])
 
 
-def _pick(mask: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Sorted indices of `n` True entries per row of `mask` (R, N); a random subset where a row has more."""
+def _pick(mask: torch.Tensor, n: int, rr: _RowRandom) -> torch.Tensor:
+    """Sorted indices of `n` True entries per row of `mask` (B, N); a random subset where a row has
+    more, chosen by random keys from the row's own generator."""
     if bool((mask.sum(1) == n).all()):
         return mask.nonzero()[:, 1].view(mask.shape[0], n)  # nonzero is row-major: sorted
-    keys = torch.rand(mask.shape, generator=generator).masked_fill_(~mask, 2.0)  # (R, N)
-    return keys.topk(n, dim=1, largest=False).indices.sort(dim=1).values  # (R, n)
+    keys = rr.rand(None, mask.shape[1]).masked_fill_(~mask, 2.0)  # (B, N)
+    return keys.topk(n, dim=1, largest=False).indices.sort(dim=1).values  # (B, n)
 
 
-def _context(ctx: torch.Tensor, pad: bool, generator: torch.Generator) -> torch.Tensor:
+def _context(ctx: torch.Tensor, pad: bool, rr: _RowRandom) -> torch.Tensor:
     """Context indices from a (B, N) keep-mask: cut to the batch minimum (I-JEPA), or with
     `pad`, every kept token, sorted, with -1 after the row's last one up to the batch maximum
     (the model masks those out, so short rows lose nothing)."""
     if not pad:
-        return _pick(ctx, int(ctx.sum(1).min()), generator)
-    n = ctx.shape[1]
-    idx = torch.where(ctx, torch.arange(n), n).sort(1).values[:, : int(ctx.sum(1).max())]
-    return idx.masked_fill(idx == n, -1)
+        return _pick(ctx, int(ctx.sum(1).min()), rr)
+    B, n = ctx.shape
+    m = int(ctx.sum(1).max())
+    slot = torch.where(ctx, ctx.cumsum(1) - 1, m)  # (B, N): a kept token's place in its row, else the spill column
+    out = torch.full((B, m + 1), -1, dtype=torch.long)
+    return out.scatter_(1, slot, torch.arange(n).expand(B, n))[:, :m]
 
 
 class MultiBlockMasker:
@@ -55,7 +121,9 @@ class MultiBlockMasker:
     Targets: `num_targets` blocks (they may overlap each other). Context: one block of
     `context_scale` (aspect 1.0) minus the union of the targets, with at least
     min(min_keep, H*W - 1) tokens. With probability `full_height_prob` per batch the targets span
-    all H rows (time spans on an audio (mel, time) grid).
+    all H rows (time spans on an audio (mel, time) grid). Block sizes are per batch; block
+    positions come from each row's own generator (see the module docstring), so a row's targets
+    (and, with `pad_context`, its context) depend only on the generator state and its row key.
     """
 
     def __init__(self, grid: tuple[int, int], num_targets: int = 4,
@@ -95,21 +163,27 @@ class MultiBlockMasker:
             h, w = min(H, round(n / W)), W
         return max(1, min(h, H)), max(1, min(w, W))
 
-    def _blocks(self, shape: tuple[int, int], h: int, w: int, generator: torch.Generator) -> torch.Tensor:
-        """Random (h, w) blocks at `shape` = (R, K) positions, as flat boolean masks."""
+    def _table(self, h: int, w: int) -> torch.Tensor:
+        """Every (h, w) block as a flat boolean mask, row (top * (W - w + 1) + left): (P, H*W)."""
         H, W = self.H, self.W
-        top = torch.randint(0, H - h + 1, shape, generator=generator)  # (R, K)
-        left = torch.randint(0, W - w + 1, shape, generator=generator)
-        r, c = torch.arange(H), torch.arange(W)
-        in_r = (r >= top[..., None]) & (r < top[..., None] + h)  # (R, K, H)
-        in_c = (c >= left[..., None]) & (c < left[..., None] + w)  # (R, K, W)
-        return (in_r[..., :, None] & in_c[..., None, :]).flatten(-2)  # (R, K, H*W)
+        top, left = torch.arange(H - h + 1), torch.arange(W - w + 1)
+        in_r = (torch.arange(H) >= top[:, None]) & (torch.arange(H) < top[:, None] + h)  # (H-h+1, H)
+        in_c = (torch.arange(W) >= left[:, None]) & (torch.arange(W) < left[:, None] + w)  # (W-w+1, W)
+        return (in_r[:, None, :, None] & in_c[None, :, None, :]).flatten(2).flatten(0, 1)
 
-    def __call__(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (context (B, Nc) int64, targets (B, K, Nt) int64) of flat token indices (row-major, index = r * W + c)."""
+    def _place(self, u: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(top, left) of (h, w) blocks from uniforms u (..., 2): floor(u * number of places)."""
+        return (u[..., 0] * (self.H - h + 1)).long(), (u[..., 1] * (self.W - w + 1)).long()
+
+    def __call__(self, batch_size: int, generator: torch.Generator,
+                 row_keys: Sequence[int] | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (context (B, Nc) int64, targets (B, K, Nt) int64) of flat token indices (row-major,
+        index = r * W + c). `row_keys` (B ints, default 0..B-1) seed each row's own generator: give
+        the rows' global slots so that any split of a batch over processes gives the same masks."""
         B, K, H, W = int(batch_size), self.num_targets, self.H, self.W
         if B < 1:
             raise ValueError(f"batch_size={batch_size}: need at least 1")
+        keys = _row_keys(row_keys, B)
         u = torch.rand(4, generator=generator).tolist()
         full = u[0] < self.full_height_prob
         t_scale = _uniform(u[1], self.target_scale)
@@ -124,24 +198,30 @@ class MultiBlockMasker:
             else:
                 th -= 1
         ch, cw = self._block_size(_uniform(u[3], self.context_scale), 1.0)
+        rr = _RowRandom(int(torch.randint(2**62, (1,), generator=generator)), keys)
 
-        tgt = torch.empty(B, K, H * W, dtype=torch.bool)  # (B, K, N)
+        t_table, c_table = self._table(th, tw), self._table(ch, cw)  # (P, N) block masks
+        top = torch.empty(B, K, dtype=torch.long)  # target block corners
+        left = torch.empty(B, K, dtype=torch.long)
         ctx = torch.empty(B, H * W, dtype=torch.bool)  # (B, N)
-        todo = torch.ones(B, dtype=torch.bool)
+        rows = torch.arange(B)  # rows still to (re)draw, each from its own generator
         for _ in range(self.max_tries):
-            n = int(todo.sum())
-            t = self._blocks((n, K), th, tw, generator)
-            tgt[todo] = t
-            ctx[todo] = self._blocks((n, 1), ch, cw, generator)[:, 0] & ~t.any(1)
-            todo = ctx.sum(1) < self.min_keep
-            if not bool(todo.any()):
+            uu = rr.rand(rows, 2 * K + 2)  # (R, 2K+2): (top, left) per target, then the context's
+            t_top, t_left = self._place(uu[:, : 2 * K].view(-1, K, 2), th, tw)  # (R, K)
+            c_top, c_left = self._place(uu[:, 2 * K :], ch, cw)  # (R,)
+            union = t_table[t_top * (W - tw + 1) + t_left].any(1)  # (R, N)
+            c = c_table[c_top * (W - cw + 1) + c_left] & ~union  # (R, N)
+            top[rows], left[rows], ctx[rows] = t_top, t_left, c
+            rows = rows[c.sum(1) < self.min_keep]
+            if rows.numel() == 0:
                 break
-        if bool(todo.any()):  # rare: stack all targets on the first block, context = everything else
-            tgt[todo] = tgt[todo][:, :1].expand(-1, K, -1)
-            ctx[todo] = ~tgt[todo][:, 0]
+        if rows.numel():  # rare: stack all targets on the first block, context = everything else
+            top[rows], left[rows] = top[rows, :1].expand(-1, K), left[rows, :1].expand(-1, K)
+            ctx[rows] = ~t_table[top[rows, 0] * (W - tw + 1) + left[rows, 0]]
 
-        context = _context(ctx, self.pad_context, generator)  # (B, Nc)
-        targets = _pick(tgt.flatten(0, 1), th * tw, generator).view(B, K, th * tw)  # (B, K, Nt)
+        block = (torch.arange(th)[:, None] * W + torch.arange(tw)).flatten()  # (th*tw,) offsets, row-major
+        targets = (top * W + left)[..., None] + block  # (B, K, Nt), sorted
+        context = _context(ctx, self.pad_context, rr)  # (B, Nc)
         return context, targets
 
 
@@ -149,9 +229,13 @@ class SpanMasker:
     """Contiguous-span masking for token sequences of different lengths.
 
     Per batch each of the `num_targets` spans gets a fraction of target_scale; per row its length
-    is max(1, round(frac * len)) and its start is random in 0..len-1. The context is every valid
-    token outside the spans (at least min(min_keep, len - 1)). Targets are cut to the batch's
-    shortest span by a random contiguous window, so every returned target stays a contiguous run.
+    is max(1, round(frac * len)) (capped so the row keeps its context floor) and its start is
+    random in 0..len-span, drawn from the row's own generator (see the module docstring). The
+    context is every valid token outside the spans (at least min(min_keep, len - 1)).
+
+    Targets (B, K, Smax), Smax the largest span in the batch: row b's span k is its whole
+    contiguous run start..start+span-1, then -1 up to Smax (mask them out with targets >= 0).
+    Nothing is cut, so a row's targets depend only on the generator state, its key and its length.
     """
 
     max_tries = 50
@@ -167,8 +251,10 @@ class SpanMasker:
         self.min_keep = int(min_keep)
         self.pad_context = pad_context
 
-    def __call__(self, lengths: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """lengths (B,) int: valid tokens of each row are positions 0..len-1. Returns (context (B, Nc), targets (B, K, Nt))."""
+    def __call__(self, lengths: torch.Tensor, generator: torch.Generator,
+                 row_keys: Sequence[int] | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """lengths (B,) int: valid tokens of each row are positions 0..len-1. Returns (context (B, Nc),
+        targets (B, K, Smax), -1 after each span's end). `row_keys` as for MultiBlockMasker."""
         lengths = torch.as_tensor(lengths)
         if lengths.ndim != 1 or lengths.numel() == 0 or lengths.is_floating_point():
             raise DataError(f"SpanMasker: lengths must be a non-empty 1-D integer tensor, got shape "
@@ -179,8 +265,10 @@ class SpanMasker:
             raise DataError(f"SpanMasker: row {row} has {int(L[row])} tokens; masking needs at least 2 "
                             "(one target, one context)")
         B, K = L.numel(), self.num_targets
+        keys = _row_keys(row_keys, B)
         keep = (L - 1).clamp(max=self.min_keep)  # (B,) context floor per row
         frac = _uniform(torch.rand(K, generator=generator, dtype=torch.float64), self.target_scale)  # (K,)
+        rr = _RowRandom(int(torch.randint(2**62, (1,), generator=generator)), keys)
         span = (frac[None] * L[:, None]).round().long().clamp(min=1)  # (B, K)
         span = torch.minimum(span, (L - keep)[:, None])  # one span must leave `keep` tokens
         pos = torch.arange(int(L.max()))
@@ -188,25 +276,25 @@ class SpanMasker:
 
         start = torch.empty(B, K, dtype=torch.long)
         ctx = torch.empty_like(valid)
-        todo = torch.ones(B, dtype=torch.bool)
+        rows = torch.arange(B)  # rows still to (re)draw, each from its own generator
         for _ in range(self.max_tries):
-            room = (L[todo, None] - span[todo] + 1).double()  # start in 0..len-span
-            start[todo] = (torch.rand(room.shape, generator=generator, dtype=torch.float64) * room).long()
-            ctx = valid & ~self._spans(pos, start, span).any(1)
-            todo = ctx.sum(1) < keep
-            if not bool(todo.any()):
+            room = (L[rows, None] - span[rows] + 1).double()  # start in 0..len-span
+            s = (rr.rand(rows, K) * room).long()  # (R, K)
+            c = valid[rows] & ~self._spans(pos, s, span[rows]).any(1)  # (R, Lmax)
+            start[rows], ctx[rows] = s, c
+            rows = rows[c.sum(1) < keep[rows]]
+            if rows.numel() == 0:
                 break
-        if bool(todo.any()):  # rare: every span starts where the longest one does, so they nest
-            longest = start.gather(1, span.argmax(1, keepdim=True))  # (B, 1)
-            start = torch.where(todo[:, None], longest.expand(-1, K), start)
-            ctx = valid & ~self._spans(pos, start, span).any(1)
+        if rows.numel():  # rare: every span starts where the longest one does, so they nest
+            longest = start[rows].gather(1, span[rows].argmax(1, keepdim=True))  # (R, 1)
+            start[rows] = longest.expand(-1, K)
+            ctx[rows] = valid[rows] & ~self._spans(pos, start[rows], span[rows]).any(1)
 
-        nt = int(span.min())
-        context = _context(ctx, self.pad_context, generator)  # (B, Nc)
-        shift = (torch.rand(B, K, generator=generator, dtype=torch.float64) * (span - nt + 1)).long()
-        targets = (start + shift)[..., None] + torch.arange(nt)  # (B, K, Nt), contiguous window
+        context = _context(ctx, self.pad_context, rr)  # (B, Nc)
+        ar = torch.arange(int(span.max()))
+        targets = torch.where(ar < span[..., None], start[..., None] + ar, -1)  # (B, K, Smax)
         return context, targets
 
     @staticmethod
     def _spans(pos: torch.Tensor, start: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
-        return (pos >= start[..., None]) & (pos < (start + span)[..., None])  # (B, K, Lmax)
+        return (pos >= start[..., None]) & (pos < (start + span)[..., None])  # (R, K, Lmax)

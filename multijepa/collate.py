@@ -1,7 +1,9 @@
 """Batches rows with any subset of modalities, and builds the JEPA masks (in loader workers).
 
-Masks are seeded from (seed, batch number), so they are the same whichever worker builds
-the batch and again after a resume.
+Masks are seeded from (seed, batch number) for the batch-level draws (block sizes, span
+fractions) and from each row's "slot" (its place in the global batch) for the per-row draws
+(positions), so a row's masks and audio crop are the same whichever worker or data-parallel rank
+builds it, however the global batch is split, and again after a resume.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from modalities.errors import DataError
-from modalities.masking import MultiBlockMasker, SpanMasker
+from modalities.masking import MultiBlockMasker, SpanMasker, mix_seed
 
 from .config import ModelConfig
 
@@ -42,12 +44,20 @@ def build_maskers(cfg: ModelConfig) -> dict:
 
 
 class MultiModalCollator:
-    """items -> {"size": B, "rows", "sources", "errors", "drawn", m: {"x", "index", ["lengths"], ["context", "targets"]}}.
+    """items -> {"size": B, "rows", "sources", "errors", "drawn", m: {"x", "index", ["lengths"], ["context", "targets", ["target_valid"]]}}.
 
     `index` holds each sub-batch row's position in the batch (sorted), so rows missing a modality
     simply do not appear in that modality's sub-batch. Error records (bad rows) are dropped from
     the batch and listed in `errors`; `drawn` counts every slot per source, bad ones included.
-    With `processors`, decoded audio is cropped here (at random when `train`), seeded like the masks.
+    With `processors`, decoded audio is cropped here (at random when `train`).
+
+    Randomness: items carry "batch_no" and "slot" (the row's global slot in the global batch; an
+    item without one uses its position in `items`). Each modality's masker gets its own generator
+    drawn from the batch generator (seeded by (seed, batch_no)), so its batch-level draws do not
+    depend on which other modalities this process happens to see, and the rows' slots as
+    `row_keys`, so positions come from per-row generators. The audio crop uses a generator seeded
+    by (seed, batch_no, slot). Text targets are whole spans padded with -1 (see SpanMasker): such
+    a modality also gets "target_valid" (B_m, K*Nt) bool = targets.flatten(1) >= 0.
     """
 
     def __init__(self, modalities: list[str], maskers: dict | None = None, seed: int = 0,
@@ -60,13 +70,18 @@ class MultiModalCollator:
         self.num_sources = num_sources
 
     def __call__(self, items: list[dict]) -> dict:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + (items[0].get("batch_no", 0) if items else 0))
+        batch_no = items[0].get("batch_no", 0) if items else 0
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + batch_no)
+        # one seed per configured modality, drawn up front: the same on every rank whatever it holds
+        mod_seeds = torch.randint(2**62, (len(self.modalities),), generator=gen).tolist()
+        slots = [it.get("slot", i) for i, it in enumerate(items)]
         if self.processors is not None:
-            items = [self._finish(it, gen) for it in items]
+            items = [self._finish(it, batch_no, slot) for it, slot in zip(items, slots)]
         drawn = [0] * self.num_sources
         for it in items:
             drawn[it.get("source", 0)] += 1
         errors = [it["error"] for it in items if "error" in it]
+        slots = [slot for it, slot in zip(items, slots) if "error" not in it]
         items = [it for it in items if "error" not in it]
         batch: dict = {
             "size": len(items),
@@ -79,7 +94,7 @@ class MultiModalCollator:
             return batch
         if "label" in items[0]:
             batch["labels"] = [it.get("label") for it in items]
-        for m in self.modalities:
+        for m, mod_seed in zip(self.modalities, mod_seeds):
             pos = [i for i, it in enumerate(items) if m in it]
             if not pos:
                 continue
@@ -93,14 +108,20 @@ class MultiModalCollator:
             if self.maskers is not None:
                 masker = self.maskers[m]
                 arg = entry["lengths"] if m == "text" else len(pos)
-                entry["context"], entry["targets"] = masker(arg, gen)  # (B_m, Nc), (B_m, K, Nt)
+                context, targets = masker(arg, torch.Generator().manual_seed(mod_seed),
+                                          row_keys=[slots[i] for i in pos])
+                entry["context"], entry["targets"] = context, targets  # (B_m, Nc), (B_m, K, Nt)
+                if bool((targets < 0).any()):  # text: spans padded with -1 to the longest
+                    entry["target_valid"] = targets.flatten(1) >= 0  # (B_m, K * Nt)
             batch[m] = entry
         return batch
 
-    def _finish(self, item: dict, gen: torch.Generator) -> dict:
-        """Crop decoded audio; a long file read window by window can still turn out bad here."""
+    def _finish(self, item: dict, batch_no: int, slot: int) -> dict:
+        """Crop decoded audio (at random from a generator of (seed, batch_no, slot)); a long file
+        read window by window can still turn out bad here."""
         if "error" in item or "audio" not in item or isinstance(item["audio"], torch.Tensor):
             return item
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, batch_no, slot))
         try:
             return {**item, "audio": self.processors.finish("audio", item["audio"], self.train, gen)}
         except DataError as e:

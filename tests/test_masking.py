@@ -1,4 +1,5 @@
-"""Maskers: shapes, bounds, disjoint context/targets, reproducibility, audio time spans, spans."""
+"""Maskers: shapes, bounds, disjoint context/targets, reproducibility, audio time spans, spans,
+rank independence (a row's masks depend on its key, not on the rest of the batch)."""
 
 import pytest
 import torch
@@ -14,18 +15,32 @@ def gen(seed: int) -> torch.Generator:
 
 
 def check_disjoint_sorted(context, targets, n_valid):
-    """Per row: int64, in 0..n_valid-1, sorted, unique, targets non-empty, no overlap with the context."""
+    """Per row: int64, in 0..n_valid-1, sorted, unique, targets non-empty, no overlap with the context.
+    -1 (padding) may only follow a context row's or a target span's real indices."""
     B, K, Nt = targets.shape
     assert context.dtype == torch.int64 and targets.dtype == torch.int64
     assert context.shape[0] == B and context.shape[1] >= 1 and Nt >= 1
     n_valid = torch.as_tensor(n_valid).expand(B)
     for b in range(B):
-        c, t = context[b], targets[b]
+        c = strip(context[b])
+        assert c.numel() >= 1
         assert int(c.min()) >= 0 and int(c.max()) < int(n_valid[b])
-        assert int(t.min()) >= 0 and int(t.max()) < int(n_valid[b])
         assert bool((c[1:] > c[:-1]).all())
-        assert bool((t[:, 1:] > t[:, :-1]).all())
-        assert not set(c.tolist()) & set(t.flatten().tolist())
+        tgt = set()
+        for t in targets[b]:
+            t = strip(t)
+            assert t.numel() >= 1
+            assert int(t.min()) >= 0 and int(t.max()) < int(n_valid[b])
+            assert bool((t[1:] > t[:-1]).all())
+            tgt |= set(t.tolist())
+        assert not set(c.tolist()) & tgt
+
+
+def strip(row: torch.Tensor) -> torch.Tensor:
+    """The real indices of a padded 1-D index row; asserts the -1 padding is only at the tail."""
+    n = int((row >= 0).sum())
+    assert bool((row[n:] == -1).all()), f"-1 padding must come last: {row.tolist()}"
+    return row[:n]
 
 
 @pytest.mark.parametrize("grid", GRIDS)
@@ -122,7 +137,10 @@ def test_span_valid_with_mixed_lengths():
         context, targets = masker(LENGTHS, gen(seed))
         assert targets.shape[:2] == (8, 2)
         check_disjoint_sorted(context, targets, LENGTHS)
-        assert targets.shape[2] == 1 and context.shape[1] == 1  # length 2 forces one of each
+        assert context.shape[1] == 1  # length 2 forces one context token (cut to the batch min)
+        span_len = (targets >= 0).sum(-1)  # (B, K)
+        assert bool((span_len[LENGTHS == 2] == 1).all())  # ... and one-token spans there
+        assert targets.shape[2] == int(span_len.max())  # padded to the longest span, not beyond
 
 
 def test_span_targets_contiguous_and_context_complete():
@@ -130,17 +148,35 @@ def test_span_targets_contiguous_and_context_complete():
     masker = SpanMasker(num_targets=2, target_scale=(0.2, 0.2), min_keep=1)
     for seed in range(10):
         context, targets = masker(lengths, gen(seed))
-        assert targets.shape == (16, 2, 8)  # round(0.2 * 40): nothing truncated
+        assert targets.shape == (16, 2, 8)  # round(0.2 * 40): nothing truncated, no padding
         assert bool((targets.diff(dim=-1) == 1).all())
         free = [40 - len(set(targets[b].flatten().tolist())) for b in range(16)]
         assert context.shape[1] == min(free)  # context = every other token, cut to the batch min
         check_disjoint_sorted(context, targets, lengths)
 
 
-def test_span_truncated_targets_stay_contiguous():
-    context, targets = SpanMasker(num_targets=3)(torch.tensor([10, 50, 64, 33]), gen(4))
-    assert bool((targets.diff(dim=-1) == 1).all())
-    check_disjoint_sorted(context, targets, torch.tensor([10, 50, 64, 33]))
+@pytest.mark.parametrize("pad_context", [False, True])
+def test_span_padded_targets_are_whole_spans(pad_context):
+    """Targets are never cut: each span is its row's full contiguous run, then -1 up to the longest."""
+    masker = SpanMasker(num_targets=3, target_scale=(0.15, 0.3), min_keep=2, pad_context=pad_context)
+    lengths = torch.tensor([10, 50, 64, 33, 2, 3, 77, 12])
+    keep = (lengths - 1).clamp(max=2)
+    for seed in range(10):
+        context, targets = masker(lengths, gen(seed))
+        check_disjoint_sorted(context, targets, lengths)
+        span_len = (targets >= 0).sum(-1)  # (B, K)
+        assert targets.shape[2] == int(span_len.max())
+        # recompute each row's span length from the batch's fractions (the generator's first draws)
+        frac = 0.15 + torch.rand(3, generator=gen(seed), dtype=torch.float64) * (0.3 - 0.15)
+        expect = (frac[None] * lengths[:, None]).round().long().clamp(min=1)
+        expect = torch.minimum(expect, (lengths - keep)[:, None])
+        assert torch.equal(span_len, expect)
+        for b in range(len(lengths)):
+            if pad_context:  # (cut to the batch minimum otherwise: the 2-token row keeps 1)
+                assert int((context[b] >= 0).sum()) >= int(keep[b])
+            for k in range(3):
+                t = strip(targets[b, k])
+                assert torch.equal(t, torch.arange(int(t[0]), int(t[0]) + int(expect[b, k])))  # contiguous
 
 
 def test_span_reproducible():
@@ -199,8 +235,103 @@ def test_padded_context_keeps_every_context_token():
         assert int(counts.max()) == ctx.shape[1], "padded to the batch maximum, not beyond"
         if isinstance(arg, torch.Tensor):  # rows of 5 and 31 tokens: the short one is padded
             assert int(counts.min()) < ctx.shape[1]
-    # span masker: the context is exactly the valid tokens outside the (untruncated) spans
-    L = torch.tensor([10, 10, 10])
+    # span masker: the context is exactly the valid tokens outside the spans
+    L = torch.tensor([10, 10, 10, 17, 30])
     ctx, tgt = SpanMasker(num_targets=1, target_scale=(0.2, 0.2), pad_context=True)(L, torch.Generator().manual_seed(1))
-    for b in range(3):
-        assert sorted(ctx[b][ctx[b] >= 0].tolist() + tgt[b].flatten().tolist()) == list(range(10))
+    for b in range(len(L)):
+        assert sorted(ctx[b][ctx[b] >= 0].tolist() + tgt[b][tgt[b] >= 0].tolist()) == list(range(int(L[b])))
+
+
+def _split_equal(masker, arg, keys, parts, seed: int):
+    """Masks for the whole batch == masks for each part alone, row by row (same generator state):
+    targets exactly (padding dropped for text), contexts after dropping -1."""
+    whole_ctx, whole_tgt = masker(arg(keys), gen(seed), row_keys=keys)
+    got = []
+    for part in parts:
+        ctx, tgt = masker(arg(part), gen(seed), row_keys=part)
+        got += list(zip(ctx, tgt))
+    assert len(got) == len(keys)
+    for b, (ctx, tgt) in enumerate(got):
+        assert torch.equal(strip(ctx), strip(whole_ctx[b]))
+        assert tgt.shape[0] == whole_tgt.shape[1]
+        for k in range(tgt.shape[0]):
+            assert torch.equal(strip(tgt[k]), strip(whole_tgt[b, k]))
+
+
+@pytest.mark.parametrize("grid,full_height_prob", [((14, 14), 0.0), ((8, 12), 1.0), ((2, 8), 1.0)])
+def test_multiblock_rank_independent(grid, full_height_prob):
+    """Data parallel: the rows a rank builds get the masks of their global slots, whatever the split."""
+    masker = MultiBlockMasker(grid, full_height_prob=full_height_prob, min_keep=6, pad_context=True)
+    keys = list(range(8))
+    for seed in range(5):
+        _split_equal(masker, len, keys, [keys[:4], keys[4:]], seed)
+        _split_equal(masker, len, keys, [keys[:1], keys[1:6], keys[6:]], seed)
+    # not the same masks for every row, and the keys (not the positions) decide
+    ctx, tgt = masker(8, gen(0), row_keys=keys)
+    assert not all(torch.equal(tgt[0], tgt[b]) for b in range(1, 8))
+    ctx2, tgt2 = masker(8, gen(0), row_keys=keys[::-1])
+    assert torch.equal(tgt2, tgt.flip(0))
+
+
+def test_span_rank_independent():
+    lengths = {k: n for k, n in enumerate([5, 77, 10, 33, 2, 64, 19, 40])}  # a different length per row
+    masker = SpanMasker(num_targets=2, target_scale=(0.15, 0.25), min_keep=2, pad_context=True)
+    keys = list(range(8))
+    arg = lambda ks: torch.tensor([lengths[k] for k in ks])  # noqa: E731
+    for seed in range(5):
+        _split_equal(masker, arg, keys, [keys[:4], keys[4:]], seed)
+        _split_equal(masker, arg, keys, [[k] for k in keys], seed)
+
+
+def test_row_keys_checked_and_default_to_positions():
+    masker = MultiBlockMasker((8, 8), pad_context=True)
+    a, b = masker(4, gen(1)), masker(4, gen(1), row_keys=torch.arange(4))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="row_keys"):
+        masker(4, gen(1), row_keys=[0, 1, 2])
+    with pytest.raises(ValueError, match="row_keys"):
+        SpanMasker()(torch.tensor([5, 6]), gen(1), row_keys=[0])
+
+
+def test_collator_masks_do_not_depend_on_the_split():
+    """Two data-parallel ranks each collate half of a global batch (rows carry their global slot):
+    every row gets the masks the whole batch would have given it, even when one rank has no
+    text at all, and text targets come with `target_valid`."""
+    from multijepa.collate import MultiModalCollator, build_maskers
+    from multijepa.config import load_config
+
+    cfg = load_config("tiny").model
+    collate = MultiModalCollator(cfg.modalities, build_maskers(cfg), seed=5)
+    g = gen(0)
+    items = []
+    for slot in range(8):
+        it = {"row": slot, "batch_no": 3, "slot": slot,
+              "image": torch.randn(3, cfg.image.size, cfg.image.size, generator=g),
+              "audio": torch.randn(cfg.audio.num_mel_bins, cfg.audio.target_frames, generator=g)}
+        if slot < 4:  # rank 1 below has no text rows
+            n = 3 + 5 * slot
+            it["text"] = (torch.randint(4, 64, (cfg.text.max_len,), generator=g), torch.tensor(n))
+        items.append(it)
+    whole = collate(items)
+    parts = [collate(items[:4]), collate(items[4:])]
+    for m in cfg.modalities:
+        rows = {}  # slot -> (context, targets)
+        for part in parts:
+            if m in part:
+                for j, i in enumerate(part[m]["index"].tolist()):
+                    rows[part["rows"][i].item()] = (part[m]["context"][j], part[m]["targets"][j])
+        assert len(rows) == whole[m]["index"].numel()
+        for j, i in enumerate(whole[m]["index"].tolist()):
+            ctx, tgt = rows[whole["rows"][i].item()]
+            assert torch.equal(strip(ctx), strip(whole[m]["context"][j]))
+            for k in range(tgt.shape[0]):
+                assert torch.equal(strip(tgt[k]), strip(whole[m]["targets"][j, k]))
+    text = whole["text"]
+    assert bool((text["targets"] < 0).any())  # spans of rows of 3..18 tokens differ in length
+    assert torch.equal(text["target_valid"], text["targets"].flatten(1) >= 0)
+    assert "target_valid" not in whole["image"]
+    again = collate(items)  # reproducible; another batch number gives other masks
+    assert torch.equal(again["image"]["targets"], whole["image"]["targets"])
+    other = collate([{**it, "batch_no": 4} for it in items])
+    assert not torch.equal(other["image"]["context"], whole["image"]["context"]) or \
+        not torch.equal(other["image"]["targets"], whole["image"]["targets"])
