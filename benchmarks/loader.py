@@ -202,7 +202,7 @@ def time_steps(cfg: Config, tokenizer, batches, warmup: int, steps: int) -> dict
     torch.manual_seed(t.seed)
     device = pick_device(t.device)
     model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
     schedule = Schedule(cfg.optim, cfg.model, t.max_steps)
     objective = MultiJEPAObjective(cfg.loss, model.modalities)
     train_step = TrainStep(model, objective, optimizer, schedule, t.precision, cfg.optim.grad_clip, device)

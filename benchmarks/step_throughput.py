@@ -247,7 +247,7 @@ def bench_multijepa(cfg: Config, batches: list[dict], args, device: torch.device
     torch.manual_seed(cfg.train.seed)
     with PeakMemory(device) as mem:
         model = MultiJEPA(cfg.model, vocab_size(cfg)).to(device).train()
-        optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+        optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
         train_step = TrainStep(model, MultiJEPAObjective(cfg.loss, model.modalities), optimizer,
                                Schedule(cfg.optim, cfg.model, cfg.train.max_steps), args.precision,
                                cfg.optim.grad_clip, device)
@@ -276,7 +276,7 @@ def bench_open_clip(cfg: Config, batches: list[tuple], args, device: torch.devic
         optimizer = torch.optim.AdamW(
             [{"params": [p for (_, p), g in zip(named, gain_or_bias) if g], "weight_decay": 0.0},
              {"params": [p for (_, p), g in zip(named, gain_or_bias) if not g], "weight_decay": cfg.optim.weight_decay}],
-            lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+            lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
         loss_fn = ClipLoss()
 
         def step(batch: tuple, i: int) -> torch.Tensor:

@@ -74,19 +74,23 @@ class CrossModalPredictor(nn.Module):
         target_idx: torch.Tensor,
         memory: tuple[torch.Tensor, torch.Tensor] | None = None,
         context_valid: torch.Tensor | None = None,
+        target_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """context (B, Nc, De) at positions context_idx (B, Nc), context_valid (B, Nc) False on
-        padding; target_idx (B, T) positions to predict; memory from `build_memory`.
+        padding; target_idx (B, T) positions to predict, target_valid (B, T) False where they are
+        padding (-1: no other token attends to those queries); memory from `build_memory`.
         Returns predictions (B, T, De)."""
         b, nc = context_idx.shape
         pos = self.pos.unsqueeze(0).expand(b, -1, -1)  # (B, N, W)
         ctx = self.in_proj(context) + gather_tokens(pos, context_idx.clamp_min(0))  # (B, Nc, W)
-        queries = self.mask_token + gather_tokens(pos, target_idx)  # (B, T, W)
+        queries = self.mask_token + gather_tokens(pos, target_idx.clamp_min(0))  # (B, T, W)
         x = torch.cat([ctx, queries], 1)  # (B, Nc + T, W)
         attn_mask = None
-        if context_valid is not None:
-            keys = torch.cat([context_valid, context_valid.new_ones(b, target_idx.shape[1])], 1)
-            attn_mask = keys[:, None, None, :]  # (B, 1, 1, Nc + T)
+        if context_valid is not None or target_valid is not None:
+            ones = torch.ones(b, 1, dtype=torch.bool, device=x.device)
+            c_ok = context_valid if context_valid is not None else ones.expand(b, nc)
+            t_ok = target_valid if target_valid is not None else ones.expand(b, target_idx.shape[1])
+            attn_mask = torch.cat([c_ok, t_ok], 1)[:, None, None, :]  # (B, 1, 1, Nc + T)
         for i, blk in enumerate(self.self_blocks):
             x = blk(x, attn_mask=attn_mask)
             if self.use_cross and memory is not None:

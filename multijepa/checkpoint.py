@@ -37,7 +37,8 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, train_state: dict, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module | dict, train_state: dict, keep: int = 2) -> Path:
+    """model: the module, or its full state dict (see parallel.full_state)."""
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -45,7 +46,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, trai
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = model if isinstance(model, dict) else model.state_dict()
+    weights = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"step": str(step), "format": "multijepa"})
     torch.save(train_state, tmp / "train_state.pt")
     for f in tmp.iterdir():

@@ -19,6 +19,13 @@ EPILOG_PRETRAIN = """\
 config overrides: any `section.key=value` after the options, e.g.
   multijepa pretrain --config demo data.batch_size=32 optim.lr=5e-4 model.modalities=[image,text]
 Values are parsed as YAML. Unknown keys are errors that name the key.
+
+several processes or GPUs: launch the same command with torchrun, e.g.
+  torchrun --nproc_per_node 8 -m multijepa pretrain --config base --out runs/base
+data.batch_size is the global batch (split over processes and train.grad_accum micro-steps), so
+the same config trains the same way on any number of processes; rank 0 logs and writes, and a
+run resumes from its checkpoints at any world size. Speed switches: train.precision=bf16,
+train.compile=true, train.activation_checkpointing=true, train.grad_accum=N, train.parallel=fsdp.
 """
 
 
@@ -227,8 +234,10 @@ def _cmd_data_demo(args: argparse.Namespace) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
     from .config import load_config
+    from .distributed import world_from_env
     from .train import pretrain
 
+    say = print if world_from_env().main else (lambda *a, **k: None)
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.train={json.dumps(str(args.data))}")
@@ -236,16 +245,16 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         overrides.append(f"train.max_steps={args.max_steps}")
     saved = Path(args.out) / "config.yaml"
     if args.resume and saved.exists():
-        print(f"resuming with the run's saved config {saved} (+ overrides)")
+        say(f"resuming with the run's saved config {saved} (+ overrides)")
         cfg = load_config(saved, overrides)
     else:
         cfg = load_config(args.config, overrides)
     t0 = time.perf_counter()
     last = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    print(f"pretraining done in {time.perf_counter() - t0:.0f}s; run folder: {args.out}")
+    say(f"pretraining done in {time.perf_counter() - t0:.0f}s; run folder: {args.out}")
     if last:
         keys = ["step", "loss", "loss/pred", "loss/bind"] + [k for k in last if k.startswith("rankme/")]
-        print("  " + "  ".join(f"{k}={last[k]:.4g}" for k in keys if k in last))
+        say("  " + "  ".join(f"{k}={last[k]:.4g}" for k in keys if k in last))
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
@@ -421,7 +430,7 @@ def _cmd_vqa_train(args: argparse.Namespace) -> None:
         overrides.append(f"train.max_steps={args.max_steps}")
     saved = Path(args.out) / "vqa_config.yaml"
     if args.resume and saved.exists():
-        print(f"resuming with the run's saved config {saved} (+ overrides)")
+        say(f"resuming with the run's saved config {saved} (+ overrides)")
         cfg = load_vqa_config(saved, overrides)
     else:
         cfg = load_vqa_config(args.config, overrides)

@@ -140,7 +140,7 @@ class DataConfig:
     columns: dict[str, str] = field(
         default_factory=lambda: {"image": "image", "text": "text", "audio": "audio", "label": "label"}
     )
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: split over processes (torchrun) and train.grad_accum micro-steps
     streaming: bool = False  # iterate sources as streams (corpora larger than memory or disk)
     shuffle: bool = True  # map-style: a fresh permutation per epoch; streaming: shard order + buffer
     shuffle_buffer: int = 1000  # streaming only
@@ -161,6 +161,7 @@ class OptimConfig:
     weight_decay: float = 0.04
     final_weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8  # AdamW's: updates of weights whose gradient is below it are damped
     grad_clip: float = 1.0
 
 
@@ -176,6 +177,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory
     compile: bool = False  # torch.compile each transformer block (CUDA mostly; needs a C++ compiler on CPU)
+    grad_accum: int = 1  # micro-steps per optimizer step; the binding loss sees one micro-batch (x processes) at a time
+    parallel: str = "ddp"  # under torchrun: ddp (replicate) | fsdp (FSDP2 fully_shard: shard weights, grads, optimizer)
 
 
 @dataclass
@@ -321,6 +324,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"model.modalities: unknown modality '{m}' (known: {', '.join(MODALITIES)})")
     if cfg.loss.bind_anchor is not None and cfg.loss.bind_anchor not in mods:
         raise ConfigError(f"loss.bind_anchor '{cfg.loss.bind_anchor}' is not in model.modalities {mods}")
+    if cfg.train.parallel not in ("ddp", "fsdp"):
+        raise ConfigError(f"train.parallel must be ddp or fsdp, got '{cfg.train.parallel}'")
+    if cfg.train.grad_accum < 1:
+        raise ConfigError(f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")
+    if cfg.data.batch_size % cfg.train.grad_accum:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be a multiple of train.grad_accum={cfg.train.grad_accum}")
     if cfg.train.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision must be fp32 or bf16, got '{cfg.train.precision}'")
     if cfg.model.text.tokenizer not in ("sentencepiece", "clip"):

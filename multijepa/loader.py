@@ -58,7 +58,14 @@ class TrainData:
 def build_train_data(cfg: Config, sources: list[Source], processors: Processors, start: int = 0,
                      position: dict | None = None, device: torch.device | None = None,
                      rank: int = 0, world: int = 1) -> TrainData:
+    """The loader yields this process's micro-batches: train.grad_accum per global batch of
+    data.batch_size rows, each data.batch_size / (world * grad_accum) rows."""
     d, t = cfg.data, cfg.train
+    parts = world * t.grad_accum
+    if d.batch_size % parts:
+        raise ValueError(f"data.batch_size={d.batch_size} (the global batch) must be divisible by the number of "
+                         f"processes x train.grad_accum = {world} x {t.grad_accum}")
+    micro = d.batch_size // parts
     modalities = [m for m in cfg.model.modalities if any(m in s.columns for s in sources)]
     collator = MultiModalCollator(modalities, build_maskers(cfg.model), t.seed, processors, train=True,
                                   num_sources=len(sources))
@@ -72,12 +79,12 @@ def build_train_data(cfg: Config, sources: list[Source], processors: Processors,
     )
     if d.streaming:
         decoders = [RowDecoder(s, processors, i) for i, s in enumerate(sources)]
-        batches = StreamingBatches(sources, decoders, collator, d.batch_size, t.seed, d.shuffle, d.shuffle_buffer,
-                                   start, t.max_steps, position, rank, world)
+        batches = StreamingBatches(sources, decoders, collator, micro, t.seed, d.shuffle, d.shuffle_buffer,
+                                   start, t.max_steps, position, rank, world, t.grad_accum)
         return TrainData(DataLoader(batches, batch_size=None, **common), sources, None)
 
-    parts = [PairedDataset(s, processors, cache=d.cache_decoded, source_index=i) for i, s in enumerate(sources)]
-    sampler = MixedBatchSampler([len(p) for p in parts], [s.weight for s in sources], d.batch_size, t.seed,
-                                d.shuffle, start, t.max_steps, rank, world, position)
-    loader = DataLoader(SourceMixture(parts), batch_sampler=sampler, collate_fn=collator, **common)
+    datasets = [PairedDataset(s, processors, cache=d.cache_decoded, source_index=i) for i, s in enumerate(sources)]
+    sampler = MixedBatchSampler([len(p) for p in datasets], [s.weight for s in sources], micro, t.seed,
+                                d.shuffle, start, t.max_steps, rank, world, position, t.grad_accum)
+    loader = DataLoader(SourceMixture(datasets), batch_sampler=sampler, collate_fn=collator, **common)
     return TrainData(loader, sources, sampler)

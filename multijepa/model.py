@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
 from fusion.predictor import CrossModalPredictor
 from modalities.encoder import TransformerEncoder, gather_tokens, init_weights
 from modalities.tokens import PatchTokens, TextTokens
 
+from . import distributed
 from .config import ModelConfig
 
 
@@ -47,24 +49,70 @@ class EmbeddingHead(nn.Module):
     Mean pooling, as I-JEPA's linear probes. BatchNorm rather than LayerNorm (as SimCLR's and
     VICReg's projectors): most tokens of a scene are background shared by every sample, and
     normalising across the batch removes that common part, so the first binding gradients see
-    what tells samples apart instead of pulling every embedding to one point."""
+    what tells samples apart instead of pulling every embedding to one point. In training the
+    statistics are those of the global batch (all processes, see `global_batch_stats`)."""
 
     def __init__(self, dim: int, embed_dim: int):
         super().__init__()
         self.norm = nn.BatchNorm1d(dim)
         self.proj = nn.Linear(dim, embed_dim)
 
-    def forward(self, feats: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    @staticmethod
+    def pool(feats: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, D) tokens, (B, N) validity -> (B, D) mean over valid tokens."""
         if valid is None:
-            pooled = feats.mean(1)  # (B, D)
-        else:
-            w = valid.unsqueeze(-1).to(feats.dtype)
-            pooled = (feats * w).sum(1) / w.sum(1).clamp_min(1.0)
+            return feats.mean(1)
+        w = valid.unsqueeze(-1).to(feats.dtype)
+        return (feats * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def forward(self, feats: torch.Tensor, valid: torch.Tensor | None = None,
+                stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """stats: (mean, biased var, rows) of the global batch, in training; without them the
+        running statistics are used (evaluation)."""
+        return self.project(self.pool(feats, valid), stats)
+
+    def project(self, pooled: torch.Tensor, stats=None) -> torch.Tensor:
         bn = self.norm
-        # a sub-batch of one row (a modality only one row of the batch has) uses the running stats
-        train_stats = self.training and pooled.shape[0] > 1
-        pooled = F.batch_norm(pooled, bn.running_mean, bn.running_var, bn.weight, bn.bias, train_stats, bn.momentum, bn.eps)
-        return F.normalize(self.proj(pooled).float(), dim=-1)
+        mean, var = bn.running_mean, bn.running_var
+        if stats is not None:
+            # a modality only one row of the global batch has keeps the running stats
+            b_mean, b_var, n = stats
+            use = n > 1
+            mean, var = torch.where(use, b_mean, mean), torch.where(use, b_var, var)
+            if self.training:
+                with torch.no_grad():
+                    unbiased = b_var * n / (n - 1).clamp_min(1)
+                    bn.running_mean.lerp_(mean.detach(), bn.momentum)
+                    bn.running_var.lerp_(torch.where(use, unbiased, bn.running_var), bn.momentum)
+        x = (pooled.float() - mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias
+        return F.normalize(self.proj(x).float(), dim=-1)
+
+
+def global_batch_stats(pooled: dict[str, torch.Tensor], heads: nn.ModuleDict) -> dict[str, tuple]:
+    """Per modality: (mean (D,), biased var (D,), rows ()) of the pooled features over the whole
+    global batch. Every process contributes sums for every modality (zeros where it has none),
+    in one all_reduce that carries gradients back, so the result is that of one process holding
+    the whole batch. Sums are taken around the running mean for float precision."""
+    parts = []
+    for m, head in heads.items():
+        shift = head.norm.running_mean
+        if m in pooled:
+            x = pooled[m].float() - shift  # (B_m, D)
+            parts += [x.sum(0), (x * x).sum(0), x.new_full((1,), float(x.shape[0]))]
+        else:
+            parts += [torch.zeros(2 * shift.numel() + 1, device=shift.device)]
+    flat = torch.cat(parts)
+    if distributed.active():
+        flat = dist_nn.all_reduce(flat)
+    stats, i = {}, 0
+    for m, head in heads.items():
+        d = head.norm.running_mean.numel()
+        s, ss, n = flat[i : i + d], flat[i + d : i + 2 * d], flat[i + 2 * d]
+        i += 2 * d + 1
+        if m in pooled:
+            mu = s / n.clamp_min(1)
+            stats[m] = (mu + head.norm.running_mean, (ss / n.clamp_min(1) - mu * mu).clamp_min(0), n)
+    return stats
 
 
 class MultiJEPA(nn.Module):
@@ -103,7 +151,8 @@ class MultiJEPA(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
         """batch: from `MultiModalCollator` with masks. For each modality m present:
-        {"pred": (B_m, T, D), "target": (B_m, T, D), "z": (B_m, E), "index": (B_m,)}."""
+        {"pred": (B_m, T, D), "target": (B_m, T, D), "target_valid": (B_m, T) or None,
+        "z": (B_m, E), "index": (B_m,)}."""
         present = [m for m in self.modalities if m in batch]
         size = batch["size"]
         context: dict[str, torch.Tensor] = {}
@@ -123,21 +172,25 @@ class MultiJEPA(nn.Module):
             full[m] = (feats, ok)
 
         out: dict[str, dict[str, torch.Tensor]] = {}
+        pooled = {m: EmbeddingHead.pool(context[m], valid[m]) for m in present}  # (B_m, D)
+        stats = global_batch_stats(pooled, self.heads) if self.training else {}
         for m in present:
             entry = batch[m]
             idx = entry["index"]
-            targets_idx = entry["targets"].flatten(1)  # (B_m, K * Nt)
+            targets_idx = entry["targets"].flatten(1)  # (B_m, K * Nt), -1 = padding (text spans)
+            target_valid = entry.get("target_valid")  # (B_m, T) or None when nothing is padded
             with torch.no_grad():
                 t, _ = self.target_encoders[m](entry["x"])  # (B_m, N, D), whole input
                 t = F.layer_norm(t.float(), t.shape[-1:])
-                target = gather_tokens(t, targets_idx)  # (B_m, T, D)
+                target = gather_tokens(t, targets_idx.clamp_min(0))  # (B_m, T, D)
             predictor = self.predictors[m]
             memory = None
             if predictor.use_cross:
                 others = {o: (full[o][0][idx], full[o][1][idx]) for o in present if o != m}
                 memory = predictor.build_memory(others, idx.shape[0])
-            pred = predictor(context[m], entry["context"], targets_idx, memory, valid[m])
-            out[m] = {"pred": pred, "target": target, "z": self.heads[m](context[m], valid[m]), "index": idx}
+            pred = predictor(context[m], entry["context"], targets_idx, memory, valid[m], target_valid)
+            out[m] = {"pred": pred, "target": target, "target_valid": target_valid,
+                      "z": self.heads[m].project(pooled[m], stats.get(m)), "index": idx}
         return out
 
     @torch.no_grad()

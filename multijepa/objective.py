@@ -3,15 +3,18 @@
     L = w_pred * sum_m smooth-L1(pred_m, target_m) + w_bind * sum_(a,b) InfoNCE(z_a, z_b)
 
 Binding uses open_clip's symmetric `ClipLoss` on the embeddings of the masked inputs (as FLIP
-does), over the rows that have both modalities of the pair. `ClipLoss` is distributed-aware and a
-no-op wrapper at world size 1.
+does), over the rows that have both modalities of the pair. Under torchrun it gathers the
+embeddings of every process with gradients and scores this process's rows against all of them
+(`gather_with_grad`, `local_loss`); at world size 1 it is the plain loss.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import torch
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
@@ -52,39 +55,102 @@ def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+@dataclass
+class StepCounts:
+    """Row counts that turn per-process sums into global means.
+
+    per_rank (world, k): this micro-batch's counts on every process; total (k,): counts over the
+    whole optimizer step (all processes and micro-batches). Columns: batch size, rows per
+    modality, rows per bound pair (`MultiJEPAObjective.count_names`)."""
+
+    per_rank: torch.Tensor
+    total: torch.Tensor
+    rank: int = 0
+
+    @property
+    def world(self) -> int:
+        return self.per_rank.shape[0]
+
+
 class MultiJEPAObjective:
+    """Each term is a sum over this process's rows divided by the rows of the whole step, times
+    the world size (DDP averages gradients over processes), so that any split of a global batch
+    over processes and micro-batches gives the gradient of one process holding it all."""
+
     def __init__(self, cfg: LossConfig, modalities: list[str], rank: int = 0, world_size: int = 1):
         self.cfg = cfg
+        self.modalities = list(modalities)
         self.pairs = bind_pairs(modalities, cfg.bind_anchor)
-        self.clip_loss = ClipLoss(rank=rank, world_size=world_size)
+        self.rank, self.world_size = rank, world_size
+        self.clip_loss = ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world_size)
+        self.count_names = ["size", *self.modalities, *(f"{a}-{b}" for a, b in self.pairs)]
 
-    def __call__(self, out: dict, logit_scale: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def local_counts(self, batch: dict) -> torch.Tensor:
+        """(k,) int64 counts of a collated batch (see `count_names`), read from shapes; rows that
+        have both modalities of a pair are counted only when a sub-batch is not the whole batch."""
+        size = int(batch["size"])
+        rows = {m: int(batch[m]["index"].shape[0]) if m in batch else 0 for m in self.modalities}
+        pairs = []
+        for a, b in self.pairs:
+            if rows[a] == size and rows[b] == size:
+                pairs.append(size)
+            elif rows[a] and rows[b]:
+                pairs.append(int(torch.isin(batch[a]["index"], batch[b]["index"]).sum()))
+            else:
+                pairs.append(0)
+        return torch.tensor([size, *rows.values(), *pairs], dtype=torch.long)
+
+    def __call__(self, out: dict, logit_scale: torch.Tensor,
+                 counts: StepCounts | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-> (loss, logs); logs are detached 0-d tensors, turned into numbers only on log steps
-        so that a GPU step never waits for them."""
+        so that a GPU step never waits for them. Without `counts`: one process, one micro-batch."""
         cfg = self.cfg
+        if counts is None:
+            local = torch.tensor([0] + [out[m]["index"].shape[0] if m in out else 0 for m in self.modalities]
+                                 + [paired_rows(out[a]["index"], out[b]["index"])[0].numel() if a in out and b in out else 0
+                                    for a, b in self.pairs])
+            counts = StepCounts(local.view(1, -1), local)
+        col = {name: i for i, name in enumerate(self.count_names)}
+        world = counts.world
         logs: dict[str, torch.Tensor] = {}
-        pred_total = torch.zeros((), device=logit_scale.device)
+        device = logit_scale.device
+        pred_total = torch.zeros((), device=device)
         for m, o in out.items():
-            lm = F.smooth_l1_loss(o["pred"].float(), o["target"])
+            err = F.smooth_l1_loss(o["pred"].float(), o["target"], reduction="none").mean(-1)  # (B_m, T)
+            valid = o.get("target_valid")
+            if valid is None:
+                per_row = err.mean(1)  # (B_m,)
+            else:
+                per_row = (err * valid).sum(1) / valid.sum(1).clamp_min(1)
+            lm = per_row.sum() * world / int(counts.total[col[m]])
             pred_total = pred_total + lm
             logs[f"pred/{m}"] = lm.detach()
             logs[f"std_target/{m}"] = feature_std(o["target"])
             logs[f"std_pred/{m}"] = feature_std(o["pred"])
 
-        bind_total = torch.zeros((), device=logit_scale.device)
+        bind_total = torch.zeros((), device=device)
         scale = logit_scale.exp().clamp(max=100.0)
         for a, b in self.pairs:
-            if a not in out or b not in out:
+            name = f"{a}-{b}"
+            per_rank = counts.per_rank[:, col[name]]  # (world,) pairs on each process
+            if int(per_rank.sum()) < 2:  # InfoNCE needs negatives (decided alike on every process)
                 continue
-            sa, sb = paired_rows(out[a]["index"], out[b]["index"])
-            if sa.numel() < 2:  # InfoNCE needs negatives
-                continue
-            lb = self.clip_loss(out[a]["z"][sa], out[b]["z"][sb], scale)
+            if a in out and b in out:
+                sa, sb = paired_rows(out[a]["index"], out[b]["index"])
+                za, zb = out[a]["z"][sa], out[b]["z"][sb]
+            else:  # this process has none of the pair but still joins the gather
+                za = zb = torch.zeros(0, self._embed_dim(out), device=device)
+            n_local = int(per_rank[counts.rank])
+            if bool((per_rank == per_rank[0]).all()):  # open_clip's gathered loss: a local mean
+                lb = self.clip_loss(za, zb, scale) * n_local
+            else:
+                lb = uneven_clip_loss(za, zb, scale, per_rank, counts.rank)
+            lb = lb * world / int(counts.total[col[name]])
             bind_total = bind_total + lb
-            logs[f"bind/{a}-{b}"] = lb.detach()
+            logs[f"bind/{name}"] = lb.detach()
 
         loss = cfg.pred_weight * pred_total + cfg.bind_weight * bind_total
-        if cfg.variance_weight > 0:
+        if cfg.variance_weight > 0:  # on this process's rows
             var = sum(F.relu(1.0 - o["z"].std(0) * o["z"].shape[1] ** 0.5).mean() for o in out.values())
             loss = loss + cfg.variance_weight * var
             logs["variance"] = var.detach()
@@ -93,3 +159,27 @@ class MultiJEPAObjective:
         logs["loss"] = loss.detach()
         logs["temperature"] = (1.0 / scale).detach()
         return loss, logs
+
+    @staticmethod
+    def _embed_dim(out: dict) -> int:
+        return next(iter(out.values()))["z"].shape[1]
+
+
+def uneven_clip_loss(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, per_rank: torch.Tensor,
+                     rank: int) -> torch.Tensor:
+    """Symmetric InfoNCE *summed* over this process's rows against the pairs of every process,
+    when processes hold different numbers of pairs (mixed sources): rows are padded to the
+    largest count for the gather (with gradients) and the padding dropped again."""
+    n_max = int(per_rank.max())
+    n = za.shape[0]
+
+    def gather(z):  # (n, E) -> (sum(per_rank), E)
+        padded = torch.cat([z, z.new_zeros(n_max - n, z.shape[1])])
+        parts = dist_nn.all_gather(padded)
+        return torch.cat([p[: int(c)] for p, c in zip(parts, per_rank)])
+
+    all_a, all_b = gather(za), gather(zb)
+    labels = torch.arange(n, device=za.device) + int(per_rank[:rank].sum())
+    loss_a = F.cross_entropy(scale * za @ all_b.T, labels, reduction="sum")
+    loss_b = F.cross_entropy(scale * zb @ all_a.T, labels, reduction="sum")
+    return (loss_a + loss_b) / 2

@@ -29,19 +29,27 @@ def slot_sources(seed: int, batch_no: int, weights: list[float], n: int) -> torc
     return src[torch.randperm(n, generator=g)]
 
 
-class MixedBatchSampler(Sampler):
-    """Yields lists of (batch_no, slot, source, row) keys, this rank's share of each global batch.
+def micro_slots(batch_size: int, rank: int, world: int, accum: int) -> list[range]:
+    """The global-batch slots of each of this rank's `accum` micro-batches: the global batch is
+    cut into world * accum parts of batch_size slots; micro-batch j of rank r is part j * world + r."""
+    return [range((j * world + rank) * batch_size, (j * world + rank + 1) * batch_size) for j in range(accum)]
 
-    `world` ranks split a global batch of world * batch_size slots; rank r takes slots
-    [r * batch_size, (r + 1) * batch_size). Batches run from `start` to `stop` (None: endless).
+
+class MixedBatchSampler(Sampler):
+    """Yields lists of (batch_no, slot, source, row) keys, this rank's micro-batches of each global batch.
+
+    A global batch has world * accum * batch_size slots (see `micro_slots`); rank r yields its
+    `accum` micro-batches of `batch_size` in turn. Batches run from `start` to `stop` (None: endless).
     """
 
     def __init__(self, sizes: list[int], weights: list[float], batch_size: int, seed: int, shuffle: bool = True,
-                 start: int = 0, stop: int | None = None, rank: int = 0, world: int = 1, position: dict | None = None):
+                 start: int = 0, stop: int | None = None, rank: int = 0, world: int = 1, position: dict | None = None,
+                 accum: int = 1):
         if any(n == 0 for n in sizes):
             raise ValueError(f"a source has no rows (sizes {sizes})")
         self.sizes, self.weights, self.batch_size, self.seed, self.shuffle = sizes, weights, batch_size, seed, shuffle
-        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.start, self.stop, self.rank, self.world, self.accum = start, stop, rank, world, accum
+        self.global_size = world * accum * batch_size
         if position is not None and position.get("batch") != start:
             raise ValueError(f"data position is for batch {position.get('batch')}, not {start}")
         self._start_pos = [list(p) for p in position["sources"]] if position else self._replay(start)
@@ -51,7 +59,7 @@ class MixedBatchSampler(Sampler):
         """(epoch, cursor) per source after `start` batches, from the slot counts alone."""
         pos = [[0, 0] for _ in self.sizes]
         for b in range(start):
-            counts = torch.bincount(slot_sources(self.seed, b, self.weights, self.world * self.batch_size), minlength=len(self.sizes))
+            counts = torch.bincount(slot_sources(self.seed, b, self.weights, self.global_size), minlength=len(self.sizes))
             for s, c in enumerate(counts.tolist()):
                 e, cur = divmod(pos[s][1] + c, self.sizes[s])
                 pos[s] = [pos[s][0] + e, cur]
@@ -73,26 +81,25 @@ class MixedBatchSampler(Sampler):
         perms: dict[int, tuple[int, torch.Tensor]] = {}
         b = self.start
         while self.stop is None or b < self.stop:
-            slots = slot_sources(self.seed, b, self.weights, self.world * self.batch_size)
-            keys = []
+            slots = slot_sources(self.seed, b, self.weights, self.global_size)
+            keys = {}
             for slot, s in enumerate(slots.tolist()):
                 epoch, cur = pos[s]
                 if perms.get(s, (None,))[0] != epoch:
                     perms[s] = (epoch, self.order(s, epoch))
-                row = int(perms[s][1][cur])
+                keys[slot] = (b, slot, s, int(perms[s][1][cur]))
                 pos[s] = [epoch + 1, 0] if cur + 1 == self.sizes[s] else [epoch, cur + 1]
-                if self.rank * self.batch_size <= slot < (self.rank + 1) * self.batch_size:
-                    keys.append((b, slot, s, row))
             self.positions[b] = {"batch": b + 1, "sources": [list(p) for p in pos]}
             while len(self.positions) > 1024:  # the loader runs at most a few batches ahead
                 self.positions.popitem(last=False)
-            yield keys
+            for part in micro_slots(self.batch_size, self.rank, self.world, self.accum):
+                yield [keys[slot] for slot in part]
             b += 1
 
     def __len__(self) -> int:
         if self.stop is None:
             raise TypeError("an endless sampler has no length")
-        return max(0, self.stop - self.start)
+        return max(0, self.stop - self.start) * self.accum
 
 
 class SequentialBatchSampler(Sampler):

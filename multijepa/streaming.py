@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from modalities.errors import DataError
 
 from .dataset import RowDecoder
-from .sampler import slot_sources
+from .sampler import micro_slots, slot_sources
 from .sources import Source
 
 
@@ -77,15 +77,16 @@ class _SourceStream:
 
 
 class StreamingBatches(IterableDataset):
-    """Yields collated batches (use with DataLoader(batch_size=None)); `start`..`stop` are global
-    batch numbers, `positions` the per-stream positions from a checkpoint."""
+    """Yields collated batches (use with DataLoader(batch_size=None)), or {"micro": [A batches]}
+    with gradient accumulation; `start`..`stop` are global batch numbers, `positions` the
+    per-stream positions from a checkpoint."""
 
     def __init__(self, sources: list[Source], decoders: list[RowDecoder], collator, batch_size: int, seed: int,
                  shuffle: bool = True, buffer: int = 1000, start: int = 0, stop: int | None = None,
-                 positions: dict | None = None, rank: int = 0, world: int = 1):
+                 positions: dict | None = None, rank: int = 0, world: int = 1, accum: int = 1):
         self.sources, self.decoders, self.collator = sources, decoders, collator
         self.batch_size, self.seed, self.shuffle, self.buffer = batch_size, seed, shuffle, buffer
-        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.start, self.stop, self.rank, self.world, self.accum = start, stop, rank, world, accum
         self.positions = positions or {}
         self.weights = [s.weight for s in sources]
 
@@ -112,14 +113,16 @@ class StreamingBatches(IterableDataset):
             for b in itertools.count(first, workers):
                 if self.stop is not None and b >= self.stop:
                     return
-                slots = slot_sources(self.seed, b, self.weights, self.world * self.batch_size)
-                mine = slots[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].tolist()
-                items = []
-                for slot, s in enumerate(mine):
-                    row, row_id = streams[s].next()
-                    items.append({**self.decoders[s](row, row_id), "batch_no": b, "slot": slot})
-                batch = self.collator(items)
-                batch["position"] = {"stream": stream, "sources": [st.position() for st in streams]}
-                yield batch
+                slots = slot_sources(self.seed, b, self.weights, self.world * self.accum * self.batch_size).tolist()
+                micro = []
+                for part in micro_slots(self.batch_size, self.rank, self.world, self.accum):
+                    items = []
+                    for slot in part:
+                        row, row_id = streams[slots[slot]].next()
+                        items.append({**self.decoders[slots[slot]](row, row_id), "batch_no": b, "slot": slot})
+                    micro.append(self.collator(items))
+                position = {"stream": stream, "sources": [st.position() for st in streams]}
+                # one loader item per global batch, so workers taking turns keep the micro-batches together
+                yield {**micro[0], "position": position} if len(micro) == 1 else {"micro": micro, "position": position}
         except DataError as e:
             yield {"fatal": str(e)}

@@ -1,7 +1,9 @@
 """The pretraining loop: plain, top to bottom.
 
-load data -> build model -> (resume) -> for each batch: forward, loss, backward, clip, step,
-EMA update -> log to metrics.jsonl every `log_every` steps -> checkpoint every `ckpt_every`.
+load data -> build model -> (resume) -> (DDP / FSDP2 under torchrun) -> for each step's
+micro-batches: forward, loss, backward; clip, step, EMA update -> log to metrics.jsonl every
+`log_every` steps -> checkpoint every `ckpt_every`. Under torchrun, `data.batch_size` is the
+global batch, every process trains on its share, and only rank 0 logs and writes.
 """
 
 from __future__ import annotations
@@ -16,13 +18,24 @@ from tqdm import tqdm
 from modalities.errors import DataError
 
 from .bad_samples import BadSampleLog
-from .checkpoint import latest_checkpoint, load_train_state, load_weights, save_checkpoint
+from .checkpoint import CheckpointError, latest_checkpoint, load_train_state, load_weights, save_checkpoint
 from .collate import move_batch
 from .config import Config, save_config
 from .demo_paths import resolve_manifest
+from .distributed import (
+    World,
+    barrier,
+    broadcast_object,
+    close_distributed,
+    gather_counts,
+    gather_objects,
+    init_distributed,
+    mean_across,
+)
 from .loader import build_train_data, open_sources, training_texts
 from .model import MultiJEPA
 from .objective import MultiJEPAObjective, rankme
+from .parallel import apply_parallel, full_state, load_optimizer_state
 from .processors import Processors, build_tokenizer
 from .schedule import Schedule
 from .speed import apply_speed
@@ -67,110 +80,166 @@ def _drop_bad_samples_unseen(path: Path, bad: BadSampleLog) -> None:
         path.write_text("".join(line + "\n" for line in keep))
 
 
+def optimizer_steps(loader, accum: int):
+    """The loader's micro-batches grouped into optimizer steps: (micro-batches, stream position or None)."""
+    group: list[dict] = []
+    for item in loader:
+        if "fatal" in item:  # a source could not be read at all (not one bad row)
+            raise DataError(item["fatal"])
+        position = item.pop("position", None)
+        if "micro" in item:  # streaming with accumulation hands over a whole step at once
+            yield item["micro"], position
+            continue
+        group.append(item)
+        if len(group) == accum:
+            yield group, position
+            group = []
+
+
+def share_bookkeeping(micro: list[dict], num_sources: int, world: World, device: torch.device) -> tuple[list, list[int]]:
+    """Every process's bad-row records and per-source draws of this step, so the counts and the
+    `data.max_bad_fraction` check are global (and every process stops together)."""
+    errors = [e for b in micro for e in b["errors"]]
+    drawn = [sum(b["drawn"][i] for b in micro) for i in range(num_sources)]
+    if not world.active:
+        return errors, drawn
+    counts = gather_counts(torch.tensor([len(errors), *drawn]), world, device)  # (W, 1 + S)
+    if int(counts[:, 0].sum()):
+        errors = [e for part in gather_objects(errors, world) for e in part]
+    return errors, counts[:, 1:].sum(0).tolist()
+
+
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Train, writing everything to `out_dir`. Returns the last logged metrics."""
-    out = Path(out_dir)
+    """Train, writing everything to `out_dir`. Returns the last logged metrics.
+    Under torchrun every process runs this; only rank 0 logs and writes."""
+    t = cfg.train
+    world, device = init_distributed(t.device)
+    try:
+        return _pretrain(cfg, Path(out_dir), resume, progress, world, device)
+    finally:
+        close_distributed(world)
+
+
+def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World, device: torch.device) -> dict:
+    t = cfg.train
+    say = print if world.main else (lambda *a, **k: None)
     ckpt = latest_checkpoint(out)
     if ckpt is not None and not resume:
         raise FileExistsError(f"{out} already holds a run (last checkpoint {ckpt.name}): pass --resume, or choose another --out")
     if resume and ckpt is None and (out / "config.yaml").exists():
-        print(f"no checkpoint in {out} yet: starting from step 0")
+        say(f"no checkpoint in {out} yet: starting from step 0")
+    if world.active and broadcast_object(str(ckpt), world) != str(ckpt):
+        raise CheckpointError(f"rank {world.rank} sees checkpoint {ckpt} in {out}, rank 0 another: "
+                              "the run folder must be one folder every process sees")
     out.mkdir(parents=True, exist_ok=True)
-    t = cfg.train
     torch.manual_seed(t.seed)
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = pick_device(t.device)
 
     if not cfg.data.sources:
         cfg.data.train = str(resolve_manifest(cfg.data.train, "train"))  # the demo data if none given
     sources = open_sources(cfg)
-    save_config(cfg, out / "config.yaml")
+    if world.main:
+        save_config(cfg, out / "config.yaml")
     processors = Processors(cfg.model, None)
     has_text = any("text" in s.columns for s in sources)
-    tokenizer = build_tokenizer(cfg.model, out, texts=(lambda: training_texts(sources)) if has_text else None)
+    if world.main:  # rank 0 trains the tokenizer (if the run needs one); the others then read it
+        tokenizer = build_tokenizer(cfg.model, out, texts=(lambda: training_texts(sources)) if has_text else None)
+    barrier(world)
+    if not world.main:
+        tokenizer = build_tokenizer(cfg.model, out)
     processors.tokenizer = tokenizer
-    model = apply_speed(MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device), t)
-    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device)
+    if resume and ckpt is not None:
+        load_weights(model, ckpt)  # full weights, before any sharding
+    apply_speed(model, t)
+    # a process may miss a modality in a batch when some source lacks it: DDP must allow unused weights
+    partial = any(m not in s.columns for s in sources for m in model.modalities)
+    wrapped = apply_parallel(model, world, t, device, find_unused=partial)
+    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
     schedule = Schedule(cfg.optim, cfg.model, t.max_steps)
-    objective = MultiJEPAObjective(cfg.loss, model.modalities)
+    objective = MultiJEPAObjective(cfg.loss, model.modalities, world.rank, world.size)
 
     step = 0
     data_position: dict | None = None
     bad_state: dict | None = None
     drawn = {s.name: 0 for s in sources}
     if resume and ckpt is not None:
-        load_weights(model, ckpt)
         state = load_train_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(model, optimizer, state["optimizer"])
         step = int(state["step"])
         torch.set_rng_state(state["rng_cpu"])
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"])
         data_position, bad_state = state.get("data_position"), state.get("bad_samples")
         drawn.update(state.get("drawn", {}))
-        print(f"resuming {out} from step {step}")
-        _drop_metrics_after(out / "metrics.jsonl", step)  # those steps are trained again
-    bad = BadSampleLog(out, cfg.data.on_error, cfg.data.max_bad_fraction, bad_state)
-    _drop_bad_samples_unseen(out / "bad_samples.jsonl", bad)
+        say(f"resuming {out} from step {step}" + (f" on {world.size} processes" if world.active else ""))
+        if world.main:
+            _drop_metrics_after(out / "metrics.jsonl", step)  # those steps are trained again
+    bad = BadSampleLog(out if world.main else None, cfg.data.on_error, cfg.data.max_bad_fraction, bad_state)
+    if world.main:
+        _drop_bad_samples_unseen(out / "bad_samples.jsonl", bad)
 
-    train_step = TrainStep(model, objective, optimizer, schedule, t.precision, cfg.optim.grad_clip, device)
-    data = build_train_data(cfg, sources, processors, step, data_position, device)
+    train_step = TrainStep(model, objective, optimizer, schedule, t.precision, cfg.optim.grad_clip, device, world, wrapped)
+    data = build_train_data(cfg, sources, processors, step, data_position, device, world.rank, world.size)
     stream_positions: dict[str, dict] = dict((data_position or {}).get("streams", {}))
     names = [s.name for s in sources]
-    metrics_file = open(out / "metrics.jsonl", "a")
-    bar = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not progress, dynamic_ncols=True)
+    metrics_file = open(out / "metrics.jsonl", "a") if world.main else None
+    bar = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not (progress and world.main),
+               dynamic_ncols=True)
     last: dict = {}
     low_std_logs = 0
     samples, tic = 0, time.perf_counter()
 
     def checkpoint(step: int) -> None:
-        state = {"optimizer": optimizer.state_dict(), "step": step, "schedule": schedule.state_dict(),
-                 "rng_cpu": torch.get_rng_state(), "drawn": dict(drawn), "bad_samples": bad.state_dict()}
+        weights, optim_state = full_state(model, optimizer)  # a collective under FSDP
         if data.sampler is not None:
-            state["data_position"] = data.sampler.position_after(step - 1)
-        else:
-            workers = max(1, cfg.data.num_workers)
-            state["data_position"] = {"num_streams": workers, "streams": dict(stream_positions)}
-        if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state()
-        save_checkpoint(out, step, model, state, keep=t.keep_checkpoints)
+            position = data.sampler.position_after(step - 1)  # the same on every process
+        else:  # every process streams its own shards: keep all their positions
+            streams = {k: v for part in gather_objects(stream_positions, world) for k, v in part.items()}
+            position = {"num_streams": max(1, cfg.data.num_workers) * world.size, "streams": streams}
+        if world.main:
+            state = {"optimizer": optim_state, "step": step, "schedule": schedule.state_dict(),
+                     "rng_cpu": torch.get_rng_state(), "drawn": dict(drawn), "bad_samples": bad.state_dict(),
+                     "data_position": position, "world_size": world.size}
+            if device.type == "cuda":
+                state["rng_cuda"] = torch.cuda.get_rng_state()
+            save_checkpoint(out, step, weights, state, keep=t.keep_checkpoints)
+        barrier(world)
 
     model.train()
     try:
-        for batch in data.loader:
-            if "fatal" in batch:  # a source could not be read at all (not one bad row)
-                raise DataError(batch["fatal"])
-            bad.update(batch["errors"], sum(batch["drawn"]))
-            for name, n in zip(names, batch["drawn"]):
+        for micro, position in optimizer_steps(data.loader, t.grad_accum):
+            errors, step_drawn = share_bookkeeping(micro, len(names), world, device)
+            bad.update(errors, sum(step_drawn))
+            for name, n in zip(names, step_drawn):
                 drawn[name] += n
-            if "position" in batch:
-                position = batch.pop("position")
+            if position is not None:
                 stream_positions[str(position["stream"])] = position
-            if batch["size"] == 0:  # every row of the batch was bad: nothing to learn from, keep the numbering
-                step += 1
-                bar.update(1)
+            result = train_step([move_batch(b, device) for b in micro], step)
+            step += 1
+            bar.update(1)
+            if result is None:  # every row of the step was bad: nothing to learn from, keep the numbering
                 if step % t.ckpt_every == 0 or step == t.max_steps:
                     checkpoint(step)  # a checkpoint (the final one too) is due whatever the batch held
                 continue
-            result = train_step(move_batch(batch, device), step)
-            step += 1
-            samples += batch["size"]
-            bar.update(1)
+            samples += result.rows
 
             if step % t.log_every == 0 or step == t.max_steps:
                 elapsed = time.perf_counter() - tic
+                logs = mean_across(result.logs, world)
                 rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay, "ema": schedule.ema(step - 1),
                        "grad_norm": float(result.grad_norm)}
-                rec.update({k: float(v) for k, v in result.logs.items()})
+                rec.update({k: float(v) for k, v in logs.items()})
                 for m, o in result.outputs.items():
-                    rec[f"rankme/{m}"] = rankme(o["z"])
+                    rec[f"rankme/{m}"] = rankme(o["z"])  # on this process's last micro-batch
                 rec["samples_per_s"] = samples / max(elapsed, 1e-9)
                 rec.update({f"drawn/{name}": n for name, n in drawn.items()})
                 if bad.skipped:
                     rec["bad_rows"] = bad.skipped
-                metrics_file.write(json.dumps(rec) + "\n")
-                metrics_file.flush()
+                if metrics_file is not None:
+                    metrics_file.write(json.dumps(rec) + "\n")
+                    metrics_file.flush()
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
                 last = rec
                 samples, tic = 0, time.perf_counter()
@@ -188,7 +257,8 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
         bad.check()
     finally:
         bar.close()
-        metrics_file.close()
+        if metrics_file is not None:
+            metrics_file.close()
     if bad.skipped:
-        print(f"data: {bad.summary()} of {bad.drawn} drawn; listed in {out / 'bad_samples.jsonl'}")
+        say(f"data: {bad.summary()} of {bad.drawn} drawn; listed in {out / 'bad_samples.jsonl'}")
     return last

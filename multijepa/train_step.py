@@ -1,7 +1,12 @@
 """One pretraining step, shared by the training loop and the benchmarks so they time the same work.
 
-Set the schedule's learning rate and weight decay, forward and objective under the precision's
-autocast, backward, clip, AdamW, then move the EMA targets toward the online encoders.
+Set the schedule's learning rate and weight decay; for each micro-batch, forward and objective
+under the precision's autocast and backward (gradients reduced over processes on the last one
+only); clip, AdamW, then move the EMA targets toward the online encoders.
+
+Gradient accumulation and the contrastive batch: the prediction loss of A micro-batches equals
+that of one batch A times larger, but InfoNCE scores each row only against the rows of its own
+micro-batch (gathered over processes), so its negatives are A times fewer than in one big batch.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .distributed import World, gather_counts
 from .model import MultiJEPA
-from .objective import MultiJEPAObjective
+from .objective import MultiJEPAObjective, StepCounts
 from .schedule import Schedule
 
 
@@ -29,31 +35,76 @@ class StepResult:
     grad_norm: torch.Tensor
     lr: float
     weight_decay: float
+    rows: int  # rows of the whole step, over every process and micro-batch
 
 
 class TrainStep:
+    """`wrapped` is what runs the forward: the model itself, or its DDP / FSDP2 form (see
+    `parallel.py`); `model` is the plain module (EMA update, logit scale)."""
+
     def __init__(self, model: MultiJEPA, objective: MultiJEPAObjective, optimizer: torch.optim.Optimizer,
-                 schedule: Schedule, precision: str, grad_clip: float, device: torch.device):
+                 schedule: Schedule, precision: str, grad_clip: float, device: torch.device,
+                 world: World = World(), wrapped: torch.nn.Module | None = None):
         self.model, self.objective, self.optimizer, self.schedule = model, objective, optimizer, schedule
-        self.grad_clip = grad_clip
+        self.grad_clip, self.device, self.world = grad_clip, device, world
+        self.wrapped = wrapped if wrapped is not None else model
         self.amp = lambda: autocast_for(device, precision)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
 
-    def __call__(self, batch: dict, step: int) -> StepResult:
-        """batch: a collated batch already on the device; step: the 0-based step being taken."""
+    def __call__(self, batch: dict | list[dict], step: int) -> StepResult | None:
+        """batch: a collated batch on the device, or the list of micro-batches of one step
+        (gradient accumulation); step: the 0-based step being taken. Returns None when no
+        micro-batch could be used: every process lacks rows (all bad) in each of them."""
+        micro = [batch] if isinstance(batch, dict) else list(batch)
+        local = torch.stack([self.objective.local_counts(b) for b in micro])  # (A, k)
+        per_rank = gather_counts(local.flatten(), self.world, self.device).view(self.world.size, *local.shape)  # (W, A, k)
+        # a micro-batch is used only when every process has rows in it (all decide alike)
+        use = [j for j in range(len(micro)) if bool((per_rank[:, j, 0] > 0).all())]
+        if not use:
+            return None
+        total = per_rank[:, use].sum((0, 1))  # (k,) rows of the whole step
         lr, wd = self.schedule.lr(step), self.schedule.weight_decay(step)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
             if g["apply_wd"]:
                 g["weight_decay"] = wd
-        with self.amp():
-            outputs = self.model(batch)
-            loss, logs = self.objective(outputs, self.model.logit_scale)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"step {step}: loss is {float(loss)}; lower optim.lr or check the data")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        logs: dict[str, torch.Tensor] = {}
+        for i, j in enumerate(use):
+            with grad_sync(self.wrapped, i == len(use) - 1):
+                with self.amp():
+                    outputs = self.wrapped(micro[j])
+                    counts = StepCounts(per_rank[:, j], total, self.world.rank)
+                    loss, micro_logs = self.objective(outputs, self.model.logit_scale, counts)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"step {step}: loss is {float(loss)}; lower optim.lr or check the data")
+                loss.backward()
+            for k, v in micro_logs.items():  # the loss terms add up over micro-batches; monitors average
+                logs[k] = logs.get(k, 0) + (v if k.startswith(SUMMED_LOGS) else v / len(use))
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
         self.optimizer.step()
         self.model.update_targets(self.schedule.ema(step))
-        return StepResult(loss.detach(), logs, outputs, grad_norm, lr, wd)
+        return StepResult(logs["loss"], logs, outputs, grad_norm, lr, wd, int(total[0]))
+
+
+SUMMED_LOGS = ("loss", "pred/", "bind/")
+
+
+def grad_sync(wrapped: torch.nn.Module, sync: bool):
+    """Reduce gradients over processes only on the last micro-batch of a step."""
+    if sync:
+        return contextlib.nullcontext()
+    if hasattr(wrapped, "no_sync"):  # DDP
+        return wrapped.no_sync()
+    if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2
+
+        @contextlib.contextmanager
+        def paused():
+            wrapped.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                wrapped.set_requires_gradient_sync(True)
+
+        return paused()
+    return contextlib.nullcontext()

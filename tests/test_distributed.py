@@ -1,0 +1,96 @@
+"""torchrun on CPU (gloo): 2 processes train exactly as 1 process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from multijepa.checkpoint import latest_checkpoint
+
+STEPS = 3
+
+
+def _pretrain(demo: Path, out: Path, nproc: int, *overrides: str, resume: bool = False) -> None:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                "--standalone"] if nproc > 1 else [sys.executable]
+    data = [] if any(o.startswith("data.sources=") for o in overrides) else ["--data", str(demo / "train.jsonl")]
+    cmd = [*launcher, "-m", "multijepa", "pretrain", "--config", "tiny", *data,
+           "--out", str(out), "--no-progress", *(["--resume"] if resume else []),
+           f"train.max_steps={STEPS}", "train.log_every=1", "train.ckpt_every=1", "train.keep_checkpoints=5",
+           "train.threads=1", "data.batch_size=8", "optim.eps=1e-5", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_same_training(a: Path, b: Path) -> None:
+    la, lb = _losses(a), _losses(b)
+    assert len(la) == len(lb) == STEPS
+    assert torch.allclose(torch.tensor(la), torch.tensor(lb), rtol=1e-4, atol=1e-5), (la, lb)
+    wa = load_file(str(latest_checkpoint(a) / "model.safetensors"))
+    wb = load_file(str(latest_checkpoint(b) / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    # Online, predictor, head, EMA-target weights and BatchNorm running statistics. The two runs
+    # sum in a different order, so gradients differ by float32 noise (~1e-7); AdamW divides each
+    # update by its gradient's size, which blows that noise up to a full step for weights whose
+    # gradient is itself ~0 (the encoders' last LayerNorm bias: the heads' BatchNorm cancels it).
+    # optim.eps=1e-5 damps updates of such gradients, so the comparison can be tight.
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=3e-5), k
+
+
+@pytest.fixture(scope="module")
+def single(demo, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist") / "one"
+    _pretrain(demo, out, 1)
+    return out
+
+
+def test_two_processes_train_as_one_and_resume_on_one(demo, single, tmp_path):
+    two = tmp_path / "two"
+    _pretrain(demo, two, 2)
+    assert (two / "metrics.jsonl").read_text().count('"step": 1,') == 1  # rank 0 writes alone
+    _assert_same_training(single, two)
+
+    # the 2-process run's checkpoint after step 2 resumes on 1 process: step 3 as before
+    shutil.rmtree(latest_checkpoint(two))
+    _pretrain(demo, two, 1, resume=True)
+    _assert_same_training(single, two)
+
+
+def test_gradient_accumulation_gives_the_prediction_loss_of_the_whole_batch(demo, single, tmp_path):
+    """Two micro-batches of 4: the same prediction loss at step 1 (the binding loss sees 4 rows)."""
+    _pretrain(demo, tmp_path / "accum", 1, "train.grad_accum=2")
+    first = [json.loads(line) for line in (tmp_path / "accum" / "metrics.jsonl").read_text().splitlines()][0]
+    ref = json.loads((single / "metrics.jsonl").read_text().splitlines()[0])
+    assert abs(first["loss/pred"] - ref["loss/pred"]) < 1e-4 * ref["loss/pred"]
+    assert first["loss/bind"] < ref["loss/bind"]  # fewer negatives per row: an easier InfoNCE
+
+
+def test_two_processes_train_as_one_on_mixed_sources(demo, tmp_path):
+    """Image-text rows and image-audio rows mixed: processes hold different numbers of each
+    modality and pair (some none), so the binding loss gathers uneven counts and DDP meets unused weights."""
+    m = demo / "train.jsonl"
+    sources = (f"data.sources=[{{path: {m}, name: it, modalities: [image, text]}}, "
+               f"{{path: {m}, name: ia, modalities: [image, audio]}}]")
+    _pretrain(demo, tmp_path / "one", 1, sources)
+    _pretrain(demo, tmp_path / "two", 2, sources)
+    _assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
+def test_fsdp2_trains_as_one_process(demo, single, tmp_path):
+    """FSDP2 shards weights, gradients and AdamW state; checkpoints still hold the full state."""
+    _pretrain(demo, tmp_path / "fsdp", 2, "train.parallel=fsdp")
+    _assert_same_training(single, tmp_path / "fsdp")
