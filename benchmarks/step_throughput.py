@@ -51,6 +51,7 @@ other): pass train.threads=1 there.
     python benchmarks/step_throughput.py --config base --precision bf16    # ViT-B-sized, on a GPU
     python benchmarks/step_throughput.py --config tiny --steps 3 --warmup 1 --json out.json
     python benchmarks/step_throughput.py --batch-size 32 train.threads=1 model.image.encoder.depth=6
+    python benchmarks/step_throughput.py --profile 5                       # + where the time goes
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peak-flops", type=float, default=None,
                    help="the device's peak FLOP/s at this precision, for the MFU (default: from a table of known GPUs)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures to this JSON file")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="then profile N MultiJEPA image+text steps: time per phase and the top operators")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or (args.batch_size is not None and args.batch_size < 2):
@@ -242,17 +245,46 @@ def param_counts(model: torch.nn.Module) -> dict:
             "params_total": sum(p.numel() for p in model.parameters())}
 
 
-def bench_multijepa(cfg: Config, batches: list[dict], args, device: torch.device) -> dict:
+def multijepa_step(cfg: Config, args, device: torch.device) -> tuple[torch.nn.Module, TrainStep]:
     """The real TrainStep on the MultiJEPA of `cfg`."""
     torch.manual_seed(cfg.train.seed)
+    model = MultiJEPA(cfg.model, vocab_size(cfg)).to(device).train()
+    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+    return model, TrainStep(model, MultiJEPAObjective(cfg.loss, model.modalities), optimizer,
+                            Schedule(cfg.optim, cfg.model, cfg.train.max_steps), args.precision,
+                            cfg.optim.grad_clip, device)
+
+
+def bench_multijepa(cfg: Config, batches: list[dict], args, device: torch.device) -> dict:
     with PeakMemory(device) as mem:
-        model = MultiJEPA(cfg.model, vocab_size(cfg)).to(device).train()
-        optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
-        train_step = TrainStep(model, MultiJEPAObjective(cfg.loss, model.modalities), optimizer,
-                               Schedule(cfg.optim, cfg.model, cfg.train.max_steps), args.precision,
-                               cfg.optim.grad_clip, device)
+        model, train_step = multijepa_step(cfg, args, device)
         r = run_steps(lambda batch, i: train_step(batch, i).loss, batches, args.warmup, args.steps, device)
     return {**r, **param_counts(model), "peak_memory_bytes": mem.peak, "memory_kind": mem.kind}
+
+
+def profile_multijepa(cfg: Config, batches: list[dict], args, device: torch.device) -> None:
+    """Where a MultiJEPA step's time goes: torch.profiler over `--profile` steps after a warm-up,
+    by phase (the record_function ranges of TrainStep and MultiJEPA.forward) and by operator."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, train_step = multijepa_step(cfg, args, device)
+    for i in range(2):
+        train_step(batches[i % len(batches)], i)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(args.profile):
+            train_step(batches[i % len(batches)], 2 + i)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    attr = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    phases = sorted((e for e in events if e.key.startswith(("step/", "forward/"))), key=lambda e: e.key)
+    print(f"\nprofile of MultiJEPA {'+'.join(cfg.model.modalities)}: ms per step by phase "
+          f"({'device' if device.type == 'cuda' else 'CPU'} time; forward/* lie inside step/forward)")
+    for e in phases:
+        print(f"  {e.key:<28} {getattr(e, attr) / 1000 / args.profile:9.1f}")
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=12))
 
 
 def build_clip(cfg: Config) -> CLIP:
@@ -392,6 +424,8 @@ def main(argv=None) -> dict:
             warm_up_runtime(cfg, batches, clip_batches, args, device)
         print(f"  {name} ...", flush=True)
         rows.append({"name": name, "modalities": mods, "tokens": tokens, **bench_multijepa(cfg, batches, args, device)})
+        if mods == variants[0] and args.profile:
+            profiled = (cfg, batches)
         del batches
     print("  open_clip CLIP ...", flush=True)
     rows.append({"name": "open_clip CLIP image+text", "modalities": variants[0],
@@ -404,6 +438,8 @@ def main(argv=None) -> dict:
         r["mfu"] = r["flops_per_step"] * args.steps / r["seconds"] / peak if peak else None
     ratio = rows[0]["ms_per_step"] / rows[-1]["ms_per_step"]
     print_report(rows, m, args, base, peak)
+    if args.profile:
+        profile_multijepa(*profiled, args, device)
     print(f"ratio_vs_open_clip: {ratio:.3f}")
 
     result = {"machine": m, "config": args.config, "overrides": args.overrides, "batch_size": args.batch_size,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
+from torch.profiler import record_function
 
 from fusion.predictor import CrossModalPredictor
 from modalities.encoder import TransformerEncoder, gather_tokens, init_weights
@@ -159,7 +160,8 @@ class MultiJEPA(nn.Module):
         valid: dict[str, torch.Tensor | None] = {}
         for m in present:
             # (B_m, Nc, D); context indices of -1 are padding, masked out everywhere below
-            context[m], valid[m] = self.encoders[m](batch[m]["x"], keep=batch[m]["context"])
+            with record_function(f"forward/online/{m}"):
+                context[m], valid[m] = self.encoders[m](batch[m]["x"], keep=batch[m]["context"])
 
         # Every modality's context tokens laid out over the whole batch, for cross-attention:
         # (B, Nc_m, D_m) features and (B, Nc_m) validity (False where the row lacks m or on padding).
@@ -179,7 +181,7 @@ class MultiJEPA(nn.Module):
             idx = entry["index"]
             targets_idx = entry["targets"].flatten(1)  # (B_m, K * Nt), -1 = padding (text spans)
             target_valid = entry.get("target_valid")  # (B_m, T) or None when nothing is padded
-            with torch.no_grad():
+            with torch.no_grad(), record_function(f"forward/target/{m}"):
                 t, _ = self.target_encoders[m](entry["x"])  # (B_m, N, D), whole input
                 t = F.layer_norm(t.float(), t.shape[-1:])
                 target = gather_tokens(t, targets_idx.clamp_min(0))  # (B_m, T, D)
@@ -188,7 +190,8 @@ class MultiJEPA(nn.Module):
             if predictor.use_cross:
                 others = {o: (full[o][0][idx], full[o][1][idx]) for o in present if o != m}
                 memory = predictor.build_memory(others, idx.shape[0])
-            pred = predictor(context[m], entry["context"], targets_idx, memory, valid[m], target_valid)
+            with record_function(f"forward/predictor/{m}"):
+                pred = predictor(context[m], entry["context"], targets_idx, memory, valid[m], target_valid)
             out[m] = {"pred": pred, "target": target, "target_valid": target_valid,
                       "z": self.heads[m].project(pooled[m], stats.get(m)), "index": idx}
         return out

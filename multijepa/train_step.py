@@ -15,6 +15,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from torch.profiler import record_function
 
 from .distributed import World, gather_counts
 from .model import MultiJEPA
@@ -73,17 +74,22 @@ class TrainStep:
         for i, j in enumerate(use):
             with grad_sync(self.wrapped, i == len(use) - 1):
                 with self.amp():
-                    outputs = self.wrapped(micro[j])
-                    counts = StepCounts(per_rank[:, j], total, self.world.rank)
-                    loss, micro_logs = self.objective(outputs, self.model.logit_scale, counts)
+                    with record_function("step/forward"):
+                        outputs = self.wrapped(micro[j])
+                    with record_function("step/objective"):
+                        counts = StepCounts(per_rank[:, j], total, self.world.rank)
+                        loss, micro_logs = self.objective(outputs, self.model.logit_scale, counts)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"step {step}: loss is {float(loss)}; lower optim.lr or check the data")
-                loss.backward()
+                with record_function("step/backward"):
+                    loss.backward()
             for k, v in micro_logs.items():  # the loss terms add up over micro-batches; monitors average
                 logs[k] = logs.get(k, 0) + (v if k.startswith(SUMMED_LOGS) else v / len(use))
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
-        self.optimizer.step()
-        self.model.update_targets(self.schedule.ema(step))
+        with record_function("step/optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
+            self.optimizer.step()
+        with record_function("step/ema"):
+            self.model.update_targets(self.schedule.ema(step))
         return StepResult(logs["loss"], logs, outputs, grad_norm, lr, wd, int(total[0]))
 
 
