@@ -81,13 +81,12 @@ class MultiJEPAObjective:
         self.cfg = cfg
         self.modalities = list(modalities)
         self.pairs = bind_pairs(modalities, cfg.bind_anchor)
-        self.rank, self.world_size = rank, world_size
         self.clip_loss = ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world_size)
         self.count_names = ["size", *self.modalities, *(f"{a}-{b}" for a, b in self.pairs)]
 
     def local_counts(self, batch: dict) -> torch.Tensor:
-        """(k,) int64 counts of a collated batch (see `count_names`), read from shapes; rows that
-        have both modalities of a pair are counted only when a sub-batch is not the whole batch."""
+        """(k,) int64 counts of a collated batch (see `count_names`). Read from shapes; only a pair
+        whose sub-batches are not both the whole batch needs its shared rows counted."""
         size = int(batch["size"])
         rows = {m: int(batch[m]["index"].shape[0]) if m in batch else 0 for m in self.modalities}
         pairs = []
