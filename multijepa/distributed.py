@@ -76,14 +76,22 @@ def gather_counts(counts: torch.Tensor, world: World, device: torch.device) -> t
     return torch.stack(out).cpu()
 
 
-def mean_across(values: dict[str, torch.Tensor], world: World) -> dict[str, torch.Tensor]:
-    """Average 0-d log values over processes (one collective); keys must match on every process."""
-    if not world.active or not values:
+def mean_across(values: dict[str, torch.Tensor], world: World, summed: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """0-d log values averaged over processes, for the log line. A process may lack a key (a
+    modality it had no rows of). Keys starting with `summed` are per-process shares of a global
+    value (a missing one counts 0, divided by the world size); the others are averaged over the
+    processes that have them."""
+    if not world.active:
         return values
-    keys = sorted(values)
-    stacked = torch.stack([values[k].detach().float() for k in keys])
-    dist.all_reduce(stacked)
-    return {k: v / world.size for k, v in zip(keys, stacked)}
+    keys = sorted(set().union(*gather_objects(sorted(values), world)))
+    stacked = torch.stack([values[k].detach().float().cpu() if k in values else torch.zeros(()) for k in keys])
+    have = torch.tensor([float(k in values) for k in keys])
+    device = next(iter(values.values())).device  # NCCL reduces CUDA tensors only
+    both = torch.stack([stacked, have]).to(device)  # (2, K)
+    dist.all_reduce(both)
+    both = both.cpu()
+    return {k: v / (world.size if k.startswith(summed) else max(float(n), 1.0))
+            for k, v, n in zip(keys, both[0], both[1])}
 
 
 def gather_objects(obj, world: World) -> list:

@@ -78,22 +78,17 @@ class EmbeddingHead(nn.Module):
         if stats is not None:
             # a modality only one row of the global batch has keeps the running stats
             b_mean, b_var, n = stats
-            use = n > 1
-            mean, var = torch.where(use, b_mean, mean), torch.where(use, b_var, var)
-            if self.training:
-                with torch.no_grad():
-                    unbiased = b_var * n / (n - 1).clamp_min(1)
-                    bn.running_mean.lerp_(mean.detach(), bn.momentum)
-                    bn.running_var.lerp_(torch.where(use, unbiased, bn.running_var), bn.momentum)
+            mean, var = torch.where(n > 1, b_mean, mean), torch.where(n > 1, b_var, var)
         x = (pooled.float() - mean) * torch.rsqrt(var + bn.eps) * bn.weight + bn.bias
         return F.normalize(self.proj(x).float(), dim=-1)
 
 
 def global_batch_stats(pooled: dict[str, torch.Tensor], heads: nn.ModuleDict) -> dict[str, tuple]:
     """Per modality: (mean (D,), biased var (D,), rows ()) of the pooled features over the whole
-    global batch. Every process contributes sums for every modality (zeros where it has none),
-    in one all_reduce that carries gradients back, so the result is that of one process holding
-    the whole batch. Sums are taken around the running mean for float precision."""
+    global batch, and the heads' running statistics moved toward them. Every process contributes
+    sums for every modality (zeros where it has none), in one all_reduce that carries gradients
+    back, so the result, and the running statistics on every process, are those of one process
+    holding the whole batch. Sums are taken around the running mean for float precision."""
     parts = []
     for m, head in heads.items():
         shift = head.norm.running_mean
@@ -107,12 +102,19 @@ def global_batch_stats(pooled: dict[str, torch.Tensor], heads: nn.ModuleDict) ->
         flat = dist_nn.all_reduce(flat)
     stats, i = {}, 0
     for m, head in heads.items():
-        d = head.norm.running_mean.numel()
+        bn = head.norm
+        d = bn.running_mean.numel()
         s, ss, n = flat[i : i + d], flat[i + d : i + 2 * d], flat[i + 2 * d]
         i += 2 * d + 1
+        mu = s / n.clamp_min(1)
+        mean, var = mu + bn.running_mean, (ss / n.clamp_min(1) - mu * mu).clamp_min(0)
+        with torch.no_grad():  # on every process, also one without rows of m
+            use = n > 1
+            unbiased = var * n / (n - 1).clamp_min(1)
+            bn.running_mean.copy_(torch.where(use, torch.lerp(bn.running_mean, mean, bn.momentum), bn.running_mean))
+            bn.running_var.copy_(torch.where(use, torch.lerp(bn.running_var, unbiased, bn.momentum), bn.running_var))
         if m in pooled:
-            mu = s / n.clamp_min(1)
-            stats[m] = (mu + head.norm.running_mean, (ss / n.clamp_min(1) - mu * mu).clamp_min(0), n)
+            stats[m] = (mean, var, n)
     return stats
 
 

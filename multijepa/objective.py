@@ -137,8 +137,8 @@ class MultiJEPAObjective:
             if a in out and b in out:
                 sa, sb = paired_rows(out[a]["index"], out[b]["index"])
                 za, zb = out[a]["z"][sa], out[b]["z"][sb]
-            else:  # this process has none of the pair but still joins the gather
-                za = zb = torch.zeros(0, self._embed_dim(out), device=device)
+            else:  # this process has none of the pair but still joins the gather, and its backward:
+                za = zb = next(iter(out.values()))["z"][:0]  # (0, E), in the autograd graph
             n_local = int(per_rank[counts.rank])
             if bool((per_rank == per_rank[0]).all()):  # open_clip's gathered loss: a local mean
                 lb = self.clip_loss(za, zb, scale) * n_local
@@ -158,10 +158,6 @@ class MultiJEPAObjective:
         logs["loss"] = loss.detach()
         logs["temperature"] = (1.0 / scale).detach()
         return loss, logs
-
-    @staticmethod
-    def _embed_dim(out: dict) -> int:
-        return next(iter(out.values()))["z"].shape[1]
 
 
 def uneven_clip_loss(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, per_rank: torch.Tensor,

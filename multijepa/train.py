@@ -39,7 +39,7 @@ from .parallel import apply_parallel, full_state, load_optimizer_state
 from .processors import Processors, build_tokenizer
 from .schedule import Schedule
 from .speed import apply_speed
-from .train_step import TrainStep
+from .train_step import SUMMED_LOGS, TrainStep
 
 
 class CollapseError(RuntimeError):
@@ -227,7 +227,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
 
             if step % t.log_every == 0 or step == t.max_steps:
                 elapsed = time.perf_counter() - tic
-                logs = mean_across(result.logs, world)
+                logs = mean_across(result.logs, world, SUMMED_LOGS)
                 rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay, "ema": schedule.ema(step - 1),
                        "grad_norm": float(result.grad_norm)}
                 rec.update({k: float(v) for k, v in logs.items()})
