@@ -66,13 +66,13 @@ class EmbeddingHead(nn.Module):
         w = valid.unsqueeze(-1).to(feats.dtype)
         return (feats * w).sum(1) / w.sum(1).clamp_min(1.0)
 
-    def forward(self, feats: torch.Tensor, valid: torch.Tensor | None = None,
-                stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """stats: (mean, biased var, rows) of the global batch, in training; without them the
-        running statistics are used (evaluation)."""
-        return self.project(self.pool(feats, valid), stats)
+    def forward(self, feats: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Evaluation: normalised with the running statistics."""
+        return self.project(self.pool(feats, valid))
 
-    def project(self, pooled: torch.Tensor, stats=None) -> torch.Tensor:
+    def project(self, pooled: torch.Tensor, stats: tuple | None = None) -> torch.Tensor:
+        """stats: (mean, biased var, rows) of the global batch from `global_batch_stats`, in
+        training; without them the running statistics are used."""
         bn = self.norm
         mean, var = bn.running_mean, bn.running_var
         if stats is not None:

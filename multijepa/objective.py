@@ -84,10 +84,10 @@ class MultiJEPAObjective:
         self.clip_loss = ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world_size)
         self.count_names = ["size", *self.modalities, *(f"{a}-{b}" for a, b in self.pairs)]
 
-    def local_counts(self, batch: dict) -> torch.Tensor:
-        """(k,) int64 counts of a collated batch (see `count_names`). Read from shapes; only a pair
-        whose sub-batches are not both the whole batch needs its shared rows counted."""
-        size = int(batch["size"])
+    def local_counts(self, batch: dict, size: int) -> torch.Tensor:
+        """(k,) int64 counts (see `count_names`) of a collated batch of `size` rows, or of the
+        model's outputs (both hold {m: {"index": (B_m,)}}). Read from shapes; only a pair whose
+        sub-batches are not both the whole batch needs its shared rows counted."""
         rows = {m: int(batch[m]["index"].shape[0]) if m in batch else 0 for m in self.modalities}
         pairs = []
         for a, b in self.pairs:
@@ -105,9 +105,7 @@ class MultiJEPAObjective:
         so that a GPU step never waits for them. Without `counts`: one process, one micro-batch."""
         cfg = self.cfg
         if counts is None:
-            local = torch.tensor([0] + [out[m]["index"].shape[0] if m in out else 0 for m in self.modalities]
-                                 + [paired_rows(out[a]["index"], out[b]["index"])[0].numel() if a in out and b in out else 0
-                                    for a, b in self.pairs])
+            local = self.local_counts(out, 0)
             counts = StepCounts(local.view(1, -1), local)
         col = {name: i for i, name in enumerate(self.count_names)}
         world = counts.world

@@ -57,7 +57,7 @@ class TrainStep:
         (gradient accumulation); step: the 0-based step being taken. Returns None when no
         micro-batch could be used: every process lacks rows (all bad) in each of them."""
         micro = [batch] if isinstance(batch, dict) else list(batch)
-        local = torch.stack([self.objective.local_counts(b) for b in micro])  # (A, k)
+        local = torch.stack([self.objective.local_counts(b, int(b["size"])) for b in micro])  # (A, k)
         per_rank = gather_counts(local.flatten(), self.world, self.device).view(self.world.size, *local.shape)  # (W, A, k)
         # a micro-batch is used only when every process has rows in it (all decide alike)
         use = [j for j in range(len(micro)) if bool((per_rank[:, j, 0] > 0).all())]
