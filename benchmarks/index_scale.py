@@ -40,7 +40,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from multijepa.index import build_faiss_index, index_config, ivf_lists, set_search_params
+from multijepa.retrieval.index import build_faiss_index, index_config, ivf_lists, set_search_params
 
 
 def unit_vectors(n: int, d: int, kind: str, rng: np.random.Generator, centres: np.ndarray | None) -> np.ndarray:

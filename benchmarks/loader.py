@@ -52,17 +52,14 @@ from pathlib import Path
 
 import torch
 
-from multijepa.collate import move_batch
 from multijepa.config import Config, load_config
-from multijepa.demo_data import generate_demo
-from multijepa.demo_paths import resolve_manifest
-from multijepa.loader import build_train_data, open_sources, training_texts
-from multijepa.model import MultiJEPA
-from multijepa.objective import MultiJEPAObjective
-from multijepa.train_step import TrainStep
+from multijepa.data.collate import move_batch
+from multijepa.data.demo import generate_demo
+from multijepa.data.demo_paths import resolve_manifest
+from multijepa.data.loader import build_train_data, open_sources, training_texts
+from multijepa.distributed import pick_device
 from multijepa.processors import Processors, build_tokenizer
-from multijepa.schedule import Schedule
-from multijepa.train import param_groups, pick_device
+from multijepa.train.builder import build_training
 
 BUSY = 0.25  # cores' worth of other processes above which a measurement is flagged as disturbed
 
@@ -201,11 +198,8 @@ def time_steps(cfg: Config, tokenizer, batches, warmup: int, steps: int) -> dict
     t = cfg.train
     torch.manual_seed(t.seed)
     device = pick_device(t.device)
-    model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
-    schedule = Schedule(cfg.optim, cfg.model, t.max_steps)
-    objective = MultiJEPAObjective(cfg.loss, model.modalities)
-    train_step = TrainStep(model, objective, optimizer, schedule, t.precision, cfg.optim.grad_clip, device)
+    training = build_training(cfg, device, tokenizer)  # what `pretrain` builds
+    model, train_step = training.model, training.step
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     model.train()

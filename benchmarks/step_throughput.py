@@ -74,13 +74,12 @@ from open_clip.loss import ClipLoss
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch.utils import flop_counter
 
-from multijepa.collate import MultiModalCollator, build_maskers, move_batch
+from modalities.seeding import SYNTHETIC, mix_seed
 from multijepa.config import Config, load_config
-from multijepa.model import MultiJEPA
-from multijepa.objective import MultiJEPAObjective
-from multijepa.schedule import Schedule
-from multijepa.train import param_groups, pick_device
-from multijepa.train_step import TrainStep, autocast_for
+from multijepa.data.collate import MultiModalCollator, build_maskers, move_batch
+from multijepa.distributed import pick_device
+from multijepa.train.builder import build_training
+from multijepa.train.step import TrainStep, autocast_for
 
 N_BATCHES = 4  # different pre-built batches, cycled
 CLIP_BPE_VOCAB = 49408  # vocabulary of model.text.tokenizer=clip (open_clip's BPE)
@@ -125,7 +124,7 @@ def make_items(cfg: Config, n: int, batch_no: int) -> list[dict]:
     """n random rows with the config's modalities, as the datasets yield them. Each modality draws
     from its own generator, so the image and text of a row are the same whatever else it has."""
     m, vocab = cfg.model, vocab_size(cfg)
-    gens = {k: torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + 10 * batch_no + i)
+    gens = {k: torch.Generator().manual_seed(mix_seed(SYNTHETIC, cfg.train.seed, batch_no, i))
             for i, k in enumerate(("image", "text", "audio"))}
     items = []
     for row in range(n):
@@ -246,13 +245,12 @@ def param_counts(model: torch.nn.Module) -> dict:
 
 
 def multijepa_step(cfg: Config, args, device: torch.device) -> tuple[torch.nn.Module, TrainStep]:
-    """The real TrainStep on the MultiJEPA of `cfg`."""
+    """The real TrainStep on the MultiJEPA of `cfg`, from the builder `pretrain` uses (the config's
+    speed switches included)."""
     torch.manual_seed(cfg.train.seed)
-    model = MultiJEPA(cfg.model, vocab_size(cfg)).to(device).train()
-    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
-    return model, TrainStep(model, MultiJEPAObjective(cfg.loss, model.modalities), optimizer,
-                            Schedule(cfg.optim, cfg.model, cfg.train.max_steps), args.precision,
-                            cfg.optim.grad_clip, device)
+    cfg.train.precision = args.precision
+    training = build_training(cfg, device, vocab_size=vocab_size(cfg))
+    return training.model.train(), training.step
 
 
 def bench_multijepa(cfg: Config, batches: list[dict], args, device: torch.device) -> dict:

@@ -16,7 +16,7 @@ from torch import nn
 from modalities.encoder import gather_tokens, init_weights
 from modalities.positions import position_table
 
-from .cross_attention import CrossAttentionBlock
+from .attention import AttentionBlock
 
 
 class CrossModalPredictor(nn.Module):
@@ -45,7 +45,7 @@ class CrossModalPredictor(nn.Module):
             self.memory_proj = nn.ModuleDict({m: nn.Linear(d, width) for m, d in other_dims.items()})
             self.memory_type = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, width)) for m in other_dims})
             self.null_memory = nn.Parameter(torch.zeros(1, 1, width))
-            self.cross_blocks = nn.ModuleList([CrossAttentionBlock(width, heads) for _ in range(depth)])
+            self.cross_blocks = nn.ModuleList([AttentionBlock(width, heads, cross=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
         self.out_proj = nn.Linear(width, enc_dim)
         self.apply(init_weights)
@@ -53,6 +53,13 @@ class CrossModalPredictor(nn.Module):
         if self.use_cross:
             for p in [*self.memory_type.values(), self.null_memory]:
                 nn.init.trunc_normal_(p, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """The learned tokens (embeddings, not weights), kept out of weight decay (timm's convention)."""
+        names = {"mask_token"}
+        if self.use_cross:
+            names |= {"null_memory", *(f"memory_type.{m}" for m in self.memory_type)}
+        return names
 
     def build_memory(
         self, others: dict[str, tuple[torch.Tensor, torch.Tensor]], b: int

@@ -9,6 +9,7 @@ from .cross_fusion import CrossFusion
 from .merged import MergedFusion
 
 FUSIONS = {"cross": CrossFusion, "coattention": CoAttentionFusion, "merged": MergedFusion}
+FUSION_KINDS = tuple(FUSIONS)
 
 
 def build_fusion(kind: str, dim: int, depth: int, heads: int, memory_slots: int = 0) -> nn.Module:

@@ -162,26 +162,6 @@ def _undecodable(name: str, e: Exception) -> DataError:
     return DataError(f"audio {name}: cannot decode ({type(e).__name__}: {e})", UNDECODABLE)
 
 
-def load_waveform(value, base_dir: str | Path | None = None) -> tuple[np.ndarray, int]:
-    """Decode an audio value whole to (float32 array (channels, samples), sample_rate).
-
-    `value`: a path (relative to `base_dir`), raw bytes, a `datasets` Audio dict
-    ({'array', 'sampling_rate'} or {'bytes'} / {'path'}), or an (array, sample_rate) tuple.
-    Raises DataError naming the file or value and the reason.
-    """
-    name, source = _open(value, base_dir)
-    try:
-        sr, frames, channels, fmt = _probe(source)
-        sr = _validate(name, sr, frames, channels)
-        wav = _read(source, fmt)
-        _check_samples(name, wav)
-    except DataError:
-        raise
-    except Exception as e:  # soundfile.LibsndfileError, TypeError, ValueError...
-        raise _undecodable(name, e) from e
-    return np.ascontiguousarray(wav, dtype=np.float32), sr
-
-
 @dataclass
 class DecodedAudio:
     """A decoded clip: small, picklable and cheap to cache.
@@ -222,9 +202,9 @@ class AudioPreprocessor:
 
     def __init__(
         self,
+        target_frames: int,  # no default here: the run config's model.audio.target_frames is the one
         sample_rate: int = 16000,
         num_mel_bins: int = 128,
-        target_frames: int = 204,
         mean: float = -4.268,
         std: float = 4.569,
         max_full_seconds: float = 30.0,
@@ -242,7 +222,10 @@ class AudioPreprocessor:
     # --- decoding
 
     def decode(self, value, base_dir=None) -> DecodedAudio:
-        """Value (see `load_waveform`) -> DecodedAudio; DataError naming the file and reason.
+        """Value -> DecodedAudio; DataError naming the file and reason.
+
+        `value`: a path (relative to `base_dir`), raw bytes, a `datasets` Audio dict
+        ({'array', 'sampling_rate'} or {'bytes'} / {'path'}), or an (array, sample_rate) tuple.
 
         A long file is checked from its header and its first window only (a NaN or a
         corrupt frame later on shows when `crop` reads that window).

@@ -21,46 +21,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from modalities.errors import DataError
+from modalities.seeding import mix_seeds
 
-__all__ = ["MultiBlockMasker", "SpanMasker", "mix_seed"]
-
-_M64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def mix_seed(*values: int) -> int:
-    """A seed in 0..2**63-1 from integers (order matters); nearby inputs give unrelated seeds."""
-    h = 0x243F6A8885A308D3
-    for v in values:
-        h = _splitmix64(h ^ (int(v) & _M64))
-    return h >> 1
-
-
-def _mix_keys(base: int, keys: list[int]) -> list[int]:
-    """[mix_seed(base, k) for k in keys], vectorized (uint64 arithmetic wraps like the & _M64 above)."""
-    h = np.uint64(_splitmix64(0x243F6A8885A308D3 ^ (int(base) & _M64)))
-    x = np.array([k & _M64 for k in keys], dtype=np.uint64) ^ h
-    x += np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return ((x ^ (x >> np.uint64(31))) >> np.uint64(1)).tolist()
-
+__all__ = ["MultiBlockMasker", "SpanMasker"]
 
 class _RowRandom:
     """One generator per row, seeded from (base, key): a row's draws never depend on the other rows."""
 
     def __init__(self, base: int, keys: list[int]):
-        self.gens = [torch.Generator().manual_seed(s) for s in _mix_keys(base, keys)]
+        self.gens = [torch.Generator().manual_seed(s) for s in mix_seeds(base, keys)]
 
     def rand(self, rows: torch.Tensor | None, k: int) -> torch.Tensor:
         """(R, k) float64 uniforms in [0, 1): the next k draws of each listed row's generator

@@ -10,7 +10,7 @@ from typing import Iterable
 import sentencepiece as spm
 import torch
 
-from modalities.errors import DataError
+from modalities.errors import EMPTY_TEXT, DataError
 
 # ----------------------------------------------------------------------------- preprocessing
 
@@ -22,9 +22,9 @@ def _check_text(text, max_chars: int = 100_000) -> str:
     surely not a caption, and tokenizing it wastes time before truncation); the message
     shows (a cut) repr of what came."""
     if not isinstance(text, str):
-        raise DataError(f"text {repr(text)[:80]} is a {type(text).__name__}, not a string", "empty_text")
+        raise DataError(f"text {repr(text)[:80]} is a {type(text).__name__}, not a string", EMPTY_TEXT)
     if not text.strip():
-        raise DataError(f"text {repr(text)[:80]} is empty", "empty_text")
+        raise DataError(f"text {repr(text)[:80]} is empty", EMPTY_TEXT)
     if len(text) > max_chars:
         raise DataError(f"text {repr(text)[:80]} has absurd size: {len(text):,} characters "
                         f"(max {max_chars:,})", "absurd_size")

@@ -19,7 +19,7 @@ def __getattr__(name: str):
 
         return load_config
     if name == "pretrain":
-        from .train import pretrain
+        from .train.loop import pretrain
 
         return pretrain
     raise AttributeError(f"module 'multijepa' has no attribute {name!r}")

@@ -96,27 +96,3 @@ def load_train_state(ckpt: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: unreadable training state: {e}") from e
-
-
-def load_model_from_run(run_dir: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the model of a run folder from its config, tokenizer and latest weights."""
-    import yaml
-
-    from .config import config_from_dict
-    from .model import MultiJEPA
-    from .processors import Processors, build_tokenizer
-
-    run = Path(run_dir)
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{run}: not a MultiJEPA run folder (no config.yaml)")
-    cfg = config_from_dict(yaml.safe_load(cfg_path.read_text()))
-    ckpt = latest_checkpoint(run)
-    if ckpt is None:
-        raise CheckpointError(f"{run}: no checkpoint yet (looked in {run / CKPT_DIR})")
-    tokenizer = build_tokenizer(cfg.model, run)
-    model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None)
-    load_weights(model, ckpt)
-    model.processors = Processors(cfg.model, tokenizer)
-    model.run_config = cfg
-    return model.to(device).eval()

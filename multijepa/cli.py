@@ -33,6 +33,24 @@ class UsageError(Exception):
     """A command given arguments it cannot work with: printed as one line, exit code 2."""
 
 
+def _parent(*arguments: tuple[tuple, dict]) -> argparse.ArgumentParser:
+    """Options several commands share, declared once (argparse `parents=`)."""
+    p = argparse.ArgumentParser(add_help=False)
+    for flags, kwargs in arguments:
+        p.add_argument(*flags, **kwargs)
+    return p
+
+
+RUN = _parent((("--checkpoint",), dict(required=True, help="pretraining run folder")))
+DEVICE = _parent((("--device",), dict(default="auto", help="auto | cpu | cuda [auto: CUDA when there is one]")))
+BATCH = _parent((("--batch-size",), dict(type=int, default=128, help="rows per forward pass [128]")))
+PROGRESS = _parent((("--no-progress",), dict(action="store_true", help="no progress bar")))
+
+
+def _overrides(what: str) -> argparse.ArgumentParser:
+    return _parent((("overrides",), dict(nargs="*", metavar="key=value", help=what)))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="multijepa",
@@ -44,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets: generate the demo data, check a dataset, write shards")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     demo = data_sub.add_parser("demo", help="generate the synthetic demo dataset (scenes, captions, sounds, VQA)")
+    demo.set_defaults(func=_cmd_data_demo)
     demo.add_argument("--out", required=True, help="output folder")
     demo.add_argument("--n", type=int, default=2400, help="training scenes (default 2400)")
     demo.add_argument("--n-test", type=int, default=600, help="held-out scenes (default 600)")
@@ -52,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = data_sub.add_parser(
         "check",
+        parents=[PROGRESS],
         help="decode every row with the training decoders and list every problem; exit 1 if any",
         description="Scan a dataset with the same decoders as training and list every problem (missing file, "
         "undecodable or truncated image/audio, empty text, zero-length or non-finite audio, absurd sizes) "
@@ -59,14 +79,15 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG_SOURCES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    check.set_defaults(func=_cmd_data_check)
     check.add_argument("items", nargs="*", metavar="MANIFEST | key=value",
                        help="manifest(s), shard patterns or saved folders [the config's sources], and config overrides")
     check.add_argument("--config", default="demo", help="config whose columns, modalities and sources to use [demo]")
     check.add_argument("--workers", type=int, default=0, help="decoding processes [0: in this process]")
     check.add_argument("--json", help="also write the problems to this JSON-lines file")
-    check.add_argument("--no-progress", action="store_true")
 
     shards = data_sub.add_parser("shards", help="write a manifest as WebDataset tar shards")
+    shards.set_defaults(func=_cmd_data_shards)
     shards.add_argument("manifest", help="manifest to convert")
     shards.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar")
     shards.add_argument("--modalities", default="image,text,audio", help="which to include, comma-separated [image,text,audio]")
@@ -80,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Train a SentencePiece unigram model on the captions of a dataset. Use it in a run with "
         "model.text.tokenizer_file=FILE (model.text.vocab_size is then taken from the file).",
     )
+    tok_train.set_defaults(func=_cmd_tokenizer_train)
     tok_train.add_argument("--data", nargs="+", required=True, help="manifest(s), shard patterns or saved folders")
     tok_train.add_argument("--vocab-size", type=int, default=8000, help="vocabulary size [8000]")
     tok_train.add_argument("--out", required=True, help="output .model file")
@@ -88,27 +110,27 @@ def _parser() -> argparse.ArgumentParser:
 
     pre = sub.add_parser(
         "pretrain",
+        parents=[PROGRESS, _overrides("config overrides")],
         help="pretrain MultiJEPA on paired data",
         epilog=EPILOG_PRETRAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    pre.set_defaults(func=_cmd_pretrain)
     pre.add_argument("--config", default="demo", help="shipped config name (demo, tiny, base) or a .yaml path [demo]")
     pre.add_argument("--data", help="training manifest (.jsonl/.csv/.parquet or a saved datasets folder) [demo data]")
     pre.add_argument("--out", default="runs/demo", help="run folder [runs/demo]")
     pre.add_argument("--max-steps", type=int, help="total training steps (train.max_steps)")
     pre.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    pre.add_argument("--no-progress", action="store_true", help="no progress bar")
-    pre.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
-    emb = sub.add_parser("embed", help="embed every modality of a manifest into DIR/m.npy + DIR/m_rows.npy")
-    emb.add_argument("--checkpoint", required=True, help="pretraining run folder")
+    emb = sub.add_parser("embed", parents=[RUN, BATCH, DEVICE],
+                         help="embed every modality of a manifest into DIR/m.npy + DIR/m_rows.npy")
+    emb.set_defaults(func=_cmd_embed)
     emb.add_argument("--data", help="manifest [demo test split]")
     emb.add_argument("--out", required=True, help="output folder")
-    emb.add_argument("--batch-size", type=int, default=128)
-    emb.add_argument("--device", default="auto")
 
     idx = sub.add_parser(
         "index",
+        parents=[RUN, BATCH, DEVICE, PROGRESS, _overrides("index settings")],
         help="embed a corpus and save a searchable faiss index per modality",
         description="Embed every row of MANIFEST with the run's encoders and save one faiss index per "
         "modality in --out, with the rows' metadata (paths, captions, labels) to show results. "
@@ -119,24 +141,22 @@ def _parser() -> argparse.ArgumentParser:
         "chunk_rows=N (rows per resumable part); data.columns.image=jpg ... to map the corpus' columns.\n\n" + EPILOG_SOURCES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    idx.add_argument("--checkpoint", required=True, help="pretraining run folder")
+    idx.set_defaults(func=_cmd_index)
     idx.add_argument("--data", help="manifest, shards or saved folder to index [demo test split]")
     idx.add_argument("--out", required=True, help="index folder")
-    idx.add_argument("--batch-size", type=int, default=128)
     idx.add_argument("--workers", type=int, default=0, help="decoding processes [0: in this process]")
     idx.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                      help="a bad row stops the build (raise), or is left out and listed in DIR/bad_rows.jsonl (skip)")
-    idx.add_argument("--device", default="auto")
-    idx.add_argument("--no-progress", action="store_true")
-    idx.add_argument("overrides", nargs="*", metavar="key=value", help="index settings")
 
     srch = sub.add_parser(
         "search",
+        parents=[DEVICE],
         help="search an index with a text, an image, a sound, or their sum",
         description="Embed the query and print the top-k rows of the index. Several of --text, --image, "
         "--audio at once are summed (ImageBind's embedding arithmetic: the sum of the normalised "
         "embeddings). By default every indexed modality the query does not use is searched.",
     )
+    srch.set_defaults(func=_cmd_search)
     srch.add_argument("--index", required=True, help="index folder (from `multijepa index`)")
     srch.add_argument("--checkpoint", help="pretraining run folder [the one the index was built with]")
     srch.add_argument("--text", help="query caption")
@@ -145,12 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     srch.add_argument("--modality", help="what to search, comma-separated (image,text,audio) [the others]")
     srch.add_argument("--top-k", type=int, default=5, help="results per searched modality [5]")
     srch.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    srch.add_argument("--device", default="auto")
 
     vqa = sub.add_parser("vqa", help="fine-tune for visual question answering, evaluate, predict")
     vqa_sub = vqa.add_subparsers(dest="vqa_command", required=True, metavar="SUBCOMMAND")
     vt = vqa_sub.add_parser(
         "train",
+        parents=[PROGRESS, _overrides("VQA config overrides")],
         help="fine-tune a pretraining run's image and text encoders with an attention-fusion answer model",
         description="Rows: image, question, answers (1-10 strings, or VQA v2's [{answer: ..}]), optional "
         "question_type / answer_type. The answer vocabulary comes from the training answers; targets are "
@@ -161,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
         "answers.top_k, optim.lr, optim.encoder_lr_scale (0 = frozen), train.max_steps, train.batch_size, "
         "columns.question=..., columns.answers=...",
     )
+    vt.set_defaults(func=_cmd_vqa_train)
     vt.add_argument("--checkpoint", required=True, help="pretraining run folder (its encoders and tokenizer)")
     vt.add_argument("--data", help="training rows [demo vqa_train.jsonl]")
     vt.add_argument("--eval-data", help="held-out rows evaluated after training [demo vqa_test.jsonl without --data]")
@@ -172,46 +193,44 @@ def _parser() -> argparse.ArgumentParser:
     vt.add_argument("--encoder-lr-scale", type=float, help="encoders learn at lr * this [config: 0.1]")
     vt.add_argument("--max-steps", type=int)
     vt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    vt.add_argument("--no-progress", action="store_true")
-    vt.add_argument("overrides", nargs="*", metavar="key=value", help="VQA config overrides")
-    ve = vqa_sub.add_parser("eval", help="VQA v2 accuracy (overall and per question/answer type) of a fine-tuned folder")
-    ve.add_argument("--checkpoint", required=True, help="VQA folder from `vqa train`")
+    vqa_folder = _parent((("--checkpoint",), dict(required=True, help="VQA folder from `vqa train`")))
+    ve = vqa_sub.add_parser("eval", parents=[vqa_folder, BATCH, DEVICE],
+                            help="VQA v2 accuracy (overall and per question/answer type) of a fine-tuned folder")
+    ve.set_defaults(func=_cmd_vqa_eval)
     ve.add_argument("--data", help="rows with answers [demo vqa_test.jsonl]")
     ve.add_argument("--json", help="also write {accuracy, n, per_type} to this file")
     ve.add_argument("--predictions", help="also write each row's predicted answer (JSON lines)")
-    ve.add_argument("--batch-size", type=int, default=128)
-    ve.add_argument("--device", default="auto")
-    vp = vqa_sub.add_parser("predict", help="answer a question about an image: the top answers with scores")
-    vp.add_argument("--checkpoint", required=True, help="VQA folder from `vqa train`")
+    vp = vqa_sub.add_parser("predict", parents=[vqa_folder, DEVICE],
+                            help="answer a question about an image: the top answers with scores")
+    vp.set_defaults(func=_cmd_vqa_predict)
     vp.add_argument("--image", required=True, help="image file")
     vp.add_argument("--question", required=True)
     vp.add_argument("--top-k", type=int, default=5)
     vp.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    vp.add_argument("--device", default="auto")
 
     ev = sub.add_parser("eval", help="evaluate a run")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
     ret = ev_sub.add_parser(
         "retrieval",
+        parents=[RUN, BATCH, DEVICE],
         help="cross-modal retrieval, every ordered pair: R@1/5/10, median and mean rank (+ P@1, mAP with labels)",
         description="Embed the rows of MANIFEST; for every ordered pair of modalities, the same row's item "
         "is the right answer. With a label column, items of the query's class also count for the "
         "class-match P@1 and mAP. Audio is the average of several evenly spaced clips.",
     )
-    ret.add_argument("--checkpoint", required=True, help="pretraining run folder")
+    ret.set_defaults(func=_cmd_eval_retrieval)
     ret.add_argument("--data", help="manifest with paired rows [demo test split]")
     ret.add_argument("--json", help="also write the results to this JSON file")
-    ret.add_argument("--batch-size", type=int, default=128)
     ret.add_argument("--audio-clips", type=int, help="clips averaged per audio [the run's model.audio.eval_clips]")
-    ret.add_argument("--device", default="auto")
 
     zs = ev_sub.add_parser(
         "zeroshot",
+        parents=[RUN, BATCH, DEVICE],
         help="zero-shot classification of images or audio against text prompts of class names",
         description="Each class is the average embedding of its prompts (templates filled with the class "
         "name, as CLIP); a sample gets the nearest class. Scored against the manifest's label column.",
     )
-    zs.add_argument("--checkpoint", required=True, help="pretraining run folder")
+    zs.set_defaults(func=_cmd_eval_zeroshot)
     zs.add_argument("--data", help="manifest with a label column [demo test split]")
     zs.add_argument("--classes", help="class names, one per line (or a JSON list) [the demo's classes.txt]")
     zs.add_argument("--templates", nargs="+", metavar="TEMPLATE",
@@ -219,13 +238,11 @@ def _parser() -> argparse.ArgumentParser:
                     "[a {}. | an image of a {}. | a picture of a {}. | the sound of a {}.]")
     zs.add_argument("--modality", help="image, audio or both, comma-separated [those the manifest has]")
     zs.add_argument("--json", help="also write the results to this JSON file")
-    zs.add_argument("--batch-size", type=int, default=128)
-    zs.add_argument("--device", default="auto")
     return p
 
 
 def _cmd_data_demo(args: argparse.Namespace) -> None:
-    from .demo_data import generate_demo
+    from .data.demo import generate_demo
 
     t0 = time.perf_counter()
     summary = generate_demo(args.out, n_train=args.n, n_test=args.n_test, seed=args.seed, speech=args.speech)
@@ -235,7 +252,7 @@ def _cmd_data_demo(args: argparse.Namespace) -> None:
 def _cmd_pretrain(args: argparse.Namespace) -> None:
     from .config import load_config
     from .distributed import world_from_env
-    from .train import pretrain
+    from .train.loop import pretrain
 
     say = print if world_from_env().main else (lambda *a, **k: None)
     overrides = list(args.overrides)
@@ -259,8 +276,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from .config import SourceConfig, load_config
-    from .data_check import check_sources, format_report
-    from .loader import open_sources
+    from .data.check import check_sources, format_report
+    from .data.loader import open_sources
 
     overrides = [a for a in args.items if "=" in a]
     manifests = [a for a in args.items if "=" not in a]
@@ -271,15 +288,15 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     total, errors = check_sources(cfg, open_sources(cfg), workers=args.workers, progress=not args.no_progress)
     print(format_report(total, errors))
     if args.json:
-        Path(args.json).write_text("".join(json.dumps(e) + "\n" for e in errors))
+        Path(args.json).write_text("".join(e.to_json() + "\n" for e in errors))
         print(f"wrote {args.json}")
     return 1 if errors else 0
 
 
 def _cmd_data_shards(args: argparse.Namespace) -> None:
     from .config import SourceConfig, load_config
-    from .shards import write_shards
-    from .sources import open_source
+    from .data.shards import write_shards
+    from .data.sources import open_source
 
     cfg = load_config("demo")
     mods = [m.strip() for m in args.modalities.split(",") if m.strip()]
@@ -292,8 +309,8 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from modalities.text import TextTokenizer
 
     from .config import SourceConfig
-    from .dataset import source_texts
-    from .sources import open_source
+    from .data.dataset import source_texts
+    from .data.sources import open_source
 
     texts: list[str] = []
     for m in args.data:
@@ -308,15 +325,15 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace):
+    from .distributed import pick_device
     from .model import MultiJEPA
-    from .train import pick_device
 
     return MultiJEPA.from_pretrained(args.checkpoint, device=pick_device(args.device))
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
-    from .demo_paths import resolve_manifest
-    from .embedding import embed_manifest, save_embeddings
+    from .data.demo_paths import resolve_manifest
+    from .retrieval.embed import embed_manifest, save_embeddings
 
     model = _load(args)
     embs = embed_manifest(model, resolve_manifest(args.data, "test"), batch_size=args.batch_size)
@@ -325,9 +342,9 @@ def _cmd_embed(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> None:
-    from .demo_paths import resolve_manifest
-    from .embedding import embed_rows, manifest_labels, open_manifest
-    from .retrieval import format_table, retrieval_metrics
+    from .data.demo_paths import resolve_manifest
+    from .retrieval.embed import embed_rows, manifest_labels, open_manifest
+    from .retrieval.metrics import format_table, retrieval_metrics
 
     model = _load(args)
     if args.audio_clips is not None:
@@ -344,8 +361,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval_zeroshot(args: argparse.Namespace) -> None:
-    from .demo_paths import resolve_manifest
-    from .zeroshot import format_zero_shot, read_classes, read_templates, zero_shot_eval
+    from .data.demo_paths import resolve_manifest
+    from .retrieval.zeroshot import format_zero_shot, read_classes, read_templates, zero_shot_eval
 
     manifest = resolve_manifest(args.data, "test")
     classes_file = args.classes
@@ -364,8 +381,8 @@ def _cmd_eval_zeroshot(args: argparse.Namespace) -> None:
 
 
 def _cmd_index(args: argparse.Namespace) -> None:
-    from .demo_paths import resolve_manifest
-    from .index import build_index, index_config
+    from .data.demo_paths import resolve_manifest
+    from .retrieval.index import build_index, index_config
 
     columns = [o for o in args.overrides if o.startswith("data.columns.")]
     cfg = index_config([o for o in args.overrides if o not in columns])
@@ -385,8 +402,8 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
-    from .index import EmbeddingIndex
-    from .search import embed_query, format_results, search, target_modalities
+    from .retrieval.index import EmbeddingIndex
+    from .retrieval.search import embed_query, format_results, search, target_modalities
 
     queries = {m: v for m, v in (("text", args.text), ("image", args.image), ("audio", args.audio)) if v is not None}
     if not queries:
@@ -414,8 +431,9 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_vqa_train(args: argparse.Namespace) -> None:
-    from .demo_paths import resolve_manifest
+    from .data.demo_paths import resolve_manifest
     from .vqa.config import load_vqa_config
+    from .vqa.metric import format_vqa
     from .vqa.train import train_vqa
 
     overrides = list(args.overrides)
@@ -430,7 +448,7 @@ def _cmd_vqa_train(args: argparse.Namespace) -> None:
         overrides.append(f"train.max_steps={args.max_steps}")
     saved = Path(args.out) / "vqa_config.yaml"
     if args.resume and saved.exists():
-        say(f"resuming with the run's saved config {saved} (+ overrides)")
+        print(f"resuming with the run's saved config {saved} (+ overrides)")
         cfg = load_vqa_config(saved, overrides)
     else:
         cfg = load_vqa_config(args.config, overrides)
@@ -443,12 +461,13 @@ def _cmd_vqa_train(args: argparse.Namespace) -> None:
     print(f"VQA ({cfg.fusion.kind} fusion, {init}) trained in {time.perf_counter() - t0:.0f}s; folder: {args.out}")
     if "eval" in last:
         print(f"held-out {held_out}:")
-        print(_format_vqa(last["eval"]))
+        print(format_vqa(last["eval"]))
 
 
 def _cmd_vqa_eval(args: argparse.Namespace) -> None:
-    from .demo_paths import resolve_manifest
-    from .train import pick_device
+    from .data.demo_paths import resolve_manifest
+    from .distributed import pick_device
+    from .vqa.metric import format_vqa
     from .vqa.model import load_vqa
     from .vqa.train import evaluate_vqa
 
@@ -456,12 +475,12 @@ def _cmd_vqa_eval(args: argparse.Namespace) -> None:
     data = resolve_manifest(args.data, "vqa_test")
     result = evaluate_vqa(predictor, data, args.batch_size, predictions_out=args.predictions)
     print(f"VQA on {data}:")
-    print(_format_vqa(result))
+    print(format_vqa(result))
     _write_json(args.json, result)
 
 
 def _cmd_vqa_predict(args: argparse.Namespace) -> None:
-    from .train import pick_device
+    from .distributed import pick_device
     from .vqa.model import load_vqa
 
     predictor = load_vqa(args.checkpoint, pick_device(args.device))
@@ -472,14 +491,6 @@ def _cmd_vqa_predict(args: argparse.Namespace) -> None:
     print(f"Q: {args.question}")
     for a, s in top:
         print(f"  {s:6.3f}  {a}")
-
-
-def _format_vqa(result: dict) -> str:
-    lines = [f"  accuracy {result['accuracy']:.4f} over {result['n']} questions"]
-    for key, groups in result["per_type"].items():
-        for value, r in sorted(groups.items()):
-            lines.append(f"  {key} {value}: {r['accuracy']:.4f} (n={r['n']})")
-    return "\n".join(lines)
 
 
 def _write_json(path: str | None, results: dict) -> None:
@@ -495,26 +506,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .checkpoint import CheckpointError
     from .config import ConfigError
-    from .train import CollapseError
+    from .objective import CollapseError
 
-    handlers = {
-        ("data", "demo"): _cmd_data_demo,
-        ("data", "check"): _cmd_data_check,
-        ("data", "shards"): _cmd_data_shards,
-        ("tokenizer", "train"): _cmd_tokenizer_train,
-        ("pretrain", None): _cmd_pretrain,
-        ("embed", None): _cmd_embed,
-        ("eval", "retrieval"): _cmd_eval_retrieval,
-        ("eval", "zeroshot"): _cmd_eval_zeroshot,
-        ("index", None): _cmd_index,
-        ("search", None): _cmd_search,
-        ("vqa", "train"): _cmd_vqa_train,
-        ("vqa", "eval"): _cmd_vqa_eval,
-        ("vqa", "predict"): _cmd_vqa_predict,
-    }
-    sub = next((getattr(args, f"{c}_command") for c in ("data", "eval", "tokenizer", "vqa") if hasattr(args, f"{c}_command")), None)
     try:
-        return handlers[(args.command, sub)](args) or 0
+        return args.func(args) or 0
     except (DataError, ConfigError, CheckpointError, CollapseError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -189,6 +189,9 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def validate(self) -> None:
+        _validate(self)
+
 
 MODALITIES = ("image", "text", "audio")
 SOURCE_FORMATS = ("auto", "json", "csv", "parquet", "saved", "webdataset", "hub")
@@ -277,18 +280,31 @@ def find_config(name_or_path: str | Path) -> Path:
     raise ConfigError(f"no config named '{name_or_path}' (shipped: {', '.join(names)}; or give a .yaml path)")
 
 
-def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- `key.sub=value` overrides (values parsed as YAML)."""
+def load_settings(cls: type, source: str | Path | dict | None = None, overrides: list[str] | None = None) -> Any:
+    """The one config loader, for the run config and every other settings dataclass (VQA, index,
+    a VQA folder's model shapes): defaults <- a YAML file (a path, or a name shipped in configs/)
+    or a dict <- `key.sub=value` overrides (values parsed as YAML), filled into `cls` with unknown
+    keys named and types checked, then `cfg.validate()` where `cls` has one."""
     tree: dict = {}
-    if name_or_path is not None:
-        path = find_config(name_or_path)
-        tree = yaml.safe_load(path.read_text()) or {}
+    if isinstance(source, dict):
+        tree = dict(source)
+    elif source is not None:
+        path = find_config(source)
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-    tree = apply_overrides(tree, overrides or [])
-    cfg = _from_dict(Config, tree)
-    validate(cfg)
+    cfg = _from_dict(cls, apply_overrides(tree, overrides or []))
+    if hasattr(cfg, "validate"):
+        cfg.validate()
     return cfg
+
+
+def load_config(name_or_path: str | Path | dict | None = None, overrides: list[str] | None = None) -> Config:
+    """The run config: defaults <- YAML file (or a dict) <- `key.sub=value` overrides."""
+    return load_settings(Config, name_or_path, overrides)
 
 
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:
@@ -303,19 +319,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     return tree
 
 
-def settings_from(cls: type, tree: dict, overrides: list[str] | None = None) -> Any:
-    """A settings dataclass other than the run config (e.g. an index's) from a dict plus
-    `key=value` overrides, with the same checks: unknown keys named, types coerced."""
-    return _from_dict(cls, apply_overrides(dict(tree), overrides or []))
-
-
-def config_from_dict(tree: dict) -> Config:
-    cfg = _from_dict(Config, tree)
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: Config) -> None:
+def _validate(cfg: Config) -> None:
     mods = cfg.model.modalities
     if not mods:
         raise ConfigError("model.modalities must name at least one of image, text, audio")
@@ -363,7 +367,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch [mel, frames]")
 
 
-def to_dict(cfg: Config) -> dict:
+def to_dict(cfg: Any) -> dict:
+    """A config dataclass as plain YAML-ready data (tuples as lists)."""
     def plain(x: Any) -> Any:
         if isinstance(x, tuple):
             return [plain(v) for v in x]
@@ -376,5 +381,7 @@ def to_dict(cfg: Config) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Any config dataclass to YAML, the form `load_settings` reads back."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,4 +1,5 @@
-"""torchrun, in one place: joining the process group and the few collectives the loop needs.
+"""Devices and torchrun, in one place: picking the device, joining the process group and the few
+collectives the loop needs.
 
 `init_distributed` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and joins the
 process group: NCCL on CUDA, gloo on CPU. Run without torchrun, it is a world of one and every
@@ -29,6 +30,13 @@ class World:
     @property
     def active(self) -> bool:
         return self.size > 1
+
+
+def pick_device(name: str) -> torch.device:
+    """auto: CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def world_from_env() -> World:

@@ -13,17 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torch.distributed.nn.functional as dist_nn
+import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
 from fusion.predictor import CrossModalPredictor
 from modalities.encoder import TransformerEncoder, gather_tokens, init_weights
+from modalities.text import TextTokenizer
 from modalities.tokens import PatchTokens, TextTokens
 
 from . import distributed
-from .config import ModelConfig
+from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
+from .config import Config, ConfigError, ModelConfig, load_config
+from .processors import Processors, build_tokenizer
 
 
 def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None) -> TransformerEncoder:
@@ -119,7 +122,12 @@ def global_batch_stats(pooled: dict[str, torch.Tensor], heads: nn.ModuleDict) ->
 
 
 class MultiJEPA(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab_size: int | None = None):
+    """processors: the preprocessing that turns paths, strings and arrays into this model's inputs
+    (`embed_*` need it); run_config: the whole config of the run it came from (data columns, ...).
+    Both are handed out with the model by `create_model` and `from_pretrained` (pretrained.py)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int | None = None, processors: Processors | None = None,
+                 run_config: Config | None = None):
         super().__init__()
         self.cfg = cfg
         self.modalities = list(cfg.modalities)
@@ -147,8 +155,21 @@ class MultiJEPA(nn.Module):
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / cfg.init_temperature)), requires_grad=cfg.learn_temperature
         )
-        self.processors: Any = None  # set by from_pretrained: turns paths/strings/arrays into inputs
-        self.run_config: Any = None  # set by from_pretrained: the run's whole Config (data columns, ...)
+        self.processors = processors
+        self.run_config = run_config
+
+    def param_groups(self, optim=None) -> list[dict]:
+        """AdamW groups, beside the parameters they name (nanoGPT's `configure_optimizers`): decay
+        on weight matrices; none on norms, biases and the temperature (ndim <= 1), nor on the
+        learned tokens that a submodule lists in its `no_weight_decay()` (timm's convention).
+        "apply_wd" marks the group whose decay follows the schedule."""
+        skip = {f"{prefix}.{name}" for prefix, mod in self.named_modules()
+                if mod is not self and hasattr(mod, "no_weight_decay") for name in mod.no_weight_decay()}
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+        return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
 
     # ------------------------------------------------------------------ training forward
 
@@ -227,10 +248,8 @@ class MultiJEPA(nn.Module):
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "MultiJEPA":
-        """Load a pretraining run folder (config.yaml, tokenizer, latest weights)."""
-        from .checkpoint import load_model_from_run
-
-        return load_model_from_run(run_dir, device)
+        """Load a pretraining run folder (config.yaml, tokenizer, latest weights), with its preprocessing."""
+        return load_run(run_dir, device)
 
     def _embed(self, modality: str, values: Any, batch_size: int) -> torch.Tensor:
         if self.processors is None:
@@ -256,3 +275,39 @@ class MultiJEPA(nn.Module):
     def embed_audio(self, audio: Any, batch_size: int = 64) -> torch.Tensor:
         """Paths, (array, sample_rate) tuples or {'array', 'sampling_rate'} dicts -> (n, embed_dim)."""
         return self._embed("audio", audio, batch_size)
+
+
+# ----------------------------------------------------------------------------- the model with its preprocessing
+# As open_clip's `create_model_and_transforms` hands out its transforms with the model. A run
+# folder holds what rebuilds it: config.yaml (the resolved config), tokenizer.model (or CLIP BPE
+# from open_clip) and checkpoints/step_*/model.safetensors, of which the latest is loaded.
+
+
+def create_model(cfg: Config, tokenizer: TextTokenizer | None = None, vocab_size: int | None = None) -> MultiJEPA:
+    """A MultiJEPA of `cfg.model` with random weights and its preprocessing attached. The text
+    vocabulary is the tokenizer's, or `vocab_size` where there is no tokenizer (benchmarks)."""
+    vocab = tokenizer.vocab_size if tokenizer is not None else vocab_size
+    return MultiJEPA(cfg.model, vocab, processors=Processors(cfg.model, tokenizer), run_config=cfg)
+
+
+def read_run_config(run_dir: str | Path) -> Config:
+    run = Path(run_dir)
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run}: not a MultiJEPA run folder (no config.yaml)")
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> MultiJEPA:
+    """Rebuild the model of a run folder from its config, tokenizer and latest weights."""
+    run = Path(run_dir)
+    cfg = read_run_config(run)
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise CheckpointError(f"{run}: no checkpoint yet (looked in {run / CKPT_DIR})")
+    model = create_model(cfg, build_tokenizer(cfg.model, run))
+    load_weights(model, ckpt)
+    return model.to(device).eval()

@@ -21,6 +21,10 @@ from open_clip.loss import ClipLoss
 from .config import LossConfig
 
 
+class CollapseError(RuntimeError):
+    """The target features stopped varying: the run has collapsed (see `feature_std`)."""
+
+
 def bind_pairs(modalities: list[str], anchor: str | None) -> list[tuple[str, str]]:
     """All pairs, or only the pairs with the anchor (ImageBind's recipe)."""
     pairs = list(itertools.combinations(modalities, 2))

@@ -24,7 +24,7 @@ class Processors:
         self.image = ImagePreprocessor(cfg.image.size) if "image" in self.modalities else None
         a = cfg.audio
         self.audio = (
-            AudioPreprocessor(a.sample_rate, a.num_mel_bins, a.target_frames, a.mean, a.std, max_full_seconds=a.max_full_seconds)
+            AudioPreprocessor(a.target_frames, a.sample_rate, a.num_mel_bins, a.mean, a.std, max_full_seconds=a.max_full_seconds)
             if "audio" in self.modalities
             else None
         )

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from multijepa.cli import main
-from multijepa.collate import MultiModalCollator, build_maskers
 from multijepa.config import load_config
-from multijepa.demo_data import generate_demo
+from multijepa.data.collate import MultiModalCollator, build_maskers
+from multijepa.data.demo import generate_demo
 
 VOCAB = 64
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from multijepa.collate import MultiModalCollator, build_maskers
+from multijepa.data.collate import MultiModalCollator, build_maskers
 from multijepa.model import MultiJEPA
 from multijepa.processors import Processors
 
@@ -57,5 +57,5 @@ def test_a_bad_window_of_a_long_file_becomes_an_error_record(tiny_cfg, tmp_path)
     good = {"row": 0, "audio": proc.decode("audio", _long_clip(1.0))}
     batch = collate([good, {"row": 1, "audio": decoded, "where": ("s", "source 's' row 1")}])
     assert batch["size"] == 1 and batch["audio"]["x"].shape[0] == 1
-    assert [e["reason"] for e in batch["errors"]] == ["non_finite_audio"]
-    assert batch["errors"][0]["message"].startswith("source 's' row 1 column 'audio'")
+    assert [e.reason for e in batch["errors"]] == ["non_finite_audio"]
+    assert batch["errors"][0].message.startswith("source 's' row 1 column 'audio'")

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from multijepa.bad_samples import MIN_ROWS_FOR_FRACTION
 from multijepa.cli import main
-from multijepa.sampler import MixedBatchSampler
-
-from .broken_inputs import make_broken_inputs, write_manifest
+from multijepa.data.bad_samples import MIN_ROWS_FOR_FRACTION
+from multijepa.data.sampler import MixedBatchSampler
+from tests.broken_inputs import make_broken_inputs, write_manifest
 
 BATCH = 4
 FIELDS = {"source", "row", "column", "path", "reason", "message"}

@@ -11,15 +11,13 @@ from multijepa.checkpoint import (
 )
 from multijepa.model import MultiJEPA
 from multijepa.objective import MultiJEPAObjective
-from multijepa.train import param_groups
-
-from .conftest import VOCAB, make_batch
+from tests.conftest import VOCAB, make_batch
 
 
 def _trained(cfg):
     torch.manual_seed(0)
     model = MultiJEPA(cfg.model, VOCAB)
-    opt = torch.optim.AdamW(param_groups(model), lr=1e-3)
+    opt = torch.optim.AdamW(model.param_groups(), lr=1e-3)
     loss, _ = MultiJEPAObjective(cfg.loss, model.modalities)(model(make_batch(cfg)), model.logit_scale)
     loss.backward()
     opt.step()
@@ -39,7 +37,7 @@ def test_round_trip_restores_model_optimizer_and_rng(tiny_cfg, tmp_path):
     for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), k
     state = load_train_state(ckpt)
-    opt2 = torch.optim.AdamW(param_groups(fresh), lr=1e-3)
+    opt2 = torch.optim.AdamW(fresh.param_groups(), lr=1e-3)
     opt2.load_state_dict(state["optimizer"])
     s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
     assert s1.keys() == s2.keys()

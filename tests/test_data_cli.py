@@ -7,7 +7,7 @@ import tarfile
 from modalities.text import TextTokenizer
 from multijepa.cli import main
 from multijepa.config import load_config
-from multijepa.train import pretrain
+from multijepa.train.loop import pretrain
 from tests.test_sources import make_manifest
 
 

@@ -14,7 +14,7 @@ import soundfile as sf
 from PIL import Image
 
 from modalities.errors import DataError
-from multijepa.demo_data import (AMPLITUDES, COLOURS, PITCHES, SHAPES, SIZES, generate_demo)
+from multijepa.data.demo import AMPLITUDES, COLOURS, PITCHES, SHAPES, SIZES, generate_demo
 
 SMALL = dict(n_train=20, n_test=10, progress=False)
 SIZE_WORDS = {"small": {"small", "little", "tiny"}, "large": {"large", "big"}}

@@ -25,7 +25,7 @@ def _pretrain(demo: Path, out: Path, nproc: int, *overrides: str, resume: bool =
     cmd = [*launcher, "-m", "multijepa", "pretrain", "--config", "tiny", *data,
            "--out", str(out), "--no-progress", *(["--resume"] if resume else []),
            f"train.max_steps={STEPS}", "train.log_every=1", "train.ckpt_every=1", "train.keep_checkpoints=5",
-           "train.threads=1", "data.batch_size=8", "optim.eps=1e-5", *overrides]
+           "train.threads=1", "data.batch_size=8", "optim.eps=1e-3", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -45,8 +45,11 @@ def _assert_same_training(a: Path, b: Path, steps: int = STEPS, atol: float = 3e
     # Online, predictor, head, EMA-target weights and BatchNorm running statistics. The two runs
     # sum in a different order, so gradients differ by float32 noise (~1e-7); AdamW divides each
     # update by its gradient's size, which blows that noise up to a full step for weights whose
-    # gradient is itself ~0 (the encoders' last LayerNorm bias: the heads' BatchNorm cancels it).
-    # optim.eps=1e-5 damps updates of such gradients, so the comparison can be tight.
+    # gradient is itself ~0. The encoders' last LayerNorm bias is such a weight (the heads'
+    # BatchNorm cancels most of it): its gradient is ~1.5e-5, 500x below the others', and float32
+    # noise is 10-20% of it. optim.eps=1e-3 (above that gradient, below the others') turns AdamW's
+    # update of it into a small SGD-like step, so noise stays noise and the comparison can be tight
+    # for every tensor. (With eps=1e-5 whether it passed depended on the masks drawn.)
     for k in wa:
         assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=atol), k
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fusion.attention import FusionAttention
+from fusion.attention import Attention
 from fusion.registry import FUSIONS, build_fusion
 
 KINDS = sorted(FUSIONS)
@@ -50,7 +50,7 @@ def test_the_answer_depends_on_the_image(kind):
 
 
 def test_memory_slots_are_attended_even_with_all_context_masked():
-    attn = FusionAttention(16, 2, memory_slots=4)
+    attn = Attention(16, 2, memory_slots=4)
     x, ctx = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
     valid = torch.zeros(2, 5, dtype=torch.bool)  # nothing to read but the memory
     out = attn(x, ctx, valid)

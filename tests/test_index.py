@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from multijepa import embedding
 from multijepa.cli import main
 from multijepa.config import ConfigError
-from multijepa.embedding import embed_manifest
-from multijepa.index import EmbeddingIndex, IndexFolderError, build_faiss_index, build_index, index_config, ivf_lists
 from multijepa.model import MultiJEPA
-from multijepa.search import embed_query
+from multijepa.retrieval import embed as embedding
+from multijepa.retrieval.embed import embed_manifest
+from multijepa.retrieval.index import EmbeddingIndex, IndexFolderError, build_faiss_index, build_index, index_config, ivf_lists
+from multijepa.retrieval.search import embed_query
 
 
 def _clustered(n, d, seed=0):
@@ -88,14 +88,14 @@ def test_a_killed_build_resumes_with_the_missing_parts_only(run, demo, tmp_path,
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("multijepa.index.embed_rows", dies_on_third_part)
+    monkeypatch.setattr("multijepa.retrieval.index.embed_rows", dies_on_third_part)
     with pytest.raises(KeyboardInterrupt):
         build_index(model, demo / "test.jsonl", tmp_path / "idx", cfg, progress=False)
     assert len(list((tmp_path / "idx" / "parts").glob("part-*.npz"))) == 2
     with pytest.raises(IndexFolderError, match="did not finish"):
         EmbeddingIndex(tmp_path / "idx")
     calls.clear()
-    monkeypatch.setattr("multijepa.index.embed_rows", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    monkeypatch.setattr("multijepa.retrieval.index.embed_rows", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
     resumed = build_index(model, demo / "test.jsonl", tmp_path / "idx", cfg, progress=False)
     assert calls == [range(10, 15), range(15, 20), range(20, 24)]
     fresh = build_index(model, demo / "test.jsonl", tmp_path / "fresh", index_config(), progress=False)
@@ -108,7 +108,7 @@ def test_a_killed_build_resumes_with_the_missing_parts_only(run, demo, tmp_path,
 
 def test_an_unfinished_build_of_something_else_is_not_mixed_in(run, demo, tmp_path, monkeypatch):
     model = MultiJEPA.from_pretrained(run)
-    monkeypatch.setattr("multijepa.index.embed_rows", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr("multijepa.retrieval.index.embed_rows", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         build_index(model, demo / "test.jsonl", tmp_path / "idx", index_config(), progress=False)
     monkeypatch.undo()
@@ -174,8 +174,8 @@ def test_skip_leaves_bad_rows_out_and_lists_them(run, demo, tmp_path):
 
 def test_an_index_of_shards_shows_the_sample_keys(run, demo, tmp_path, capsys):
     from multijepa.config import SourceConfig
-    from multijepa.shards import write_shards
-    from multijepa.sources import open_source
+    from multijepa.data.shards import write_shards
+    from multijepa.data.sources import open_source
 
     src = open_source(SourceConfig(path=str(demo / "test.jsonl"), name="test"), {}, ["image", "text", "audio"], streaming=False)
     write_shards(src, tmp_path / "shards", ["image", "text", "audio"], shard_size=10)

@@ -297,8 +297,8 @@ def test_collator_masks_do_not_depend_on_the_split():
     """Two data-parallel ranks each collate half of a global batch (rows carry their global slot):
     every row gets the masks the whole batch would have given it, even when one rank has no
     text at all, and text targets come with `target_valid`."""
-    from multijepa.collate import MultiModalCollator, build_maskers
     from multijepa.config import load_config
+    from multijepa.data.collate import MultiModalCollator, build_maskers
 
     cfg = load_config("tiny").model
     collate = MultiModalCollator(cfg.modalities, build_maskers(cfg), seed=5)

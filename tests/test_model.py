@@ -5,9 +5,7 @@ import torch
 
 from multijepa.model import MultiJEPA
 from multijepa.objective import MultiJEPAObjective, paired_rows
-from multijepa.train import param_groups
-
-from .conftest import VOCAB, make_batch
+from tests.conftest import VOCAB, make_batch
 
 MIXED = [{"image", "text", "audio"}, {"image", "text"}, {"image", "audio"}, {"text", "audio"}, {"image"}, {"text"}, {"audio"}]
 
@@ -85,7 +83,7 @@ def test_ema_update_moves_targets_towards_online(tiny_cfg):
 def test_weight_decay_skips_norms_biases_and_tokens(tiny_cfg):
     tiny_cfg.model.learn_temperature = True
     model = MultiJEPA(tiny_cfg.model, VOCAB)
-    decay, no_decay = param_groups(model)
+    decay, no_decay = model.param_groups()
     assert all(p.ndim >= 2 for p in decay["params"])
     ids = {id(p) for p in no_decay["params"]}
     assert id(model.logit_scale) in ids
@@ -98,7 +96,7 @@ def test_loss_falls_when_overfitting_one_batch(tiny_cfg):
     torch.manual_seed(0)
     model = MultiJEPA(tiny_cfg.model, VOCAB)
     batch = make_batch(tiny_cfg, n=8)
-    opt = torch.optim.AdamW(param_groups(model), lr=3e-3)
+    opt = torch.optim.AdamW(model.param_groups(), lr=3e-3)
     objective = MultiJEPAObjective(tiny_cfg.loss, model.modalities)
     losses = []
     for _ in range(40):

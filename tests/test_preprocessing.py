@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from modalities.audio import AudioPreprocessor, load_waveform
+from modalities.audio import AudioPreprocessor
 from modalities.errors import DataError
 from modalities.image import ImagePreprocessor, load_image
 from modalities.text import TextTokenizer
@@ -133,7 +133,7 @@ def test_image_bad_inputs_raise_dataerror_naming_the_file(tmp_path):
 
 # ----------------------------------------------------------------------------- audio
 
-FRAMES = 50  # a short target keeps the tests fast; the default is 204
+FRAMES = 50  # a short target keeps the tests fast; the config's default is 208
 
 
 def _sine(freq: float, sr: int, seconds: float = 0.6, channels: int = 1) -> np.ndarray:
@@ -215,12 +215,12 @@ def test_audio_bad_inputs_raise_dataerror_naming_the_file(tmp_path):
             pre(name, base_dir=tmp_path)
         assert str(tmp_path / name) in str(e.value) and e.value.reason == code
     with pytest.raises(DataError, match="sample rate") as e:
-        load_waveform((_sine(440, 16000), 0))
+        pre.decode((_sine(440, 16000), 0))
     assert e.value.reason == "bad_sample_rate"
     with pytest.raises(DataError, match="sampling_rate"):
-        load_waveform({"array": _sine(440, 16000)})
+        pre.decode({"array": _sine(440, 16000)})
     with pytest.raises(DataError) as e:
-        load_waveform(3.14)
+        pre.decode(3.14)
     assert e.value.reason == "unsupported_value"
 
 

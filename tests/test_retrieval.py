@@ -1,6 +1,6 @@
 import torch
 
-from multijepa.retrieval import format_table, ranks_of_matches, retrieval_metrics
+from multijepa.retrieval.metrics import format_table, ranks_of_matches, retrieval_metrics
 
 
 def test_ranks_on_a_hand_made_similarity_matrix():
@@ -40,7 +40,7 @@ def test_perfect_embeddings_give_perfect_recall():
 
 
 def test_mean_rank_and_class_match_on_a_hand_made_matrix():
-    from multijepa.retrieval import class_match
+    from multijepa.retrieval.metrics import class_match
 
     sim = torch.tensor(
         [

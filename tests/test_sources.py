@@ -18,13 +18,13 @@ from PIL import Image
 from modalities.errors import DataError
 from multijepa.checkpoint import latest_checkpoint, load_train_state
 from multijepa.config import SourceConfig, load_config
-from multijepa.dataset import PairedDataset
-from multijepa.loader import build_train_data, open_sources
+from multijepa.data.dataset import PairedDataset
+from multijepa.data.loader import build_train_data, open_sources
+from multijepa.data.sampler import MixedBatchSampler, slot_sources
+from multijepa.data.shards import write_shards
+from multijepa.data.sources import expand_braces, open_source
 from multijepa.processors import Processors, build_tokenizer
-from multijepa.sampler import MixedBatchSampler, slot_sources
-from multijepa.shards import write_shards
-from multijepa.sources import expand_braces, open_source
-from multijepa.train import pretrain
+from multijepa.train.loop import pretrain
 
 WORDS = ["red", "green", "blue", "circle", "square", "left", "right", "top", "bottom", "large", "small"]
 
@@ -77,7 +77,7 @@ def _batches(cfg, start=0, position=None, stop=None, tokenizer_dir=None):
         cfg.train.max_steps = stop
     sources = open_sources(cfg)
     processors = Processors(cfg.model, None)
-    from multijepa.loader import training_texts
+    from multijepa.data.loader import training_texts
 
     processors.tokenizer = build_tokenizer(cfg.model, tokenizer_dir, texts=training_texts(sources))
     data = build_train_data(cfg, sources, processors, start, position)
@@ -280,9 +280,9 @@ def test_two_mixed_sources_pretrain_and_log_counts_matching_the_weights(data_roo
 
 
 def test_empty_bytes_in_a_shard_are_reported_not_dropped(tiny_cfg):
-    from multijepa.dataset import RowDecoder
-    from multijepa.sources import Source
+    from multijepa.data.dataset import RowDecoder
+    from multijepa.data.sources import Source
 
     src = Source("wds", None, None, {"image": "png", "text": "txt"}, origin="shards")
     item = RowDecoder(src, Processors(tiny_cfg.model, None))({"png": b"", "txt": "a caption", "__key__": "k1"}, 0)
-    assert item["error"]["reason"] == "empty_file" and "key k1" in item["error"]["message"]
+    assert item["error"].reason == "empty_file" and "key k1" in item["error"].message

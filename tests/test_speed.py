@@ -4,10 +4,9 @@ import torch
 
 from multijepa.model import MultiJEPA
 from multijepa.objective import MultiJEPAObjective
-from multijepa.speed import apply_speed
-from multijepa.train_step import autocast_for
-
-from .conftest import VOCAB, make_batch
+from multijepa.train.parallelize import parallelize
+from multijepa.train.step import autocast_for
+from tests.conftest import VOCAB, make_batch
 
 
 def _loss_and_grads(cfg, model, batch, precision="fp32"):
@@ -26,7 +25,7 @@ def _twin_models(cfg, switch):
     plain = MultiJEPA(cfg.model, VOCAB)
     torch.manual_seed(0)
     cfg.train.activation_checkpointing = switch
-    fast = apply_speed(MultiJEPA(cfg.model, VOCAB), cfg.train)
+    fast = parallelize(MultiJEPA(cfg.model, VOCAB), cfg.train)
     return plain, fast
 
 

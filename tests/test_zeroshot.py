@@ -8,7 +8,7 @@ import torch
 from modalities.errors import DataError
 from multijepa.cli import main
 from multijepa.model import MultiJEPA
-from multijepa.zeroshot import accuracy, read_classes, read_templates, zero_shot_classifier, zero_shot_eval
+from multijepa.retrieval.zeroshot import accuracy, read_classes, read_templates, zero_shot_classifier, zero_shot_eval
 
 
 def test_accuracy_on_hand_made_logits():

@@ -1,15 +1,14 @@
-"""VQA fine-tuning settings: dataclasses filled from YAML (configs/vqa_*.yaml) plus key=value overrides."""
+"""VQA fine-tuning settings: dataclasses filled from YAML (configs/vqa_*.yaml) plus key=value overrides,
+by the same loader as the run config (`multijepa.config.load_settings`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from fusion.registry import FUSION_KINDS
 
-from ..config import ConfigError, find_config, settings_from
-
-FUSION_KINDS = ("cross", "coattention", "merged")
+from ..config import ConfigError, load_settings
 
 
 @dataclass
@@ -32,6 +31,8 @@ class VQAOptimConfig:
     lr: float = 1.0e-3
     encoder_lr_scale: float = 0.1  # pretrained encoders learn at lr * scale; 0 freezes them
     weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     warmup_steps: int = 50
     min_lr: float = 1.0e-5
     grad_clip: float = 1.0
@@ -59,17 +60,16 @@ class VQAConfig:
     # column names when they differ from image / question / answers / question_type / answer_type
     columns: dict[str, str] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        f = self.fusion
+        if f.kind not in FUSION_KINDS:
+            raise ConfigError(f"config key 'fusion.kind' must be one of {', '.join(FUSION_KINDS)}, got '{f.kind}'")
+        if f.width % f.heads:
+            raise ConfigError(f"fusion.width {f.width} is not divisible by fusion.heads {f.heads}")
+        if self.optim.encoder_lr_scale < 0:
+            raise ConfigError("optim.encoder_lr_scale must be >= 0 (0 freezes the encoders)")
 
-def load_vqa_config(name_or_path: str | Path | None = "vqa_demo", overrides: list[str] | None = None) -> VQAConfig:
-    tree: dict = {}
-    if name_or_path is not None:
-        path = find_config(name_or_path)
-        tree = yaml.safe_load(path.read_text()) or {}
-    cfg = settings_from(VQAConfig, tree, overrides)
-    if cfg.fusion.kind not in FUSION_KINDS:
-        raise ConfigError(f"config key 'fusion.kind' must be one of {', '.join(FUSION_KINDS)}, got '{cfg.fusion.kind}'")
-    if cfg.fusion.width % cfg.fusion.heads:
-        raise ConfigError(f"fusion.width {cfg.fusion.width} is not divisible by fusion.heads {cfg.fusion.heads}")
-    if cfg.optim.encoder_lr_scale < 0:
-        raise ConfigError("optim.encoder_lr_scale must be >= 0 (0 freezes the encoders)")
-    return cfg
+
+def load_vqa_config(name_or_path: str | Path | dict | None = "vqa_demo", overrides: list[str] | None = None) -> VQAConfig:
+    """A shipped VQA config by name (vqa_demo, vqa_tiny), a YAML path or a dict, plus overrides."""
+    return load_settings(VQAConfig, name_or_path, overrides)

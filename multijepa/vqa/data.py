@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from modalities.errors import DataError
+from modalities.errors import EMPTY_ROW, INVALID, DataError
 
 from ..config import SourceConfig
-from ..dataset import PairedDataset
+from ..data.dataset import PairedDataset
+from ..data.sources import open_source
 from ..processors import Processors
-from ..sources import open_source
 from .answers import AnswerVocab, soft_targets
 
 TYPE_KEYS = ("question_type", "answer_type")
@@ -30,13 +30,13 @@ def answers_of(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise DataError(f"'answers' must be a non-empty list, got {value!r}", reason="invalid")
+        raise DataError(f"'answers' must be a non-empty list, got {value!r}", reason=INVALID)
     out = []
     for a in value:
         if isinstance(a, dict):
             a = a.get("answer")
         if not isinstance(a, str):
-            raise DataError(f"an answer must be a string (or {{'answer': str}}), got {a!r}", reason="invalid")
+            raise DataError(f"an answer must be a string (or {{'answer': str}}), got {a!r}", reason=INVALID)
         out.append(a)
     return out
 
@@ -76,7 +76,7 @@ class VQADataset(Dataset):
             return item
         if "image" not in item or "text" not in item:
             what = "image" if "image" not in item else "question"
-            return self.paired.decoder.error(i, row, what, None, DataError(f"the row has no {what}", reason="empty_row"))
+            return self.paired.decoder.error(i, row, what, None, DataError(f"the row has no {what}", reason=EMPTY_ROW))
         if self.has_answers:
             try:
                 item["answers"] = answers_of(row[self.answers_col])

@@ -134,3 +134,12 @@ def score_predictions(
 
 def _summary(scores: list[float]) -> dict:
     return {"accuracy": float(sum(scores) / len(scores)), "n": len(scores)}
+
+
+def format_vqa(result: dict) -> str:
+    """`score_predictions`' result as the lines `vqa train` and `vqa eval` print."""
+    lines = [f"  accuracy {result['accuracy']:.4f} over {result['n']} questions"]
+    for key, groups in result["per_type"].items():
+        for value, r in sorted(groups.items()):
+            lines.append(f"  {key} {value}: {r['accuracy']:.4f} (n={r['n']})")
+    return "\n".join(lines)

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -21,7 +20,7 @@ from modalities.encoder import init_weights
 from modalities.text import TextTokenizer
 
 from ..checkpoint import CheckpointError
-from ..config import ModelConfig, settings_from, to_dict
+from ..config import ModelConfig, load_settings, save_config
 from ..model import build_encoder
 from ..processors import Processors, build_tokenizer
 from .answers import AnswerVocab
@@ -54,6 +53,22 @@ class VQAModel(nn.Module):
     def encoders(self) -> list[nn.Module]:
         return [self.image_encoder, self.text_encoder]
 
+    def param_groups(self, optim) -> list[dict]:
+        """AdamW groups beside the parameters they name: the encoders at lr * optim.encoder_lr_scale
+        (frozen, no gradient, at 0), the rest at lr; no decay on norms and biases (ndim <= 1)."""
+        frozen = optim.encoder_lr_scale == 0
+        enc_ids = {id(p) for e in self.encoders() for p in e.parameters()}
+        groups: dict[tuple, list] = {}
+        for p in self.parameters():
+            is_enc = id(p) in enc_ids
+            if is_enc and frozen:
+                p.requires_grad_(False)
+                continue
+            groups.setdefault((is_enc, p.ndim <= 1), []).append(p)
+        return [{"params": ps, "lr_scale": optim.encoder_lr_scale if is_enc else 1.0,
+                 "weight_decay": 0.0 if no_decay else optim.weight_decay}
+                for (is_enc, no_decay), ps in groups.items()]
+
     def load_pretrained_encoders(self, pretrained) -> None:
         """Copy the image and text encoders of a MultiJEPA (its EMA target encoders, which I-JEPA
         uses for downstream tasks)."""
@@ -84,7 +99,7 @@ def save_vqa(out: str | Path, model: VQAModel, cfg: VQAConfig, model_cfg: ModelC
     """Write the fine-tuning folder; the weights last and atomically."""
     out = Path(out)
     save_vqa_config(out, cfg)
-    (out / "model_config.yaml").write_text(yaml.safe_dump(to_dict(model_cfg), sort_keys=False))
+    save_config(model_cfg, out / "model_config.yaml")
     if tokenizer.kind == "sentencepiece":  # CLIP BPE ships with open_clip
         tokenizer.save(out / "tokenizer.model")
     vocab.save(out / "answers.json")
@@ -95,8 +110,7 @@ def save_vqa(out: str | Path, model: VQAModel, cfg: VQAConfig, model_cfg: ModelC
 
 def save_vqa_config(out: Path, cfg: VQAConfig) -> None:
     """The resolved settings, written when a run starts (so --resume reuses them) and at its end."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vqa_config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    save_config(cfg, out / "vqa_config.yaml")
 
 
 def load_vqa(folder: str | Path, device: str | torch.device = "cpu") -> VQAPredictor:
@@ -104,7 +118,7 @@ def load_vqa(folder: str | Path, device: str | torch.device = "cpu") -> VQAPredi
     if not (folder / "model.safetensors").is_file():
         raise CheckpointError(f"{folder}: not a VQA fine-tuning folder (no model.safetensors; make one with `multijepa vqa train`)")
     cfg = load_vqa_config(folder / "vqa_config.yaml")
-    model_cfg = settings_from(ModelConfig, yaml.safe_load((folder / "model_config.yaml").read_text()))
+    model_cfg = load_settings(ModelConfig, folder / "model_config.yaml")
     tokenizer = build_tokenizer(model_cfg, folder)
     vocab = AnswerVocab.load(folder / "answers.json")
     model = VQAModel(model_cfg, cfg, tokenizer.vocab_size, len(vocab))

@@ -17,39 +17,16 @@ from tqdm import tqdm
 
 from modalities.errors import DataError
 
-from ..checkpoint import CKPT_DIR, latest_checkpoint, load_model_from_run, load_train_state, load_weights, save_checkpoint
-from ..schedule import warmup_cosine
-from ..train import pick_device
+from ..checkpoint import CKPT_DIR, latest_checkpoint, load_train_state, load_weights, save_checkpoint
+from ..data.bad_samples import raise_first
+from ..distributed import pick_device
+from ..model import load_run
+from ..train.builder import init_opt
 from .answers import AnswerVocab, coverage
 from .config import VQAConfig
 from .data import VQACollator, VQADataset
 from .metric import score_predictions
 from .model import VQAModel, VQAPredictor, save_vqa, save_vqa_config
-
-
-def _raise_bad(batch: dict) -> None:
-    if batch["errors"]:
-        e = batch["errors"][0]
-        raise DataError(e["message"], reason=e["reason"])
-
-
-def _param_groups(model: VQAModel, cfg: VQAConfig) -> list[dict]:
-    """Encoders at lr * encoder_lr_scale (frozen at 0), the rest at lr; no decay on norms and biases."""
-    o = cfg.optim
-    frozen = o.encoder_lr_scale == 0
-    enc_ids = {id(p) for e in model.encoders() for p in e.parameters()}
-    groups: dict[tuple, list] = {}
-    for p in model.parameters():
-        is_enc = id(p) in enc_ids
-        if is_enc and frozen:
-            p.requires_grad_(False)
-            continue
-        key = (is_enc, p.ndim <= 1)
-        groups.setdefault(key, []).append(p)
-    return [
-        {"params": ps, "lr_scale": o.encoder_lr_scale if is_enc else 1.0, "weight_decay": 0.0 if no_decay else o.weight_decay}
-        for (is_enc, no_decay), ps in groups.items()
-    ]
 
 
 def shuffled_batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[list[int]]:
@@ -85,7 +62,7 @@ def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, c
     if t.threads:
         torch.set_num_threads(t.threads)
     device = pick_device(t.device)
-    pretrained = load_model_from_run(checkpoint)
+    pretrained = load_run(checkpoint)
     if "image" not in pretrained.modalities or "text" not in pretrained.modalities:
         raise DataError(f"{checkpoint}: VQA needs a run with image and text encoders (it has {pretrained.modalities})")
     processors, model_cfg = pretrained.processors, pretrained.cfg
@@ -100,8 +77,7 @@ def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, c
         model.load_pretrained_encoders(pretrained)
     del pretrained
     model.to(device)
-    groups = _param_groups(model, cfg)
-    opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=(0.9, 0.999))
+    opt, schedule = init_opt(model, cfg.optim, t.max_steps)
     step = 0
     save_vqa_config(out, cfg)
     if resume and ckpt is not None:
@@ -123,10 +99,8 @@ def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, c
     for batch in loader:
         if step >= t.max_steps:
             break
-        _raise_bad(batch)
-        lr = warmup_cosine(step, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps, t.max_steps)
-        for g in opt.param_groups:
-            g["lr"] = lr * g["lr_scale"]
+        raise_first(batch["errors"])
+        lr, _ = schedule.apply(opt, step)
         logits = model(batch["image"].to(device), batch["tokens"].to(device))  # (B, A)
         targets = batch["targets"].to(device)
         # BCE per answer, summed over answers (mean * A), as in bottom-up-attention VQA
@@ -166,7 +140,7 @@ def evaluate_vqa(predictor: VQAPredictor, data: str | Path, batch_size: int = 12
     preds: list[str] = []
     rows: list[dict] = []
     for batch in tqdm(loader, desc="vqa eval", unit="batch", disable=not progress, dynamic_ncols=True):
-        _raise_bad(batch)
+        raise_first(batch["errors"])
         best = model(batch["image"].to(device), batch["tokens"].to(device)).argmax(1).tolist()
         preds += [predictor.vocab.answers[i] for i in best]
         for j in range(batch["size"]):

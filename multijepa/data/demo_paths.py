@@ -19,7 +19,7 @@ def resolve_manifest(path: str | Path | None, split: str) -> Path:
     root = default_demo_dir()
     manifest = root / f"{split}.jsonl"
     if not manifest.exists():
-        from .demo_data import generate_demo
+        from .demo import generate_demo
 
         print(f"no --data given: generating the demo dataset in {root} (once)")
         generate_demo(root)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch.profiler import record_function
 
-from .distributed import World, gather_counts
-from .model import MultiJEPA
-from .objective import MultiJEPAObjective, StepCounts
+from ..distributed import World, gather_counts
+from ..model import MultiJEPA
+from ..objective import MultiJEPAObjective, StepCounts
 from .schedule import Schedule
 
 
@@ -41,7 +41,7 @@ class StepResult:
 
 class TrainStep:
     """`wrapped` is what runs the forward: the model itself, or its DDP / FSDP2 form (see
-    `parallel.py`); `model` is the plain module (EMA update, logit scale)."""
+    `parallelize.py`); `model` is the plain module (EMA update, logit scale)."""
 
     def __init__(self, model: MultiJEPA, objective: MultiJEPAObjective, optimizer: torch.optim.Optimizer,
                  schedule: Schedule, precision: str, grad_clip: float, device: torch.device,
@@ -64,11 +64,7 @@ class TrainStep:
         if not use:
             return None
         total = per_rank[:, use].sum((0, 1))  # (k,) rows of the whole step
-        lr, wd = self.schedule.lr(step), self.schedule.weight_decay(step)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-            if g["apply_wd"]:
-                g["weight_decay"] = wd
+        lr, wd = self.schedule.apply(self.optimizer, step)
         self.optimizer.zero_grad(set_to_none=True)
         logs: dict[str, torch.Tensor] = {}
         for i, j in enumerate(use):

@@ -1,7 +1,7 @@
 """Rows of a paired source -> decoded samples, or an error record that names the row.
 
 Decoding never raises for bad input: a row that cannot be read comes back as
-`{"error": {...}}` with the source, row, column, path, reason code and a one-line message, so
+`{"error": BadRow}` with the source, row, column, path, reason code and a one-line message, so
 the training loop decides (stop with that line, or skip and count) and no worker ever dies
 with a traceback. Samples are *decoded* but not yet cropped: the collator crops audio, so the
 crop is seeded per batch and a decoded sample can be cached.
@@ -14,9 +14,10 @@ from typing import Any
 import datasets
 from torch.utils.data import Dataset
 
-from modalities.errors import DataError
+from modalities.errors import EMPTY_ROW, UNDECODABLE, DataError
 
-from .processors import Processors
+from ..processors import Processors
+from .bad_samples import BadRow
 from .sources import Source
 
 
@@ -42,19 +43,9 @@ class RowDecoder:
     def error(self, row_id: Any, row: dict, column: str | None, value: Any, e: DataError) -> dict:
         path = value if isinstance(value, str) else (value.get("path") if isinstance(value, dict) else None)
         col = f" column '{column}'" if column else ""
-        return {
-            "row": row_id,
-            "source": self.source_index,
-            "error": {
-                "source": self.source.name,
-                "row": row_id,
-                "key": row.get("__key__"),
-                "column": column,
-                "path": path,
-                "reason": getattr(e, "reason", "invalid"),
-                "message": f"{self.where(row_id, row)}{col}: {e}",
-            },
-        }
+        record = BadRow(self.source.name, row_id, row.get("__key__"), column, path, e.reason,
+                        f"{self.where(row_id, row)}{col}: {e}")
+        return {"row": row_id, "source": self.source_index, "error": record}
 
     def __call__(self, row: dict, row_id: Any) -> dict:
         item: dict[str, Any] = {"row": row_id, "source": self.source_index, "where": (self.source.name, self.where(row_id, row))}
@@ -68,7 +59,7 @@ class RowDecoder:
                 return self.error(row_id, row, col, value, e)
         if not any(m in item for m in self.source.columns):
             cols = ", ".join(f"'{c}'" for c in self.source.columns.values())
-            return self.error(row_id, row, None, None, DataError(f"empty in every column ({cols})", reason="empty_row"))
+            return self.error(row_id, row, None, None, DataError(f"empty in every column ({cols})", reason=EMPTY_ROW))
         if self.source.label_column:
             item["label"] = row.get(self.source.label_column)
         return item
@@ -111,7 +102,7 @@ class PairedDataset(Dataset):
         try:
             row = self.ds[i]
         except Exception as e:  # an unreadable row in the manifest itself
-            return {}, self.decoder.error(i, {}, None, None, DataError(f"cannot read the row ({e})", reason="undecodable"))
+            return {}, self.decoder.error(i, {}, None, None, DataError(f"cannot read the row ({e})", reason=UNDECODABLE))
         return row, self.decoder(row, i)
 
 

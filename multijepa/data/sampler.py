@@ -14,6 +14,8 @@ from collections import OrderedDict
 import torch
 from torch.utils.data import Sampler
 
+from modalities.seeding import EPOCH_ORDER, SLOT_SOURCES, mix_seed
+
 
 def slot_sources(seed: int, batch_no: int, weights: list[float], n: int) -> torch.Tensor:
     """(n,) source index per slot of global batch `batch_no`. Systematic sampling over the
@@ -21,7 +23,7 @@ def slot_sources(seed: int, batch_no: int, weights: list[float], n: int) -> torc
     the counts match the weights over any stretch of training; slots are then shuffled."""
     if len(weights) == 1:
         return torch.zeros(n, dtype=torch.long)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + batch_no * 7_919 + 17)
+    g = torch.Generator().manual_seed(mix_seed(SLOT_SOURCES, seed, batch_no))
     w = torch.tensor(weights, dtype=torch.float64)
     cum = torch.cumsum(w / w.sum(), 0)
     u = (torch.rand(1, generator=g, dtype=torch.float64) + torch.arange(n, dtype=torch.float64)) / n  # (n,) in [0, 1)
@@ -69,7 +71,7 @@ class MixedBatchSampler(Sampler):
         n = self.sizes[source]
         if not self.shuffle:
             return torch.arange(n)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 7_919 * source)
+        g = torch.Generator().manual_seed(mix_seed(EPOCH_ORDER, self.seed, source, epoch))
         return torch.randperm(n, generator=g)
 
     def position_after(self, batch_no: int) -> dict:

@@ -8,20 +8,21 @@ from collections import Counter
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import Config
+from ..config import Config
 from .dataset import PairedDataset
-from .processors import Processors
+from ..processors import Processors
+from .bad_samples import BadRow
 from .sampler import SequentialBatchSampler
 from .sources import Source
 
 
-def _errors_only(items: list[dict]) -> tuple[int, list[dict]]:
+def _errors_only(items: list[dict]) -> tuple[int, list[BadRow]]:
     """Collate for the scan: nothing is stacked, only the bad rows travel back."""
     return len(items), [it["error"] for it in items if "error" in it]
 
 
 def check_sources(cfg: Config, sources: list[Source], workers: int = 0, batch_size: int = 64,
-                  progress: bool = True) -> tuple[int, list[dict]]:
+                  progress: bool = True) -> tuple[int, list[BadRow]]:
     """-> (rows checked, error records). Text is checked (non-empty string, sane length) but not
     tokenized, so no tokenizer is needed."""
     processors = Processors(cfg.model, None)
@@ -43,10 +44,10 @@ def check_sources(cfg: Config, sources: list[Source], workers: int = 0, batch_si
     return total, errors
 
 
-def format_report(total: int, errors: list[dict]) -> str:
-    lines = [f"{e['reason']:<18} {e['message']}" for e in errors]
+def format_report(total: int, errors: list[BadRow]) -> str:
+    lines = [f"{e.reason:<18} {e.message}" for e in errors]
     if errors:
-        by_reason = ", ".join(f"{r}: {n}" for r, n in Counter(e["reason"] for e in errors).most_common())
+        by_reason = ", ".join(f"{r}: {n}" for r, n in Counter(e.reason for e in errors).most_common())
         lines.append(f"{len(errors)} of {total} rows have problems ({by_reason})")
     else:
         lines.append(f"all {total} rows decode")

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import ConfigError, settings_from
-from .embedding import embed_rows, open_manifest
-from .model import MultiJEPA
+from ..config import ConfigError, load_settings
+from ..data.bad_samples import BadRow
+from ..model import MultiJEPA
+from .embed import embed_rows, open_manifest
 
 KINDS = ("flat", "ivf", "hnsw")
 FORMAT_VERSION = 1
@@ -64,7 +65,7 @@ class IndexConfig:
 
 
 def index_config(overrides: list[str] | None = None, base: dict | None = None) -> IndexConfig:
-    return settings_from(IndexConfig, base or {}, overrides)
+    return load_settings(IndexConfig, base or {}, overrides)
 
 
 # ----------------------------------------------------------------------------- faiss
@@ -211,7 +212,7 @@ def build_index(
         _atomic(out / f"{m}_rows.npy", lambda p, r=rows: _save_npy(p, r))
     _write_metadata(dataset, out)
     if errors:
-        _atomic(out / "bad_rows.jsonl", lambda p: p.write_text("".join(json.dumps(e) + "\n" for e in errors)))
+        _atomic(out / "bad_rows.jsonl", lambda p: p.write_text("".join(e.to_json() + "\n" for e in errors)))
     info = {
         "version": FORMAT_VERSION,
         "checkpoint": str(checkpoint),
@@ -246,12 +247,12 @@ def _start_parts(parts: Path, spec: dict) -> None:
     _atomic(spec_path, lambda p: p.write_text(json.dumps(spec)))
 
 
-def _save_part(path: Path, embs: dict, errors: list[dict]) -> None:
+def _save_part(path: Path, embs: dict, errors: list[BadRow]) -> None:
     arrays = {}
     for m, (z, rows) in embs.items():
         arrays[f"z_{m}"] = z.numpy().astype(np.float32)
         arrays[f"rows_{m}"] = rows.numpy().astype(np.int64)
-    arrays["errors"] = np.array(json.dumps(errors))
+    arrays["errors"] = np.array(json.dumps([asdict(e) for e in errors]))
 
     def write(p: Path) -> None:
         with open(p, "wb") as f:
@@ -260,10 +261,10 @@ def _save_part(path: Path, embs: dict, errors: list[dict]) -> None:
     _atomic(path, write)
 
 
-def _load_parts(paths: list[Path]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[dict]]:
+def _load_parts(paths: list[Path]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[BadRow]]:
     zs: dict[str, list] = {}
     rows: dict[str, list] = {}
-    errors: list[dict] = []
+    errors: list[BadRow] = []
     for p in paths:
         with np.load(p) as part:
             for key in part.files:
@@ -271,7 +272,7 @@ def _load_parts(paths: list[Path]) -> tuple[dict[str, tuple[np.ndarray, np.ndarr
                     m = key[2:]
                     zs.setdefault(m, []).append(part[key])
                     rows.setdefault(m, []).append(part[f"rows_{m}"])
-            errors += json.loads(str(part["errors"]))
+            errors += [BadRow.from_dict(e) for e in json.loads(str(part["errors"]))]
     return {m: (np.concatenate(zs[m]), np.concatenate(rows[m])) for m in zs}, errors
 
 

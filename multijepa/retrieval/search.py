@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..model import MultiJEPA
 from .index import EmbeddingIndex
-from .model import MultiJEPA
 
 
 def embed_query(model: MultiJEPA, text: str | None = None, image: str | Path | None = None,

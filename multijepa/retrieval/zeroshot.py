@@ -15,8 +15,8 @@ from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
 from modalities.errors import DataError
 
-from .embedding import embed_rows, manifest_labels, open_manifest
-from .model import MultiJEPA
+from ..model import MultiJEPA
+from .embed import embed_rows, manifest_labels, open_manifest
 
 DEFAULT_TEMPLATES = ("a {}.", "an image of a {}.", "a picture of a {}.", "the sound of a {}.")
 

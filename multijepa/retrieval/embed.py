@@ -14,13 +14,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from modalities.errors import DataError
-
-from .collate import MultiModalCollator, move_batch
-from .config import SourceConfig
-from .dataset import PairedDataset
-from .model import MultiJEPA
-from .sources import open_source
+from ..config import SourceConfig
+from ..data.bad_samples import BadRow, raise_first
+from ..data.collate import MultiModalCollator, move_batch
+from ..data.dataset import PairedDataset
+from ..data.sources import open_source
+from ..model import MultiJEPA
 
 Embeddings = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (z (n_m, E), manifest rows (n_m,))
 
@@ -44,7 +43,7 @@ def embed_rows(
     progress: bool = True,
     on_error: str = "raise",
     bar: tqdm | None = None,
-) -> tuple[Embeddings, list[dict]]:
+) -> tuple[Embeddings, list[BadRow]]:
     """Embed `rows` (default: all) of `dataset` -> ({modality: (z float32 L2-normalised, rows int64)},
     error records of the bad rows). With on_error="raise" the first bad row raises its DataError.
     `bar`: an outer progress bar (counting rows) to advance instead of showing one per call."""
@@ -61,16 +60,14 @@ def embed_rows(
     model.eval()
     embs: dict[str, list[torch.Tensor]] = {m: [] for m in mods}
     ids: dict[str, list[torch.Tensor]] = {m: [] for m in mods}
-    errors: list[dict] = []
+    errors: list[BadRow] = []
     batches_bar = tqdm(loader, desc="embed", unit="batch", disable=not progress or bar is not None, dynamic_ncols=True)
     for batch in batches_bar:
         if bar is not None:
             bar.update(batch["size"] + len(batch["errors"]))
-        if batch["errors"]:
-            if on_error == "raise":
-                e = batch["errors"][0]
-                raise DataError(e["message"], reason=e["reason"])
-            errors += batch["errors"]
+        if on_error == "raise":
+            raise_first(batch["errors"])
+        errors += batch["errors"]
         if batch["size"] == 0:
             continue
         batch_rows = batch["rows"]

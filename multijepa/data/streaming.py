@@ -21,6 +21,7 @@ from datasets.distributed import split_dataset_by_node
 from torch.utils.data import IterableDataset, get_worker_info
 
 from modalities.errors import DataError
+from modalities.seeding import STREAM_SHUFFLE, mix_seed
 
 from .dataset import RowDecoder
 from .sampler import micro_slots, slot_sources
@@ -44,7 +45,7 @@ class _SourceStream:
         if self.num_streams > 1:
             ds = split_dataset_by_node(ds, rank=self.stream, world_size=self.num_streams)
         if self.shuffle:  # shard order and a buffer, reshuffled each epoch (the epoch offsets the seed)
-            ds = ds.shuffle(seed=self.seed + 7_919 * self.index, buffer_size=self.buffer)
+            ds = ds.shuffle(seed=mix_seed(STREAM_SHUFFLE, self.seed, self.index) % 2**32, buffer_size=self.buffer)
             ds.set_epoch(self.epoch)
         if state is not None:
             ds.load_state_dict(state)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .embedding import Embeddings
+from .embed import Embeddings
 
 KS = (1, 5, 10)
 

@@ -10,11 +10,41 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from modalities.errors import DataError
 
 MIN_ROWS_FOR_FRACTION = 100  # judge the bad share once this many rows were drawn (or at the end)
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """One row that could not be used: which, where and why. Made in loader workers, carried in
+    batches (`batch["errors"]`), gathered over processes, and written as one JSON line."""
+
+    source: str  # the source's name
+    row: Any  # its row number (or stream key)
+    key: str | None  # the shard key, for WebDataset rows
+    column: str | None
+    path: str | None  # the media path, when the value was one
+    reason: str  # a code of modalities.errors.REASONS
+    message: str  # the one-line message: source, row, column, path and what is wrong
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BadRow:
+        return cls(**d)
+
+
+def raise_first(errors: list[BadRow], hint: str | None = None) -> None:
+    """Stop with the first bad row's one line (and its reason code), if there is one."""
+    if errors:
+        e = errors[0]
+        raise DataError(f"{e.message} [{e.reason}]" + (f"  ({hint})" if hint else ""), reason=e.reason)
 
 
 class TooManyBadSamples(DataError):
@@ -31,23 +61,22 @@ class BadSampleLog:
         self.skipped = int(state.get("skipped", 0))  # bad rows dropped, repeats across epochs included
         self.drawn = int(state.get("drawn", 0))  # rows drawn in all
 
-    def update(self, errors: list[dict], drawn: int) -> None:
+    def update(self, errors: list[BadRow], drawn: int) -> None:
         """Account for one batch: `drawn` rows of which `errors` were bad."""
-        if errors and self.on_error == "raise":
-            e = errors[0]
-            raise DataError(f"{e['message']} [{e['reason']}]  (set data.on_error=skip to skip and count bad rows)")
+        if self.on_error == "raise":
+            raise_first(errors, "set data.on_error=skip to skip and count bad rows")
         self.drawn += drawn
         self.skipped += len(errors)
         fresh = []
         for e in errors:
-            key = (e["source"], str(e["row"]))
+            key = (e.source, str(e.row))
             if key not in self.seen:
                 self.seen.add(key)
-                self.reasons[e["reason"]] += 1
+                self.reasons[e.reason] += 1
                 fresh.append(e)
         if fresh and self.path is not None:
             with open(self.path, "a") as f:
-                f.writelines(json.dumps(e) + "\n" for e in fresh)
+                f.writelines(e.to_json() + "\n" for e in fresh)
         if self.drawn >= MIN_ROWS_FOR_FRACTION:
             self.check()
 

@@ -17,12 +17,13 @@ from tqdm import tqdm
 
 from modalities.errors import DataError
 
-from .bad_samples import BadSampleLog
-from .checkpoint import CheckpointError, latest_checkpoint, load_train_state, load_weights, save_checkpoint
-from .collate import move_batch
-from .config import Config, save_config
-from .demo_paths import resolve_manifest
-from .distributed import (
+from ..checkpoint import CheckpointError, latest_checkpoint, load_train_state, save_checkpoint
+from ..config import Config, save_config
+from ..data.bad_samples import BadSampleLog
+from ..data.collate import move_batch
+from ..data.demo_paths import resolve_manifest
+from ..data.loader import build_train_data, open_sources, training_texts
+from ..distributed import (
     World,
     barrier,
     broadcast_object,
@@ -32,38 +33,11 @@ from .distributed import (
     init_distributed,
     mean_across,
 )
-from .loader import build_train_data, open_sources, training_texts
-from .model import MultiJEPA
-from .objective import MultiJEPAObjective, rankme
-from .parallel import apply_parallel, full_state, load_optimizer_state
-from .processors import Processors, build_tokenizer
-from .schedule import Schedule
-from .speed import apply_speed
-from .train_step import SUMMED_LOGS, TrainStep
-
-
-class CollapseError(RuntimeError):
-    """The target features stopped varying: the run has collapsed."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def param_groups(model: MultiJEPA) -> list[dict]:
-    """AdamW groups: no weight decay on norms, biases, tokens and the temperature (ndim <= 1
-    or marked tokens), decay on the rest."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith(("mask_token", "null_memory")) or ".memory_type." in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
+from ..objective import CollapseError, rankme
+from ..processors import build_tokenizer
+from .builder import build_training
+from .parallelize import full_state, load_optimizer_state
+from .step import SUMMED_LOGS
 
 
 def _drop_metrics_after(path: Path, step: int) -> None:
@@ -141,24 +115,17 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     sources = open_sources(cfg)
     if world.main:
         save_config(cfg, out / "config.yaml")
-    processors = Processors(cfg.model, None)
     has_text = any("text" in s.columns for s in sources)
     if world.main:  # rank 0 trains the tokenizer (if the run needs one); the others then read it
         tokenizer = build_tokenizer(cfg.model, out, texts=(lambda: training_texts(sources)) if has_text else None)
     barrier(world)
     if not world.main:
         tokenizer = build_tokenizer(cfg.model, out)
-    processors.tokenizer = tokenizer
-    model = MultiJEPA(cfg.model, tokenizer.vocab_size if tokenizer else None).to(device)
-    if resume and ckpt is not None:
-        load_weights(model, ckpt)  # full weights, before any sharding
-    apply_speed(model, t)
     # a process may miss a modality in a batch when some source lacks it: DDP must allow unused weights
-    partial = any(m not in s.columns for s in sources for m in model.modalities)
-    wrapped = apply_parallel(model, world, t, device, find_unused=partial)
-    optimizer = torch.optim.AdamW(param_groups(model), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
-    schedule = Schedule(cfg.optim, cfg.model, t.max_steps)
-    objective = MultiJEPAObjective(cfg.loss, model.modalities, world.rank, world.size)
+    partial = any(m not in s.columns for s in sources for m in cfg.model.modalities)
+    training = build_training(cfg, device, tokenizer, weights=ckpt if resume else None, world=world,
+                              find_unused=partial)
+    model, optimizer, schedule = training.model, training.optimizer, training.schedule
 
     step = 0
     data_position: dict | None = None
@@ -180,8 +147,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     if world.main:
         _drop_bad_samples_unseen(out / "bad_samples.jsonl", bad)
 
-    train_step = TrainStep(model, objective, optimizer, schedule, t.precision, cfg.optim.grad_clip, device, world, wrapped)
-    data = build_train_data(cfg, sources, processors, step, data_position, device, world.rank, world.size)
+    data = build_train_data(cfg, sources, model.processors, step, data_position, device, world.rank, world.size)
     stream_positions: dict[str, dict] = dict((data_position or {}).get("streams", {}))
     names = [s.name for s in sources]
     metrics_file = open(out / "metrics.jsonl", "a") if world.main else None
@@ -216,7 +182,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 drawn[name] += n
             if position is not None:
                 stream_positions[str(position["stream"])] = position
-            result = train_step([move_batch(b, device) for b in micro], step)
+            result = training.step([move_batch(b, device) for b in micro], step)
             step += 1
             bar.update(1)
             if result is None:  # every row of the step was bad: nothing to learn from, keep the numbering

@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 
 from modalities.errors import DataError
-from modalities.masking import MultiBlockMasker, SpanMasker, mix_seed
+from modalities.masking import MultiBlockMasker, SpanMasker
+from modalities.seeding import AUDIO_CROP, BATCH, mix_seed
 
-from .config import ModelConfig
+from ..config import ModelConfig
+from .bad_samples import BadRow
 
 
 def build_maskers(cfg: ModelConfig) -> dict:
@@ -71,7 +73,7 @@ class MultiModalCollator:
 
     def __call__(self, items: list[dict]) -> dict:
         batch_no = items[0].get("batch_no", 0) if items else 0
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + batch_no)
+        gen = torch.Generator().manual_seed(mix_seed(BATCH, self.seed, batch_no))
         # one seed per configured modality, drawn up front: the same on every rank whatever it holds
         mod_seeds = torch.randint(2**62, (len(self.modalities),), generator=gen).tolist()
         slots = [it.get("slot", i) for i, it in enumerate(items)]
@@ -121,14 +123,13 @@ class MultiModalCollator:
         read window by window can still turn out bad here."""
         if "error" in item or "audio" not in item or isinstance(item["audio"], torch.Tensor):
             return item
-        gen = torch.Generator().manual_seed(mix_seed(self.seed, batch_no, slot))
+        gen = torch.Generator().manual_seed(mix_seed(AUDIO_CROP, self.seed, batch_no, slot))
         try:
             return {**item, "audio": self.processors.finish("audio", item["audio"], self.train, gen)}
         except DataError as e:
             source, where = item.get("where", ("?", f"row {item['row']}"))
-            return {"row": item["row"], "source": item.get("source", 0), "error": {
-                "source": source, "row": item["row"], "key": None, "column": "audio", "path": None,
-                "reason": e.reason, "message": f"{where} column 'audio': {e}"}}
+            record = BadRow(source, item["row"], None, "audio", None, e.reason, f"{where} column 'audio': {e}")
+            return {"row": item["row"], "source": item.get("source", 0), "error": record}
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:

@@ -19,7 +19,7 @@ import datasets
 
 from modalities.errors import DataError
 
-from .config import DataConfig, SourceConfig
+from ..config import DataConfig, SourceConfig
 from .demo_paths import resolve_manifest
 
 datasets.disable_progress_bars()

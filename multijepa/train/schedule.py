@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from .config import ModelConfig, OptimConfig
+import torch
 
 
 def warmup_cosine(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -17,9 +17,13 @@ def warmup_cosine(step: int, lr: float, min_lr: float, warmup_steps: int, total_
 
 
 class Schedule:
-    def __init__(self, optim: OptimConfig, model: ModelConfig, total_steps: int):
+    """optim: any optimizer config with lr, min_lr, warmup_steps and weight_decay (pretraining's
+    also ramps it to final_weight_decay); ema: the (start, end) momentum of EMA targets, if any."""
+
+    def __init__(self, optim, total_steps: int, ema: tuple[float, float] = (1.0, 1.0)):
         self.o, self.total = optim, max(1, total_steps)
-        self.momentum = model.ema_momentum
+        self.momentum = ema
+        self.final_wd = getattr(optim, "final_weight_decay", optim.weight_decay)  # VQA: constant
 
     def _progress(self, step: int) -> float:
         return min(1.0, step / self.total)
@@ -28,14 +32,22 @@ class Schedule:
         return warmup_cosine(step, self.o.lr, self.o.min_lr, self.o.warmup_steps, self.total)
 
     def weight_decay(self, step: int) -> float:
-        o = self.o
-        return o.final_weight_decay + 0.5 * (o.weight_decay - o.final_weight_decay) * (
-            1 + math.cos(math.pi * self._progress(step))
-        )
+        start = self.o.weight_decay
+        return self.final_wd + 0.5 * (start - self.final_wd) * (1 + math.cos(math.pi * self._progress(step)))
 
     def ema(self, step: int) -> float:
         start, end = self.momentum
         return start + (end - start) * self._progress(step)
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> tuple[float, float]:
+        """Set this step's values on the optimizer's groups: lr times the group's "lr_scale"
+        (VQA's encoders), and the scheduled decay on groups marked "apply_wd". -> (lr, wd)."""
+        lr, wd = self.lr(step), self.weight_decay(step)
+        for g in optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+            if g.get("apply_wd"):
+                g["weight_decay"] = wd
+        return lr, wd
 
     def state_dict(self) -> dict:
         return {"total_steps": self.total}

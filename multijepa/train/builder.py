@@ -1,0 +1,70 @@
+"""One builder for everything a training step needs (I-JEPA's `init_model` / `init_opt`): the
+pretraining loop, both benchmarks and VQA fine-tuning call it, so they build, and time, the same
+thing.
+
+    init_model      the model of a config, with its preprocessing (and a checkpoint's weights)
+    init_opt        AdamW over the model's own parameter groups, and the per-step schedule
+    build_training  model -> parallelize (checkpointing, compile, DDP/FSDP2) -> optimizer,
+                    schedule, objective -> TrainStep
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from modalities.text import TextTokenizer
+
+from ..checkpoint import load_weights
+from ..config import Config
+from ..distributed import World
+from ..model import MultiJEPA, create_model
+from ..objective import MultiJEPAObjective
+from .parallelize import parallelize
+from .schedule import Schedule
+from .step import TrainStep
+
+
+def init_model(cfg: Config, device: torch.device, tokenizer: TextTokenizer | None = None,
+               vocab_size: int | None = None, weights: str | Path | None = None) -> MultiJEPA:
+    """The config's MultiJEPA on `device`, with its preprocessing; `weights`: a checkpoint folder to
+    load (full weights, before any sharding). Without a tokenizer the text vocabulary is `vocab_size`."""
+    model = create_model(cfg, tokenizer, vocab_size).to(device)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def init_opt(model: nn.Module, optim, total_steps: int,
+             ema: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.optim.AdamW, Schedule]:
+    """AdamW over `model.param_groups(optim)` (each model states its own no-decay rule and, for
+    VQA, its encoders' learning-rate scale) and the schedule that sets lr / decay every step."""
+    optimizer = torch.optim.AdamW(model.param_groups(optim), lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps)
+    return optimizer, Schedule(optim, total_steps, ema)
+
+
+@dataclass
+class Training:
+    model: MultiJEPA  # the plain module (EMA update, checkpoints)
+    wrapped: nn.Module  # what runs the forward: the model, or its DDP / FSDP2 form
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    objective: MultiJEPAObjective
+    step: TrainStep
+
+
+def build_training(cfg: Config, device: torch.device, tokenizer: TextTokenizer | None = None,
+                   vocab_size: int | None = None, weights: str | Path | None = None, world: World = World(),
+                   find_unused: bool = False) -> Training:
+    """Everything one pretraining step needs, in the one order that works under FSDP2 too: the
+    optimizer is made over the parameters as `parallelize` left them."""
+    model = init_model(cfg, device, tokenizer, vocab_size, weights)
+    wrapped = parallelize(model, cfg.train, world, device, find_unused)
+    optimizer, schedule = init_opt(model, cfg.optim, cfg.train.max_steps, tuple(cfg.model.ema_momentum))
+    objective = MultiJEPAObjective(cfg.loss, model.modalities, world.rank, world.size)
+    step = TrainStep(model, objective, optimizer, schedule, cfg.train.precision, cfg.optim.grad_clip, device,
+                     world, wrapped)
+    return Training(model, wrapped, optimizer, schedule, objective, step)
