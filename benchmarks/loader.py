@@ -41,9 +41,7 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -60,6 +58,8 @@ from multijepa.data.loader import build_train_data, open_sources, training_texts
 from multijepa.distributed import pick_device
 from multijepa.processors import Processors, build_tokenizer
 from multijepa.train.builder import build_training
+
+from common import machine, write_result
 
 BUSY = 0.25  # cores' worth of other processes above which a measurement is flagged as disturbed
 
@@ -226,12 +226,6 @@ def time_steps(cfg: Config, tokenizer, batches, warmup: int, steps: int) -> dict
 # ----------------------------------------------------------------------------- report
 
 
-def machine() -> dict:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_cores": cores, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
-
-
 def core_notes(workers: int, m: dict) -> list[str]:
     if workers >= m["cpu_cores"]:
         return [f"{workers} workers >= {m['cpu_cores']} CPU cores: in training they compete with the step "
@@ -385,9 +379,7 @@ def main(argv=None) -> dict:
     result = {"machine": m, "data": data, "config": args.config, "overrides": args.overrides,
               "batch_size": base.data.batch_size, "warmup_batches": args.warmup, "measured_batches": args.batches,
               "step_warmup": args.step_warmup, "step": step, "loader": rows, "end_to_end": e2e}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    write_result(args.json, result)
     return result
 
 

@@ -59,14 +59,10 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import math
-import os
-import platform
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +76,8 @@ from multijepa.data.collate import MultiModalCollator, build_maskers, move_batch
 from multijepa.distributed import pick_device
 from multijepa.train.builder import build_training
 from multijepa.train.step import TrainStep, autocast_for
+
+from common import machine, write_result
 
 N_BATCHES = 4  # different pre-built batches, cycled
 CLIP_BPE_VOCAB = 49408  # vocabulary of model.text.tokenizer=clip (open_clip's BPE)
@@ -328,15 +326,6 @@ def bench_open_clip(cfg: Config, batches: list[tuple], args, device: torch.devic
 # ----------------------------------------------------------------------------- report
 
 
-def machine(device: torch.device) -> dict:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    m = {"cpu_cores": cores, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-         "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
-    if device.type == "cuda":
-        m["gpu"] = torch.cuda.get_device_name(device)
-    return m
-
-
 def peak_flops(m: dict, precision: str, override: float | None) -> float | None:
     """The device's dense peak FLOP/s at `precision`: --peak-flops, else the table, else None."""
     if override is not None:
@@ -443,9 +432,7 @@ def main(argv=None) -> dict:
     result = {"machine": m, "config": args.config, "overrides": args.overrides, "batch_size": args.batch_size,
               "precision": args.precision, "warmup": args.warmup, "steps": args.steps, "peak_flops": peak,
               "results": rows, "ratio_vs_open_clip": ratio}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {args.json}")
+    write_result(args.json, result)
     return result
 
 

@@ -241,6 +241,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_config(load, args: argparse.Namespace, saved_name: str, overrides: list[str], say=print):
+    """A resumed run keeps the config it saved (plus this command's overrides); a new one reads --config."""
+    saved = Path(args.out) / saved_name
+    if args.resume and saved.exists():
+        say(f"resuming with the run's saved config {saved} (+ overrides)")
+        return load(saved, overrides)
+    return load(args.config, overrides)
+
+
 def _cmd_data_demo(args: argparse.Namespace) -> None:
     from .data.demo import generate_demo
 
@@ -260,12 +269,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         overrides.append(f"data.train={json.dumps(str(args.data))}")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
-    saved = Path(args.out) / "config.yaml"
-    if args.resume and saved.exists():
-        say(f"resuming with the run's saved config {saved} (+ overrides)")
-        cfg = load_config(saved, overrides)
-    else:
-        cfg = load_config(args.config, overrides)
+    cfg = _run_config(load_config, args, "config.yaml", overrides, say)
     t0 = time.perf_counter()
     last = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     say(f"pretraining done in {time.perf_counter() - t0:.0f}s; run folder: {args.out}")
@@ -446,12 +450,7 @@ def _cmd_vqa_train(args: argparse.Namespace) -> None:
         overrides.append("optim.encoder_lr_scale=1")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
-    saved = Path(args.out) / "vqa_config.yaml"
-    if args.resume and saved.exists():
-        print(f"resuming with the run's saved config {saved} (+ overrides)")
-        cfg = load_vqa_config(saved, overrides)
-    else:
-        cfg = load_vqa_config(args.config, overrides)
+    cfg = _run_config(load_vqa_config, args, "vqa_config.yaml", overrides)
     train = resolve_manifest(args.data, "vqa_train")
     held_out = args.eval_data or (resolve_manifest(None, "vqa_test") if args.data is None else None)
     t0 = time.perf_counter()

@@ -150,3 +150,34 @@ def test_a_killed_vqa_run_resumes_to_the_same_weights(run, vqa_small, tmp_path, 
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6, 7]
     assert not (tmp_path / "killed" / "checkpoints").exists()
+
+
+def test_vqa_train_resume_from_the_command_line_uses_the_saved_config(run, vqa_small, tmp_path, monkeypatch, capsys):
+    """`multijepa vqa train --resume` on a folder holding vqa_config.yaml (a NameError once crashed it)."""
+    from safetensors.torch import load_file
+
+    import multijepa.vqa.train as vqa_train
+
+    train, _ = vqa_small
+    args = ["vqa", "train", "--checkpoint", str(run), "--data", str(train), "--config", "vqa_tiny", "--no-progress",
+            "--max-steps", "5", "train.ckpt_every=2", "train.threads=1", "fusion.kind=merged"]
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+
+    real = vqa_train.save_checkpoint
+
+    def dies_after_step_2(out, step, *a, **k):
+        real(out, step, *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vqa_train, "save_checkpoint", dies_after_step_2)
+    assert main([*args, "--out", str(tmp_path / "killed")]) == 130
+    monkeypatch.undo()
+    assert (tmp_path / "killed" / "vqa_config.yaml").is_file()
+    capsys.readouterr()
+    # resumed with no fusion override: the saved config (merged fusion) must be the one used
+    resume = [a for a in args if a != "fusion.kind=merged"]
+    assert main([*resume, "--out", str(tmp_path / "killed"), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming with the run's saved config" in printed and "merged fusion" in printed
+    a, b = load_file(str(tmp_path / "straight" / "model.safetensors")), load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

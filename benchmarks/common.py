@@ -1,0 +1,30 @@
+"""What every benchmark script reports the same way: the machine it ran on, and its JSON file.
+(The scripts are run as `python benchmarks/NAME.py`, so this folder is on their path.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def machine(device: torch.device | None = None) -> dict:
+    """CPU cores usable by this process, torch threads and versions (and the device, when given)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    m = {"cpu_cores": cores, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    if device is not None:
+        m["device"] = str(device)
+        if device.type == "cuda":
+            m["gpu"] = torch.cuda.get_device_name(device)
+    return m
+
+
+def write_result(path: str | None, result: dict) -> None:
+    """--json FILE: the whole result, for tables and later comparison."""
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {path}")
