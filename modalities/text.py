@@ -10,7 +10,7 @@ from typing import Iterable
 import sentencepiece as spm
 import torch
 
-from modalities.errors import EMPTY_TEXT, DataError
+from modalities.errors import ABSURD_SIZE, EMPTY_TEXT, DataError
 
 # ----------------------------------------------------------------------------- preprocessing
 
@@ -27,7 +27,7 @@ def _check_text(text, max_chars: int = 100_000) -> str:
         raise DataError(f"text {repr(text)[:80]} is empty", EMPTY_TEXT)
     if len(text) > max_chars:
         raise DataError(f"text {repr(text)[:80]} has absurd size: {len(text):,} characters "
-                        f"(max {max_chars:,})", "absurd_size")
+                        f"(max {max_chars:,})", ABSURD_SIZE)
     return text
 
 

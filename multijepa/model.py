@@ -124,7 +124,7 @@ def global_batch_stats(pooled: dict[str, torch.Tensor], heads: nn.ModuleDict) ->
 class MultiJEPA(nn.Module):
     """processors: the preprocessing that turns paths, strings and arrays into this model's inputs
     (`embed_*` need it); run_config: the whole config of the run it came from (data columns, ...).
-    Both are handed out with the model by `create_model` and `from_pretrained` (pretrained.py)."""
+    Both are handed out with the model by `create_model` and `from_pretrained` (end of this file)."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int | None = None, processors: Processors | None = None,
                  run_config: Config | None = None):
@@ -158,11 +158,12 @@ class MultiJEPA(nn.Module):
         self.processors = processors
         self.run_config = run_config
 
-    def param_groups(self, optim=None) -> list[dict]:
+    def param_groups(self, optim: Any = None) -> list[dict]:
         """AdamW groups, beside the parameters they name (nanoGPT's `configure_optimizers`): decay
         on weight matrices; none on norms, biases and the temperature (ndim <= 1), nor on the
         learned tokens that a submodule lists in its `no_weight_decay()` (timm's convention).
-        "apply_wd" marks the group whose decay follows the schedule."""
+        "apply_wd" marks the group whose decay follows the schedule, so `optim` (the signature
+        `init_opt` calls, shared with VQA's model) sets nothing here."""
         skip = {f"{prefix}.{name}" for prefix, mod in self.named_modules()
                 if mod is not self and hasattr(mod, "no_weight_decay") for name in mod.no_weight_decay()}
         decay, no_decay = [], []

@@ -1,6 +1,7 @@
 """The pretraining loop: plain, top to bottom.
 
-load data -> build model -> (resume) -> (DDP / FSDP2 under torchrun) -> for each step's
+open the data -> tokenizer -> `build_training` (the model, its checkpoint weights when resuming,
+checkpointing / compile / DDP / FSDP2, AdamW, schedules, objective, step) -> for each step's
 micro-batches: forward, loss, backward; clip, step, EMA update -> log to metrics.jsonl every
 `log_every` steps -> checkpoint every `ckpt_every`. Under torchrun, `data.batch_size` is the
 global batch, every process trains on its share, and only rank 0 logs and writes.
