@@ -11,18 +11,9 @@ from safetensors.torch import load_file
 from multijepa.cli import main
 from multijepa.model import MultiJEPA
 from multijepa.vqa.model import load_vqa
+from tests.fixtures.legacy.make import inputs
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
-
-
-def _inputs(cfg) -> dict:  # as make.py drew them
-    g = torch.Generator().manual_seed(123)
-    m = cfg.model
-    return {
-        "image": torch.randn(3, 3, m.image.size, m.image.size, generator=g),
-        "text": torch.randint(4, 60, (3, 10), generator=g),
-        "audio": torch.randn(3, m.audio.num_mel_bins, m.audio.target_frames, generator=g),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +23,7 @@ def expected():
 
 def test_an_old_run_folder_loads_and_embeds_as_before(expected):
     model = MultiJEPA.from_pretrained(LEGACY / "run")
-    x = _inputs(model.run_config)
+    x = inputs(model.run_config)
     for m in model.modalities:
         assert torch.allclose(model.encode(m, x[m]), expected[f"embed/{m}"], atol=1e-6), m
 
@@ -42,7 +33,7 @@ def test_an_old_vqa_folder_loads_and_answers_as_before(expected, kind):
     """The fusions' layers were renamed when the attention stack became one (norm_x -> norm_q,
     separate feed-forward modules folded into the blocks): old weights still load, every one."""
     vqa = load_vqa(LEGACY / f"vqa_{kind}")
-    x = _inputs(MultiJEPA.from_pretrained(LEGACY / "run").run_config)
+    x = inputs(MultiJEPA.from_pretrained(LEGACY / "run").run_config)
     with torch.no_grad():
         logits = vqa.model(x["image"], x["text"])
     assert torch.allclose(logits, expected[f"vqa/{kind}"], atol=1e-5)
