@@ -9,9 +9,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import Config
-from .dataset import PairedDataset
 from ..processors import Processors
 from .bad_samples import BadRow
+from .dataset import PairedDataset
 from .sampler import SequentialBatchSampler
 from .sources import Source
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .collate import MultiModalCollator, build_maskers
 from ..config import Config
-from .dataset import PairedDataset, RowDecoder, SourceMixture, source_texts
 from ..processors import Processors
+from .collate import MultiModalCollator, build_maskers
+from .dataset import PairedDataset, RowDecoder, SourceMixture, source_texts
 from .sampler import MixedBatchSampler
 from .sources import Source, open_source, source_configs
 from .streaming import StreamingBatches

@@ -60,7 +60,9 @@ class _SourceStream:
                 row = next(self.it)
             except StopIteration:
                 if attempt or self.read == 0:
-                    raise DataError(f"source '{self.source.name}' has no rows for stream {self.stream} of {self.num_streams}")
+                    raise DataError(
+                        f"source '{self.source.name}' has no rows for stream {self.stream} of {self.num_streams}"
+                    ) from None
                 self.epoch, self.read = self.epoch + 1, 0
                 self._open(None)
                 continue
