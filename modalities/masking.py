@@ -11,7 +11,8 @@ A row's masks therefore depend only on the generator's state, its key (and for t
 length), never on the other rows or the batch size: data-parallel ranks that each build part of
 a global batch, with the rows' global slots as keys, get the masks one process would have made.
 Exception: with `pad_context=False` the context is cut to the batch's smallest (a random subset
-of each row's context, as in I-JEPA), which depends on the batch by design; with `pad_context=True`
+of each row's context; I-JEPA's collator keeps the first k indices instead, i.e. the top of the
+image, where a random subset keeps all of it represented), which depends on the batch by design; with `pad_context=True`
 a row's context is every kept token, sorted, then -1 up to the batch maximum, so it is
 rank-independent once the -1 are dropped.
 """

@@ -208,6 +208,20 @@ def _parser() -> argparse.ArgumentParser:
     vp.add_argument("--top-k", type=int, default=5)
     vp.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    vs = vqa_sub.add_parser(
+        "score",
+        parents=[_overrides("column names, e.g. columns.question_id=qid columns.answers=gt")],
+        help="score a predictions file (any model's) against a VQA manifest with the official VQA v2 accuracy",
+        description="Predictions: JSON lines {\"row\": N | \"question_id\": ID, \"answer\": STR} (what `vqa eval "
+        "--predictions` writes), or the official results JSON [{\"question_id\": ID, \"answer\": STR}]. Question ids "
+        "are looked up in the manifest's question_id column. The accuracy equals the official vqaEval.py's per "
+        "question for rows with ten answers (see the README for rows with fewer).",
+    )
+    vs.set_defaults(func=_cmd_vqa_score)
+    vs.add_argument("--predictions", required=True, help="predictions file (JSON lines or a JSON list)")
+    vs.add_argument("--data", required=True, help="VQA manifest with the human answers")
+    vs.add_argument("--json", help="also write {accuracy, n, per_type} to this file")
+
     ev = sub.add_parser("eval", help="evaluate a run")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
     ret = ev_sub.add_parser(
@@ -474,6 +488,23 @@ def _cmd_vqa_eval(args: argparse.Namespace) -> None:
     data = resolve_manifest(args.data, "vqa_test")
     result = evaluate_vqa(predictor, data, args.batch_size, predictions_out=args.predictions)
     print(f"VQA on {data}:")
+    print(format_vqa(result))
+    _write_json(args.json, result)
+
+
+def _cmd_vqa_score(args: argparse.Namespace) -> None:
+    from .config import ConfigError
+    from .vqa.metric import format_vqa
+    from .vqa.score import score_file
+
+    columns = {}
+    for o in args.overrides:
+        key, _, value = o.partition("=")
+        if not key.startswith("columns.") or not value:
+            raise ConfigError(f"vqa score takes only columns.NAME=COLUMN settings, got '{o}'")
+        columns[key.split(".", 1)[1]] = value
+    result = score_file(args.predictions, args.data, columns)
+    print(f"VQA accuracy of {args.predictions} on {args.data}:")
     print(format_vqa(result))
     _write_json(args.json, result)
 

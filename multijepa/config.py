@@ -104,7 +104,11 @@ class ModelConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     ema_momentum: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, start -> end
     init_temperature: float = 0.07
-    learn_temperature: bool = False  # fixed, as ImageBind: a learned one drifts up while embeddings are poor, and binding stalls
+    # Fixed by default: a learned one drifts up while embeddings are poor, and binding stalls. ImageBind
+    # fixes the logit scale of what it binds to images (audio 20, i.e. T = 0.05; depth 5; thermal 10; IMU 5)
+    # and learns only the text one (from 1/0.07, as CLIP). Learned here, the log-scale is clamped to
+    # [0, ln 100] after every step, as open_clip does.
+    learn_temperature: bool = False
 
 
 # ----------------------------------------------------------------------------- training

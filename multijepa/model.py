@@ -155,6 +155,7 @@ class MultiJEPA(nn.Module):
         self.logit_scale = nn.Parameter(
             torch.tensor(math.log(1.0 / cfg.init_temperature)), requires_grad=cfg.learn_temperature
         )
+        self.clamp_logit_scale()
         self.processors = processors
         self.run_config = run_config
 
@@ -219,6 +220,13 @@ class MultiJEPA(nn.Module):
             out[m] = {"pred": pred, "target": target, "target_valid": target_valid,
                       "z": self.heads[m].project(pooled[m], stats.get(m)), "index": idx}
         return out
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Keep the log of the InfoNCE scale in [0, ln 100] (temperature 0.01 to 1), as open_clip
+        clamps it after every optimizer step: clamping the parameter, not the forward, so it never
+        sits where its gradient is zero."""
+        self.logit_scale.clamp_(0.0, math.log(100.0))
 
     @torch.no_grad()
     def update_targets(self, momentum: float) -> None:

@@ -130,7 +130,7 @@ class MultiJEPAObjective:
             logs[f"std_pred/{m}"] = feature_std(o["pred"])
 
         bind_total = torch.zeros((), device=device)
-        scale = logit_scale.exp().clamp(max=100.0)
+        scale = logit_scale.exp()  # the parameter itself is kept in [0, ln 100] (MultiJEPA.clamp_logit_scale)
         for a, b in self.pairs:
             name = f"{a}-{b}"
             per_rank = counts.per_rank[:, col[name]]  # (world,) pairs on each process

@@ -133,3 +133,34 @@ def test_bf16_autocast_matches_fp32_loss(tiny_cfg):
     l16, l32 = float(loss16.detach()), float(loss32.detach())
     assert abs(l16 - l32) < 0.05 * l32
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_a_learned_temperature_is_clamped_after_each_step_and_never_stuck(tiny_cfg):
+    """open_clip's rule: the log-scale parameter is clamped to [0, ln 100] after every optimizer
+    step (and here at construction), not in the forward, so its gradient is never cut to zero."""
+    import math
+
+    from multijepa.objective import MultiJEPAObjective
+    from multijepa.train.builder import build_training
+
+    tiny_cfg.model.learn_temperature = True
+    tiny_cfg.model.init_temperature = 0.001  # scale 1000: above the cap
+    tiny_cfg.optim.lr = 10.0  # big steps, so the clamp has to act
+    torch.manual_seed(0)
+    training = build_training(tiny_cfg, torch.device("cpu"), vocab_size=VOCAB)
+    model = training.model
+    assert float(model.logit_scale.detach()) == pytest.approx(math.log(100.0))
+    batch = make_batch(tiny_cfg, 8)
+    loss, _ = MultiJEPAObjective(tiny_cfg.loss, model.modalities)(model.train()(batch), model.logit_scale)
+    loss.backward()
+    assert model.logit_scale.grad is not None and float(model.logit_scale.grad) != 0.0  # at the cap, still alive
+    model.zero_grad()
+    seen = []
+    for step in range(4):
+        if step == 2:
+            with torch.no_grad():
+                model.logit_scale.fill_(10.0)  # far above the cap: one step brings it back
+        training.step(make_batch(tiny_cfg, 8, seed=step), step)
+        seen.append(float(model.logit_scale.detach()))
+    assert all(0.0 <= s <= math.log(100.0) + 1e-6 for s in seen), seen
+    assert seen[0] != pytest.approx(math.log(100.0))  # it moved off the cap

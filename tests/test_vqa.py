@@ -181,3 +181,36 @@ def test_vqa_train_resume_from_the_command_line_uses_the_saved_config(run, vqa_s
     assert "resuming with the run's saved config" in printed and "merged fusion" in printed
     a, b = load_file(str(tmp_path / "straight" / "model.safetensors")), load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_vqa_score_agrees_with_vqa_eval_and_reads_the_official_results_format(demo, tmp_path, capsys):
+    from pathlib import Path
+
+    from tests.test_conformance import official_question_accuracy
+
+    folder = Path(__file__).parent / "fixtures" / "legacy" / "vqa_cross"
+    data = demo / "vqa_test.jsonl"
+    assert main(["vqa", "eval", "--checkpoint", str(folder), "--data", str(data), "--json", str(tmp_path / "eval.json"),
+                 "--predictions", str(tmp_path / "p.jsonl")]) == 0
+    assert main(["vqa", "score", "--predictions", str(tmp_path / "p.jsonl"), "--data", str(data),
+                 "--json", str(tmp_path / "score.json")]) == 0
+    evaluated, scored = (json.loads((tmp_path / f).read_text()) for f in ("eval.json", "score.json"))
+    assert scored == evaluated
+
+    # the official results JSON, by question id (the demo calls it `id`), in another order
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    official = [{"question_id": rows[p["row"]]["id"], "answer": p["prediction"]} for p in reversed(preds)]
+    (tmp_path / "results.json").write_text(json.dumps(official))
+    assert main(["vqa", "score", "--predictions", str(tmp_path / "results.json"), "--data", str(data),
+                 "columns.question_id=id", "--json", str(tmp_path / "official.json")]) == 0
+    assert json.loads((tmp_path / "official.json").read_text()) == evaluated
+    expected = sum(official_question_accuracy(p["prediction"], rows[p["row"]]["answers"]) for p in preds) / len(rows)
+    assert evaluated["accuracy"] == pytest.approx(expected, abs=1e-12)
+
+    # a question without an answer is named
+    (tmp_path / "short.json").write_text(json.dumps(official[1:]))
+    capsys.readouterr()
+    assert main(["vqa", "score", "--predictions", str(tmp_path / "short.json"), "--data", str(data),
+                 "columns.question_id=id"]) == 1
+    assert f"question_id '{rows[-1]['id']}'" in capsys.readouterr().err

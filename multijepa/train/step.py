@@ -2,7 +2,8 @@
 
 Set the schedule's learning rate and weight decay; for each micro-batch, forward and objective
 under the precision's autocast and backward (gradients reduced over processes on the last one
-only); clip, AdamW, then move the EMA targets toward the online encoders.
+only); clip, AdamW, clamp the learned temperature, then move the EMA targets toward the online
+encoders.
 
 Gradient accumulation and the contrastive batch: the prediction loss of A micro-batches equals
 that of one batch A times larger, but InfoNCE scores each row only against the rows of its own
@@ -84,6 +85,7 @@ class TrainStep:
         with record_function("step/optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
             self.optimizer.step()
+            self.model.clamp_logit_scale()
         with record_function("step/ema"):
             self.model.update_targets(self.schedule.ema(step))
         return StepResult(logs["loss"], logs, outputs, grad_norm, lr, wd, int(total[0]))

@@ -1,8 +1,11 @@
-"""The VQA v2 accuracy metric, as computed by the official evaluation (GT-Vision-Lab/VQA, vqaEval.py).
+"""The VQA v2 accuracy metric, as the official evaluation computes it (GT-Vision-Lab/VQA,
+PythonEvaluationTools/vqaEvaluation/vqaEval.py at commit a013f00, "Fixed processing answers bug").
 
-Answers are compared only after the official normalisation, so "Two." scores as "2" and
-"an apple" as "apple"; reimplementing it loosely would make our numbers incomparable with
-published ones.
+Per question, for the VQA v2 layout of ten human answers, `vqa_accuracy` equals the official
+score exactly (tests/test_conformance.py checks it against a line-by-line port on thousands of
+random cases): answers are normalised (punctuation, number words, articles, contractions) only
+when the humans disagree (VQA v2's annotations were normalised when the dataset was made); each
+of the ten leave-one-out subsets scores min(1, matches / 3); the question scores their mean.
 """
 
 from __future__ import annotations
@@ -66,41 +69,52 @@ def _process_punctuation(text: str) -> str:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    # the official call passes re.UNICODE (32) as the `count` argument; no real answer has 32 periods
-    return _PERIOD_STRIP.sub("", out)
+        # the official call passes re.UNICODE (32) as the `count` argument: at most 32 periods go
+    return _PERIOD_STRIP.sub("", out, count=32)
 
 
 def _process_digit_article(text: str) -> str:
-    words = [NUMBER_WORDS.get(w, w) for w in text.split()]
+    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
     return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES)
 
 
+def _clean(s: str) -> str:
+    """What the official code does to every answer first: newlines and tabs to spaces, strip."""
+    return s.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_answer(s: str) -> str:
-    """The official answer normalisation: punctuation, number words to digits, articles, contractions."""
-    s = s.lower().replace("\n", " ").replace("\t", " ").strip()
-    return _process_digit_article(_process_punctuation(s))
+    """The official answer normalisation: punctuation, then lower case, number words to digits,
+    articles dropped, contractions (the official order). The answer vocabulary and the soft
+    training targets use it for every answer."""
+    return _process_digit_article(_process_punctuation(_clean(s)))
 
 
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
-    """Official VQA accuracy of one prediction against the human answers of one question.
+    """VQA accuracy of one prediction against the human answers of one question.
 
-    Averaged over the n leave-one-out subsets of the answers, each scoring
-    min(1, matches / threshold). The official threshold is 3 for its 10 answers; with n answers
-    we use min(3, n - 1), the most matches a leave-one-out subset could hold were all n humans
-    to agree, so full agreement still scores 1. A single answer scores by exact match.
+    Ten answers (or more), the VQA v2 layout: exactly the official rule. When the (cleaned)
+    human answers are all the same string, nothing is normalised and the prediction must equal
+    it as written ("Yes" against ten "yes" scores 0, as in vqaEval.py); otherwise prediction and
+    answers are normalised. Each leave-one-out subset scores min(1, matches / 3).
 
-    Unlike vqaEval.py, which only punctuation-strips the human answers (and only when they
-    disagree), every answer is fully normalised here: annotations from other sources are not
-    pre-normalised the way the VQA v2 files are.
+    Fewer than ten answers (other sources; a deliberate difference, the official code assumes
+    ten): answers are always normalised (such annotations are not pre-normalised), and the
+    threshold is min(3, n - 1), the most matches a leave-one-out subset can hold, so that full
+    agreement still scores 1; a single answer scores by (normalised) exact match.
     """
     if not answers:
         raise ValueError("vqa_accuracy needs at least one human answer")
-    pred = normalize_answer(prediction)
-    matches = [normalize_answer(a) == pred for a in answers]
-    n = len(matches)
+    gts = [_clean(a) for a in answers]
+    pred = _clean(prediction)
+    n = len(gts)
+    if len(set(gts)) > 1 or n < 10:
+        gts = [_process_digit_article(_process_punctuation(a)) for a in gts]
+        pred = _process_digit_article(_process_punctuation(pred))
+    matches = [a == pred for a in gts]
     if n == 1:
         return float(matches[0])
-    threshold = min(3, n - 1)
+    threshold = 3 if n >= 10 else min(3, n - 1)
     total = sum(matches)
     return sum(min(1.0, (total - m) / threshold) for m in matches) / n
 
