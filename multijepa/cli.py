@@ -228,14 +228,19 @@ def _parser() -> argparse.ArgumentParser:
         "retrieval",
         parents=[RUN, BATCH, DEVICE],
         help="cross-modal retrieval, every ordered pair: R@1/5/10, median and mean rank (+ P@1, mAP with labels)",
-        description="Embed the rows of MANIFEST; for every ordered pair of modalities, the same row's item "
-        "is the right answer. With a label column, items of the query's class also count for the "
-        "class-match P@1 and mAP. Audio is the average of several evenly spaced clips.",
+        description="Embed the rows of MANIFEST; for every ordered pair of modalities, the query's own item is "
+        "the right answer: rows sharing an image path (or audio path, or --group-by value) are one item, so "
+        "a caption finds its image in the de-duplicated gallery and an image is right if any of its captions "
+        "ranks in the top K (as CLIP_benchmark). With a label column, items of the query's class also count "
+        "for the class-match P@1 and mAP. Audio is the average of several evenly spaced clips.",
     )
     ret.set_defaults(func=_cmd_eval_retrieval)
     ret.add_argument("--data", help="manifest with paired rows [demo test split]")
     ret.add_argument("--json", help="also write the results to this JSON file")
     ret.add_argument("--audio-clips", type=int, help="clips averaged per audio [the run's model.audio.eval_clips]")
+    ret.add_argument("--group-by", metavar="COLUMN",
+                     help="rows with equal values of COLUMN are one item (e.g. an image id) [rows sharing an image "
+                     "path, else an audio path: COCO / Flickr30k / AudioCaps / Clotho layouts, 5 captions per item]")
 
     zs = ev_sub.add_parser(
         "zeroshot",
@@ -361,19 +366,20 @@ def _cmd_embed(args: argparse.Namespace) -> None:
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> None:
     from .data.demo_paths import resolve_manifest
-    from .retrieval.embed import embed_rows, manifest_labels, open_manifest
+    from .retrieval.embed import embed_rows, manifest_groups, manifest_labels, open_manifest
     from .retrieval.metrics import format_table, retrieval_metrics
 
     model = _load(args)
     if args.audio_clips is not None:
         model.processors.eval_clips = args.audio_clips
     manifest = resolve_manifest(args.data, "test")
-    dataset = open_manifest(model, manifest)
+    dataset = open_manifest(model, manifest, extra=(args.group_by,) if args.group_by else ())
     embs, _ = embed_rows(model, dataset, batch_size=args.batch_size)
-    results = retrieval_metrics(embs, manifest_labels(dataset))
+    groups, grouping = manifest_groups(dataset, args.group_by)
+    results = retrieval_metrics(embs, manifest_labels(dataset), groups=groups, grouping=grouping)
     if not results:
         raise UsageError(f"{manifest} has no rows with two modalities to retrieve between")
-    print(f"retrieval on {manifest}")
+    print(f"retrieval on {manifest} (one item per {grouping})")
     print(format_table(results))
     _write_json(args.json, results)
 

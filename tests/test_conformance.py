@@ -127,3 +127,101 @@ def test_vqa_accuracy_equals_the_official_code_on_random_questions():
         assert vqa_accuracy(prediction, answers) == official_question_accuracy(prediction, answers), (prediction, answers)
         cases += 1
     assert cases == 6000
+
+
+# ----------------------------------------------------------------------------- retrieval: CLIP_benchmark's recall_at_k
+
+def clip_benchmark_recall_at_k(scores, positive_pairs, k):
+    """LAION-AI/CLIP_benchmark, clip_benchmark/metrics/zeroshot_retrieval.py (commit 082089f),
+    `recall_at_k`, as written there; `evaluate` then reports `(recall_at_k(...) > 0).mean()`."""
+    import torch
+
+    nb_texts, nb_images = scores.shape
+    topk_indices = torch.topk(scores, k, dim=1)[1]
+    nb_positive = positive_pairs.sum(dim=1)
+    topk_indices_onehot = torch.nn.functional.one_hot(topk_indices, num_classes=nb_images)
+    positive_pairs_reshaped = positive_pairs.view(nb_texts, 1, nb_images)
+    nb_true_positive = (topk_indices_onehot * positive_pairs_reshaped).sum(dim=(1, 2))
+    return nb_true_positive / nb_positive
+
+
+def clip_benchmark_metrics(images_emb, texts_emb, texts_image_index, ks=(1, 5, 10)):
+    """CLIP_benchmark's `evaluate` after the embeddings: image_retrieval (text -> image) and
+    text_retrieval (image -> text) recall@k."""
+    import torch
+
+    scores = texts_emb @ images_emb.t()
+    positive_pairs = torch.zeros_like(scores, dtype=bool)
+    positive_pairs[torch.arange(len(scores)), texts_image_index] = True
+    out = {}
+    for k in ks:
+        out[f"text->image R@{k}"] = (clip_benchmark_recall_at_k(scores, positive_pairs, k) > 0).float().mean().item()
+        out[f"image->text R@{k}"] = (clip_benchmark_recall_at_k(scores.T, positive_pairs.T, k) > 0).float().mean().item()
+    return out
+
+
+def _coco_layout(n_images: int, captions: int, dim: int, noise: float, seed: int):
+    """One row per caption, the image repeated: (embeddings dict, groups, images, texts, text->image index)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.nn.functional.normalize(torch.randn(n_images, dim, generator=g), dim=-1)
+    index = torch.arange(n_images).repeat_interleave(captions)
+    texts = torch.nn.functional.normalize(images[index] + noise * torch.randn(len(index), dim, generator=g), dim=-1)
+    rows = torch.arange(len(index))
+    embs = {"image": (images[index], rows), "text": (texts, rows)}
+    groups = [f"images/{i:04d}.jpg" for i in index.tolist()]
+    return embs, groups, images, texts, index
+
+
+@pytest.mark.parametrize("n_images, captions, noise, seed", [(20, 5, 1.0, 0), (200, 5, 1.5, 1), (300, 3, 2.0, 2), (50, 1, 1.0, 3)])
+def test_retrieval_recall_equals_clip_benchmark_on_coco_layouts(n_images, captions, noise, seed):
+    from multijepa.retrieval.metrics import retrieval_metrics
+
+    embs, groups, images, texts, index = _coco_layout(n_images, captions, 16, noise, seed)
+    ours = retrieval_metrics(embs, groups=groups, grouping="image path")
+    ref = clip_benchmark_metrics(images, texts, index)
+    for k in (1, 5, 10):
+        assert ours["text->image"][f"R@{k}"] == pytest.approx(ref[f"text->image R@{k}"], abs=1e-9)
+        assert ours["image->text"][f"R@{k}"] == pytest.approx(ref[f"image->text R@{k}"], abs=1e-9)
+    assert ours["text->image"]["n"] == n_images * captions and ours["text->image"]["n_items"] == n_images
+    assert ours["image->text"]["n"] == n_images and ours["image->text"]["n_items"] == n_images * captions
+
+
+def test_row_pairing_would_miss_what_grouping_finds():
+    """The failure the grouping fixes: five identical image rows per item tie with each other."""
+    from multijepa.retrieval.metrics import retrieval_metrics
+
+    embs, groups, images, texts, index = _coco_layout(20, 5, 16, 0.3, 0)
+    per_row = retrieval_metrics(embs)
+    grouped = retrieval_metrics(embs, groups=groups)
+    assert per_row["text->image"]["R@1"] == 0.0  # the right image ties with its four copies
+    assert grouped["text->image"]["R@1"] == clip_benchmark_metrics(images, texts, index)["text->image R@1"] > 0.8
+
+
+# ----------------------------------------------------------------------------- class-match mAP: sklearn
+
+def test_class_match_ap_equals_sklearn_ties_included():
+    import torch
+    from sklearn.metrics import average_precision_score
+
+    from multijepa.retrieval.metrics import class_match
+
+    # the issue's hand case: a tie between a relevant and an irrelevant item is one step
+    p1, ap = class_match(torch.tensor([[0.5, 0.5, 0.1]]), torch.tensor([0]), torch.tensor([0, 1, 0]))
+    assert float(ap[0]) == pytest.approx(average_precision_score([1, 0, 1], [0.5, 0.5, 0.1])) == pytest.approx(7 / 12)
+    assert float(p1[0]) == 0.5  # one of the two tied at the top is relevant
+    g = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        q, n, classes = 4, int(torch.randint(2, 40, (1,), generator=g)), int(torch.randint(2, 5, (1,), generator=g))
+        levels = int(torch.randint(2, 8, (1,), generator=g))  # few distinct scores: many ties
+        sim = torch.randint(0, levels, (q, n), generator=g).float() / levels
+        gallery = torch.randint(0, classes, (n,), generator=g)
+        query = torch.randint(0, classes, (q,), generator=g)
+        p1, ap = class_match(sim, query, gallery)
+        for i in range(q):
+            relevant = (gallery == query[i]).numpy()
+            if relevant.any():
+                assert float(ap[i]) == pytest.approx(average_precision_score(relevant, sim[i].numpy()), abs=1e-6), trial
+                top = sim[i] == sim[i].max()
+                assert float(p1[i]) == pytest.approx(float(relevant[top.numpy()].mean()))

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from multijepa.retrieval.metrics import format_table, ranks_of_matches, retrieval_metrics
@@ -76,3 +77,42 @@ def test_metrics_chunking_does_not_change_the_results():
     labels = [str(i % 7) for i in range(60)]
     embs = {"audio": (z, torch.arange(60)), "text": (w, torch.arange(60))}
     assert retrieval_metrics(embs, labels) == retrieval_metrics(embs, labels, max_cells=100)
+
+
+def test_eval_retrieval_on_a_coco_style_manifest_equals_clip_benchmark(run, demo, tmp_path):
+    """Several caption rows per image, as COCO and Flickr30k are stored: `eval retrieval --json`
+    against CLIP_benchmark's recall_at_k on the same embeddings."""
+    import json
+
+    from multijepa.cli import main
+    from multijepa.model import MultiJEPA
+    from tests.test_conformance import clip_benchmark_metrics
+
+    rows = [json.loads(line) for line in (demo / "test.jsonl").read_text().splitlines()][:12]
+    coco = []
+    for r in rows:  # 3 captions per image: its own, and two of its objects' words rearranged
+        words = r["text"].split()
+        for caption in (r["text"], " ".join(words[::-1]), " ".join(words[1:] + words[:1])):
+            coco.append({"image": r["image"], "text": caption})
+    manifest = demo / "coco_style.jsonl"
+    manifest.write_text("".join(json.dumps(c) + "\n" for c in coco))
+    assert main(["eval", "retrieval", "--checkpoint", str(run), "--data", str(manifest), "--json", str(tmp_path / "r.json")]) == 0
+    ours = json.loads((tmp_path / "r.json").read_text())
+
+    model = MultiJEPA.from_pretrained(run)
+    images = model.embed_images([str(demo / r["image"]) for r in rows])
+    texts = model.embed_texts([c["text"] for c in coco])
+    ref = clip_benchmark_metrics(images, texts, torch.arange(len(rows)).repeat_interleave(3))
+    for k in (1, 5, 10):
+        assert ours["text->image"][f"R@{k}"] == pytest.approx(ref[f"text->image R@{k}"], abs=1e-9)
+        assert ours["image->text"][f"R@{k}"] == pytest.approx(ref[f"image->text R@{k}"], abs=1e-9)
+    assert ours["text->image"]["n_items"] == 12 and ours["text->image"]["n"] == 36
+    assert ours["text->image"]["grouping"] == "image path"
+    # an explicit --group-by column gives the same items
+    for c, r in zip(coco, [r for r in rows for _ in range(3)]):
+        c["image_id"] = r["id"]
+    manifest.write_text("".join(json.dumps(c) + "\n" for c in coco))
+    assert main(["eval", "retrieval", "--checkpoint", str(run), "--data", str(manifest), "--group-by", "image_id",
+                 "--json", str(tmp_path / "g.json")]) == 0
+    by_id = json.loads((tmp_path / "g.json").read_text())
+    assert by_id["text->image"]["R@1"] == ours["text->image"]["R@1"] and by_id["text->image"]["grouping"] == "column image_id"

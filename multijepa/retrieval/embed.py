@@ -14,6 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from modalities.errors import DataError
+
 from ..config import SourceConfig
 from ..data.bad_samples import BadRow, raise_first
 from ..data.collate import MultiModalCollator, move_batch
@@ -24,12 +26,13 @@ from ..model import MultiJEPA
 Embeddings = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (z (n_m, E), manifest rows (n_m,))
 
 
-def open_manifest(model: MultiJEPA, manifest: str | Path, modalities: list[str] | None = None) -> PairedDataset:
+def open_manifest(model: MultiJEPA, manifest: str | Path, modalities: list[str] | None = None,
+                  extra: tuple[str, ...] = ()) -> PairedDataset:
     """A manifest (or shards, or a saved folder) read with the run's column mapping; only the
-    columns of `modalities` (default: all the model has) are decoded."""
+    columns of `modalities` (default: all the model has) are decoded; `extra` columns are kept."""
     cfg = model.run_config
     src = SourceConfig(path=str(manifest), name=Path(str(manifest)).stem)
-    source = open_source(src, cfg.data.columns, modalities or model.modalities, streaming=False)
+    source = open_source(src, cfg.data.columns, modalities or model.modalities, streaming=False, extra=extra)
     return PairedDataset(source, model.processors)
 
 
@@ -93,6 +96,25 @@ def manifest_labels(dataset: PairedDataset) -> list | None:
     if col is None:
         return None
     return [None if v is None else str(v) for v in dataset.ds[col]]
+
+
+def manifest_groups(dataset: PairedDataset, group_by: str | None = None) -> tuple[list | None, str]:
+    """-> (one item key per row, what the grouping is). `group_by`: a column whose equal values
+    make one item (e.g. an image id); by default rows sharing an image path (else an audio path)
+    are one item, as COCO-style manifests hold one row per caption. Rows without a key (or media
+    given as bytes) are their own item."""
+    ds, src = dataset.ds, dataset.source
+    if group_by is not None:
+        if group_by not in ds.column_names:
+            raise DataError(f"--group-by: no column '{group_by}' in {src.origin} (columns: {ds.column_names})")
+        return [None if v is None else str(v) for v in ds[group_by]], f"column {group_by}"
+    for m in ("image", "audio"):
+        col = src.columns.get(m)
+        if col is not None:
+            values = ds[col]
+            if any(isinstance(v, str) and v for v in values):
+                return [v if isinstance(v, str) and v else None for v in values], f"{m} path"
+    return None, "row"
 
 
 def save_embeddings(embeddings: Embeddings, out_dir: str | Path) -> list[Path]:

@@ -1,10 +1,21 @@
 """Cross-modal retrieval metrics (exact search in torch), as the retrieval papers report them.
 
-For every ordered pair (query modality a, gallery modality b), over the rows that have both:
-the gallery item of the same row is the right answer. R@K is the share of queries whose right
-answer ranks in the top K; `median_rank` and `mean_rank` are over the 1-based ranks. With labels,
-a gallery item of the query's class counts as relevant: `P@1` is the share of queries whose
-top-1 item has the query's class, `mAP` the mean average precision over that class's items.
+Items: rows are grouped (`groups`, one key per manifest row: by default the image path, as COCO,
+Flickr30k, AudioCaps and Clotho evaluate with five captions per image or clip; rows without a
+key are their own group). Within a group, rows with the same embedding are one entry (five caption
+rows of one image hold one image entry and five text entries). For every ordered pair (query
+modality a, gallery modality b), over the groups that have both, every entry of a is a query,
+every entry of b is in the gallery, and the gallery entries of the query's group are its
+positives. With one row per group (the 1:1 layout) this is "row i's partner is the answer".
+
+- R@K: the share of queries with a positive in the top K (CLIP_benchmark's `recall_at_k(...) > 0`,
+  clip_benchmark/metrics/zeroshot_retrieval.py; equal to it on tie-free scores, see
+  tests/test_conformance.py). `median_rank` / `mean_rank`: of the best-ranked positive, 1-based.
+  Ties: a negative scoring the same as the best positive ranks above it (a constant similarity
+  scores badly, not perfectly), where CLIP_benchmark's `torch.topk` breaks ties by position.
+- With labels, a gallery entry of the query's class is relevant: `mAP` is sklearn's
+  `average_precision_score` per query (tied scores form one step), averaged; `P@1` is the share of
+  relevant entries among those tied at the top score (the expected precision of a random tie-break).
 """
 
 from __future__ import annotations
@@ -18,72 +29,110 @@ KS = (1, 5, 10)
 
 
 def ranks_of_matches(sim: torch.Tensor, offset: int = 0) -> torch.Tensor:
-    """sim (Q, G): query i's right answer is gallery item offset + i -> 1-based ranks (Q,).
+    """sim (Q, G): query i's one right answer is gallery item offset + i -> 1-based ranks (Q,).
     Ties count against the query (a constant similarity scores badly, not perfectly)."""
+    positive = torch.zeros_like(sim, dtype=torch.bool)
     q = torch.arange(sim.shape[0])
-    correct = sim[q, q + offset].unsqueeze(1)  # (Q, 1)
-    return (sim >= correct).sum(1)
+    positive[q, q + offset] = True
+    return best_positive_ranks(sim, positive)
+
+
+def best_positive_ranks(sim: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """sim (Q, G), positive (Q, G) bool, every query with at least one positive -> 1-based rank of
+    each query's best positive: 1 + the negatives scoring at least as high (Q,)."""
+    best = sim.masked_fill(~positive, float("-inf")).amax(1, keepdim=True)  # (Q, 1)
+    return 1 + ((sim >= best) & ~positive).sum(1)
 
 
 def class_match(sim: torch.Tensor, query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """sim (Q, G), integer labels (Q,), (G,) (-1 = none) -> (top-1 has the query's class (Q,) bool,
-    average precision (Q,)). Items of the query's class are relevant; ties are broken by gallery order."""
-    order = sim.argsort(dim=1, descending=True, stable=True)  # (Q, G)
+    """sim (Q, G), integer labels (Q,), (G,) (-1 = none) -> (P@1 (Q,) float, average precision (Q,)).
+    Gallery items of the query's class are relevant. AP as sklearn's average_precision_score: the
+    precision at the end of each group of tied scores, weighted by the relevant items in it. P@1:
+    the share of relevant items among those tied at the top score."""
+    scores, order = sim.sort(dim=1, descending=True, stable=True)  # (Q, G)
     relevant = (gallery_labels[order] == query_labels.unsqueeze(1)) & (query_labels.unsqueeze(1) >= 0)  # (Q, G)
+    g = sim.shape[1]
+    index = torch.arange(g, device=sim.device).expand_as(scores)
+    last = torch.ones_like(relevant)
+    last[:, :-1] = scores[:, :-1] != scores[:, 1:]  # the last item of each tie group
+    # the end of j's tie group: the smallest tie-group end at or after j (reverse running minimum)
+    end = torch.where(last, index, g).flip(1).cummin(1).values.flip(1)  # (Q, G)
     hits = relevant.float().cumsum(1)
-    precision = hits / torch.arange(1, sim.shape[1] + 1, device=sim.device)
+    precision_at_end = hits.gather(1, end) / (end + 1).float()
     n_rel = relevant.sum(1).clamp_min(1)
-    ap = (precision * relevant).sum(1) / n_rel
-    return relevant[:, 0], ap
+    ap = (precision_at_end * relevant).sum(1) / n_rel
+    top = scores == scores[:, :1]  # tied with the best
+    p1 = (relevant & top).sum(1).float() / top.sum(1).float()
+    return p1, ap
 
 
-def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_cells: int = 1 << 24) -> dict[str, dict]:
+def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_cells: int = 1 << 24,
+                      groups: list | None = None, grouping: str = "row") -> dict[str, dict]:
     """All ordered pairs of modalities present: R@1/5/10, median and mean rank, the number of
-    rows, and with `labels` (one per manifest row) P@1 and mAP over the rows that have a label."""
+    queries `n` and gallery items `n_items`, the `grouping` used, and with `labels` (one per
+    manifest row) P@1 and mAP over the queries that have a label. `groups`: one key per manifest
+    row (None: a row is its own group)."""
+    entries = {m: _entries(z, r, groups) for m, (z, r) in embeddings.items()}
     results: dict[str, dict] = {}
-    for a, (za, ra) in embeddings.items():
-        for b, (zb, rb) in embeddings.items():
+    for a, (za, ga, ra) in entries.items():
+        for b, (zb, gb, rb) in entries.items():
             if a == b:
                 continue
-            common = np.intersect1d(ra.numpy(), rb.numpy())
-            if len(common) < 2:
+            shared = np.intersect1d(ga.numpy(), gb.numpy())
+            keep_a, keep_b = torch.from_numpy(np.isin(ga.numpy(), shared)), torch.from_numpy(np.isin(gb.numpy(), shared))
+            if len(shared) < 2:
                 continue
-            qa = za[_positions(ra, common)]
-            gb = zb[_positions(rb, common)]
-            code = _label_codes(labels, common) if labels is not None else None
-            chunk = max(1, max_cells // len(common))
+            qa, qg, qr = za[keep_a], ga[keep_a], ra[keep_a]
+            gz, gg, gr = zb[keep_b], gb[keep_b], rb[keep_b]
+            code_q, code_g = _label_codes(labels, qr.numpy(), gr.numpy()) if labels is not None else (None, None)
+            chunk = max(1, max_cells // len(gg))
             ranks, top1, ap = [], [], []
-            for s in range(0, len(common), chunk):
-                sim = qa[s : s + chunk] @ gb.T  # (chunk, n)
-                ranks.append(ranks_of_matches(sim, s))
-                if code is not None:
-                    t, p = class_match(sim, code[s : s + chunk], code)
+            for s in range(0, len(qg), chunk):
+                sim = qa[s : s + chunk] @ gz.T  # (chunk, G)
+                ranks.append(best_positive_ranks(sim, qg[s : s + chunk, None] == gg[None, :]))
+                if code_q is not None:
+                    t, p = class_match(sim, code_q[s : s + chunk], code_g)
                     top1.append(t)
                     ap.append(p)
             r = torch.cat(ranks).float()
             res = {f"R@{k}": float((r <= k).float().mean()) for k in KS}
             res["median_rank"] = float(np.median(r.numpy()))  # the middle pair's mean when n is even
             res["mean_rank"] = float(r.mean())
-            res["n"] = int(len(common))
-            if code is not None and bool((code >= 0).any()):
-                has = code >= 0
-                res["P@1"] = float(torch.cat(top1)[has].float().mean())
+            res["n"] = int(len(qg))
+            res["n_items"] = int(len(gg))
+            res["grouping"] = grouping
+            if code_q is not None and bool((code_q >= 0).any()):
+                has = code_q >= 0
+                res["P@1"] = float(torch.cat(top1)[has].mean())
                 res["mAP"] = float(torch.cat(ap)[has].mean())
                 res["n_labelled"] = int(has.sum())
             results[f"{a}->{b}"] = res
     return results
 
 
-def _positions(rows: torch.Tensor, wanted: np.ndarray) -> torch.Tensor:
-    pos = {int(r): i for i, r in enumerate(rows.tolist())}
-    return torch.tensor([pos[int(r)] for r in wanted], dtype=torch.long)
+def _entries(z: torch.Tensor, rows: torch.Tensor, groups: list | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One modality's embeddings (n, E) of manifest `rows` -> (entry embeddings, entry group ids,
+    the first row of each entry): rows of one group with the same embedding are one entry."""
+    if groups is None:
+        return z, rows.clone(), rows
+    codes: dict = {}
+    group = torch.tensor([codes.setdefault(("key", groups[r]) if groups[r] is not None else ("row", r), len(codes))
+                          for r in rows.tolist()], dtype=torch.long)
+    seen: dict = {}
+    keep = [i for i, (g, v) in enumerate(zip(group.tolist(), z)) if seen.setdefault((g, v.numpy().tobytes()), i) == i]
+    keep_t = torch.tensor(keep, dtype=torch.long)
+    return z[keep_t], group[keep_t], rows[keep_t]
 
 
-def _label_codes(labels: list, rows: np.ndarray) -> torch.Tensor:
-    """Labels of `rows` as integer codes, -1 where a row has no label."""
+def _label_codes(labels: list, query_rows: np.ndarray, gallery_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels of the query and gallery rows as integer codes (one code table), -1 where a row has none."""
     codes: dict[str, int] = {}
-    out = [codes.setdefault(labels[r], len(codes)) if labels[r] is not None else -1 for r in rows.tolist()]
-    return torch.tensor(out, dtype=torch.long)
+
+    def code(rows: np.ndarray) -> torch.Tensor:
+        return torch.tensor([codes.setdefault(labels[r], len(codes)) if labels[r] is not None else -1
+                             for r in rows.tolist()], dtype=torch.long)
+
+    return code(query_rows), code(gallery_rows)
 
 
 def format_table(results: dict[str, dict]) -> str:
@@ -98,5 +147,5 @@ def format_table(results: dict[str, dict]) -> str:
         line += f"{r['median_rank']:>7.0f}{r['mean_rank']:>8.1f}"
         if labelled:
             line += f"{r['P@1']:>7.3f}{r['mAP']:>7.3f}" if "P@1" in r else f"{'-':>7}{'-':>7}"
-        lines.append(line + f"{1.0 / r['n']:>12.4f}")
+        lines.append(line + f"{1.0 / r.get('n_items', r['n']):>12.4f}")
     return "\n".join(lines)
