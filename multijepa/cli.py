@@ -13,6 +13,10 @@ EPILOG_SOURCES = """\
 MANIFEST may be a .jsonl/.csv/.parquet file, a saved datasets folder, WebDataset tar shards
 (a glob or shard-{000000..000009}.tar) or a hub dataset name. Columns are mapped with
 data.columns.image=jpg data.columns.text=txt ... when they are not named image/text/audio.
+A benchmark in its published layout reads as KIND:PATH?key=value&..., e.g.
+karpathy:dataset_coco.json?split=test&root=images, coco:captions_val2017.json?root=val2017,
+audiocaps:test.csv?root=audio, clotho:clotho_captions_evaluation.csv?root=evaluation,
+esc50:meta/esc50.csv?root=audio&fold=1, vqa2:QUESTIONS.json?annotations=ANNOTATIONS.json&root=val2014.
 """
 
 EPILOG_PRETRAIN = """\
@@ -251,7 +255,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     zs.set_defaults(func=_cmd_eval_zeroshot)
     zs.add_argument("--data", help="manifest with a label column [demo test split]")
-    zs.add_argument("--classes", help="class names, one per line (or a JSON list) [the demo's classes.txt]")
+    zs.add_argument("--classes", help="class names, one per line (or a JSON list) [the demo's classes.txt; esc50: its categories]")
     zs.add_argument("--templates", nargs="+", metavar="TEMPLATE",
                     help="prompt templates with {} for the class name, or files of them "
                     "[a {}. | an image of a {}. | a picture of a {}. | the sound of a {}.]")
@@ -385,16 +389,21 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval_zeroshot(args: argparse.Namespace) -> None:
+    from .data.benchmarks import parse_spec, read_benchmark
     from .data.demo_paths import resolve_manifest
     from .retrieval.zeroshot import format_zero_shot, read_classes, read_templates, zero_shot_eval
 
     manifest = resolve_manifest(args.data, "test")
     classes_file = args.classes
-    if classes_file is None:
-        if args.data is not None:
-            raise UsageError("--classes is needed with --data (a file with one class name per line)")
-        classes_file = manifest.parent / "classes.txt"
-    classes = read_classes(classes_file)
+    if classes_file is None and args.data is not None and parse_spec(args.data) and parse_spec(args.data)[0] == "esc50":
+        rows, _ = read_benchmark(args.data)  # ESC-50's own classes: its 50 categories
+        classes, classes_file = sorted({r["label"] for r in rows}), "the esc50 categories"
+    else:
+        if classes_file is None:
+            if args.data is not None:
+                raise UsageError("--classes is needed with --data (a file with one class name per line)")
+            classes_file = manifest.parent / "classes.txt"
+        classes = read_classes(classes_file)
     templates = read_templates(args.templates)
     model = _load(args)
     wanted = args.modality.split(",") if args.modality else None

@@ -20,6 +20,7 @@ import datasets
 from modalities.errors import DataError
 
 from ..config import DataConfig, SourceConfig
+from .benchmarks import parse_spec, read_benchmark
 from .demo_paths import resolve_manifest
 
 datasets.disable_progress_bars()
@@ -66,6 +67,9 @@ def source_configs(data: DataConfig) -> list[SourceConfig]:
 
 
 def _default_name(path: str) -> str:
+    spec = parse_spec(path)
+    if spec is not None:
+        return f"{spec[0]}_{spec[1].stem}"
     p = Path(path.split("{")[0].rstrip("/*-_") or path)
     for suffix in (*TAR_SUFFIXES, *MANIFEST_FORMATS):
         if p.name.endswith(suffix):
@@ -150,13 +154,19 @@ def open_source(src: SourceConfig, columns: dict[str, str], modalities: list[str
                 extra: tuple[str, ...] = ()) -> Source:
     """Load one source through `datasets` and pick the columns of `modalities` (+ label, keys, and
     those of `extra` that exist, e.g. VQA answers)."""
-    fmt, files = detect_format(src)
+    bench = parse_spec(src.path)
+    fmt, files = (bench[0], []) if bench else detect_format(src)
     wanted = {**columns, **src.columns}
     wanted_cols = {m: wanted.get(m, m) for m in modalities if src.modalities is None or m in src.modalities}
     label = wanted.get("label", "label")
     base_dir: Path | None = None
     try:
-        if fmt == "webdataset":
+        if bench is not None:  # a benchmark's published layout (data/benchmarks.py)
+            rows, base_dir = read_benchmark(src.path, src.split)
+            ds = datasets.Dataset.from_list(rows)
+            if streaming:
+                ds = ds.to_iterable_dataset()
+        elif fmt == "webdataset":
             fields = _tar_fields(files[0])
             present = {m: c for m, c in wanted_cols.items() if c in fields}
             feats = {c: datasets.Value("string") if m == "text" else datasets.Value("binary") for m, c in present.items()}
