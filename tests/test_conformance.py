@@ -225,3 +225,23 @@ def test_class_match_ap_equals_sklearn_ties_included():
                 assert float(ap[i]) == pytest.approx(average_precision_score(relevant, sim[i].numpy()), abs=1e-6), trial
                 top = sim[i] == sim[i].max()
                 assert float(p1[i]) == pytest.approx(float(relevant[top.numpy()].mean()))
+
+
+def test_grouping_holds_when_modalities_cover_different_rows():
+    """Rows without a caption (or without an image) must not shift which group is which."""
+    import torch
+
+    from multijepa.retrieval.metrics import retrieval_metrics
+
+    embs, groups, images, texts, index = _coco_layout(30, 4, 16, 1.0, 5)
+    # prepend 3 image-only rows of other images: text rows keep their groups, rows shift by 3
+    g = torch.Generator().manual_seed(9)
+    extra = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=-1)
+    (zi, ri), (zt, rt) = embs["image"], embs["text"]
+    shifted = {"image": (torch.cat([extra, zi]), torch.arange(len(ri) + 3)), "text": (zt, rt + 3)}
+    shifted_groups = ["extra/a.jpg", "extra/b.jpg", "extra/c.jpg", *groups]
+    ours = retrieval_metrics(shifted, groups=shifted_groups)
+    ref = clip_benchmark_metrics(images, texts, index)  # the extra images have no caption: not in the gallery
+    for k in (1, 5, 10):
+        assert ours["text->image"][f"R@{k}"] == pytest.approx(ref[f"text->image R@{k}"], abs=1e-9)
+        assert ours["image->text"][f"R@{k}"] == pytest.approx(ref[f"image->text R@{k}"], abs=1e-9)

@@ -72,7 +72,8 @@ def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_ce
     queries `n` and gallery items `n_items`, the `grouping` used, and with `labels` (one per
     manifest row) P@1 and mAP over the queries that have a label. `groups`: one key per manifest
     row (None: a row is its own group)."""
-    entries = {m: _entries(z, r, groups) for m, (z, r) in embeddings.items()}
+    codes = _group_codes(groups, embeddings)
+    entries = {m: _entries(z, r, codes) for m, (z, r) in embeddings.items()}
     results: dict[str, dict] = {}
     for a, (za, ga, ra) in entries.items():
         for b, (zb, gb, rb) in entries.items():
@@ -110,14 +111,23 @@ def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_ce
     return results
 
 
-def _entries(z: torch.Tensor, rows: torch.Tensor, groups: list | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _group_codes(groups: list | None, embeddings: Embeddings) -> torch.Tensor | None:
+    """One integer per manifest row, equal for rows of one group (shared by every modality);
+    a row without a key is a group of its own."""
+    if groups is None:
+        return None
+    n = max(len(groups), 1 + max(int(r.max()) for _, r in embeddings.values() if len(r)))
+    table: dict = {}
+    return torch.tensor([table.setdefault(("key", groups[i]) if i < len(groups) and groups[i] is not None else ("row", i),
+                                          len(table)) for i in range(n)], dtype=torch.long)
+
+
+def _entries(z: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One modality's embeddings (n, E) of manifest `rows` -> (entry embeddings, entry group ids,
     the first row of each entry): rows of one group with the same embedding are one entry."""
-    if groups is None:
+    if codes is None:
         return z, rows.clone(), rows
-    codes: dict = {}
-    group = torch.tensor([codes.setdefault(("key", groups[r]) if groups[r] is not None else ("row", r), len(codes))
-                          for r in rows.tolist()], dtype=torch.long)
+    group = codes[rows]
     seen: dict = {}
     keep = [i for i, (g, v) in enumerate(zip(group.tolist(), z)) if seen.setdefault((g, v.numpy().tobytes()), i) == i]
     keep_t = torch.tensor(keep, dtype=torch.long)
