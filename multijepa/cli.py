@@ -395,7 +395,8 @@ def _cmd_eval_zeroshot(args: argparse.Namespace) -> None:
 
     manifest = resolve_manifest(args.data, "test")
     classes_file = args.classes
-    if classes_file is None and args.data is not None and parse_spec(args.data) and parse_spec(args.data)[0] == "esc50":
+    spec = parse_spec(args.data) if args.data is not None else None
+    if classes_file is None and spec is not None and spec[0] == "esc50":
         rows, _ = read_benchmark(args.data)  # ESC-50's own classes: its 50 categories
         classes, classes_file = sorted({r["label"] for r in rows}), "the esc50 categories"
     else:

@@ -80,9 +80,9 @@ def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_ce
             if a == b:
                 continue
             shared = np.intersect1d(ga.numpy(), gb.numpy())
-            keep_a, keep_b = torch.from_numpy(np.isin(ga.numpy(), shared)), torch.from_numpy(np.isin(gb.numpy(), shared))
             if len(shared) < 2:
                 continue
+            keep_a, keep_b = torch.from_numpy(np.isin(ga.numpy(), shared)), torch.from_numpy(np.isin(gb.numpy(), shared))
             qa, qg, qr = za[keep_a], ga[keep_a], ra[keep_a]
             gz, gg, gr = zb[keep_b], gb[keep_b], rb[keep_b]
             code_q, code_g = _label_codes(labels, qr.numpy(), gr.numpy()) if labels is not None else (None, None)
@@ -157,5 +157,5 @@ def format_table(results: dict[str, dict]) -> str:
         line += f"{r['median_rank']:>7.0f}{r['mean_rank']:>8.1f}"
         if labelled:
             line += f"{r['P@1']:>7.3f}{r['mAP']:>7.3f}" if "P@1" in r else f"{'-':>7}{'-':>7}"
-        lines.append(line + f"{1.0 / r.get('n_items', r['n']):>12.4f}")
+        lines.append(line + f"{1.0 / r['n_items']:>12.4f}")
     return "\n".join(lines)

@@ -41,6 +41,17 @@ def answers_of(value: Any) -> list[str]:
     return out
 
 
+def column_answers(ds, column: str, manifest) -> list[list[str]]:
+    """Every row's human answers from one column of a `datasets` table; a bad one names its row."""
+    out = []
+    for i, value in enumerate(ds[column]):
+        try:
+            out.append(answers_of(value))
+        except DataError as e:
+            raise DataError(f"{manifest} row {i} column '{column}': {e}", reason=e.reason) from None
+    return out
+
+
 class VQADataset(Dataset):
     """Rows -> {"row", "image" (3, H, W), "text" (ids, length), "answers", [types]} or {"error": record}."""
 
@@ -89,13 +100,7 @@ class VQADataset(Dataset):
 
     def answer_lists(self) -> list[list[str]]:
         """Every row's answers, read without decoding images (to build the answer vocabulary)."""
-        out = []
-        for i, value in enumerate(self.paired.ds[self.answers_col]):
-            try:
-                out.append(answers_of(value))
-            except DataError as e:
-                raise DataError(f"{self.manifest} row {i} column '{self.answers_col}': {e}", reason=e.reason) from None
-        return out
+        return column_answers(self.paired.ds, self.answers_col, self.manifest)
 
 
 class VQACollator:

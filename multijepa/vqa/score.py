@@ -17,7 +17,7 @@ from modalities.errors import DataError
 
 from ..config import SourceConfig
 from ..data.sources import open_source
-from .data import TYPE_KEYS, answers_of
+from .data import TYPE_KEYS, column_answers
 from .metric import score_predictions
 
 
@@ -76,11 +76,7 @@ def score_file(predictions: str | Path, manifest: str | Path, columns: dict[str,
         name = f"question_id {ids[missing]!r}" if ids is not None else f"row {missing}"
         raise DataError(f"{predictions}: {len(ds) - len(chosen)} of {len(ds)} questions have no answer, "
                         f"the first {name}")
-    rows = []
-    for i, row in enumerate(ds):
-        try:
-            answers = answers_of(row[cols["answers"]])
-        except DataError as e:
-            raise DataError(f"{manifest} row {i} column '{cols['answers']}': {e}", reason=e.reason) from None
-        rows.append({"answers": answers, **{k: str(row[c]) for k, c in type_cols.items() if row.get(c) is not None}})
+    answers = column_answers(ds, cols["answers"], manifest)
+    types = {k: ds[c] for k, c in type_cols.items() if c in ds.column_names}
+    rows = [{"answers": a, **{k: str(v[i]) for k, v in types.items() if v[i] is not None}} for i, a in enumerate(answers)]
     return score_predictions([chosen[i] for i in range(len(ds))], rows)
