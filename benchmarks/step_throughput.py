@@ -143,7 +143,8 @@ def make_items(cfg: Config, n: int, batch_no: int) -> list[dict]:
 
 def build_batches(cfg: Config, batch_size: int) -> list[dict]:
     """N_BATCHES training batches collated with their JEPA masks (on the CPU)."""
-    collate = MultiModalCollator(cfg.model.modalities, build_maskers(cfg.model), seed=cfg.train.seed)
+    maskers = build_maskers(cfg.model) if cfg.loss.masks else None  # loss.objective=clip: whole inputs
+    collate = MultiModalCollator(cfg.model.modalities, maskers, seed=cfg.train.seed)
     return [collate(make_items(cfg, batch_size, b)) for b in range(N_BATCHES)]
 
 

@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-test", type=int, default=600, help="held-out scenes (default 600)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--speech", action="store_true", help="audio = the spoken caption (needs espeak-ng)")
+    demo.add_argument("--paired-fraction", type=float, default=1.0, metavar="F",
+                      help="keep this share of training scenes as one row with all three modalities; split the "
+                      "rest into one-modality rows (scarce pairs; also writes train_paired/train_single.jsonl) [1.0]")
 
     check = data_sub.add_parser(
         "check",
@@ -261,6 +264,27 @@ def _parser() -> argparse.ArgumentParser:
                     "[a {}. | an image of a {}. | a picture of a {}. | the sound of a {}.]")
     zs.add_argument("--modality", help="image, audio or both, comma-separated [those the manifest has]")
     zs.add_argument("--json", help="also write the results to this JSON file")
+
+    pr = ev_sub.add_parser(
+        "probe",
+        parents=[RUN, BATCH, DEVICE],
+        help="linear and k-NN probes of frozen encoder features against the label column (I-JEPA's evaluation)",
+        description="Mean-pooled features of each encoder (no head), unmasked; logistic regression (C picked on a "
+        "held-out fifth of the training rows) and DINO's weighted 20-NN, trained on --data and scored on --test "
+        "(or a seeded 80/20 split of --data alone). Without --data: the demo's train and test splits.",
+    )
+    pr.set_defaults(func=_cmd_eval_probe)
+    pr.add_argument("--data", help="labelled rows the probes train on [demo train split]")
+    pr.add_argument("--test", help="labelled rows they are scored on [demo test split without --data; else 20%% of --data]")
+    pr.add_argument("--modality", help="image, text, audio, comma-separated [every one the model has]")
+    pr.add_argument("--encoder", choices=("online", "target"), default="online",
+                    help="the online encoders, or the EMA targets (I-JEPA probes those) [online]")
+    pr.add_argument("--k", type=int, default=20, help="neighbours of the k-NN probe [20]")
+    pr.add_argument("--random-init", action="store_true",
+                    help="probe the run's architecture with fresh random weights instead (the reference any "
+                    "training must beat)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the split, the C search and --random-init [0]")
+    pr.add_argument("--json", help="also write the results to this JSON file")
     return p
 
 
@@ -277,7 +301,8 @@ def _cmd_data_demo(args: argparse.Namespace) -> None:
     from .data.demo import generate_demo
 
     t0 = time.perf_counter()
-    summary = generate_demo(args.out, n_train=args.n, n_test=args.n_test, seed=args.seed, speech=args.speech)
+    summary = generate_demo(args.out, n_train=args.n, n_test=args.n_test, seed=args.seed, speech=args.speech,
+                            paired_fraction=args.paired_fraction)
     print(f"demo data written to {args.out} in {time.perf_counter() - t0:.1f}s: {summary}")
 
 
@@ -411,6 +436,36 @@ def _cmd_eval_zeroshot(args: argparse.Namespace) -> None:
     results = zero_shot_eval(model, manifest, classes, templates, wanted, batch_size=args.batch_size)
     print(f"zero-shot on {manifest}: {len(classes)} classes from {classes_file}, {len(templates)} templates")
     print(format_zero_shot(results))
+    _write_json(args.json, results)
+
+
+def _cmd_eval_probe(args: argparse.Namespace) -> None:
+    import torch
+
+    from .data.demo_paths import resolve_manifest
+    from .model import create_model
+    from .retrieval.probe import format_probe, probe_eval
+
+    model = _load(args)
+    if args.random_init:
+        torch.manual_seed(args.seed)
+        fresh = create_model(model.run_config, model.processors.tokenizer, vocab_size=None)
+        model = fresh.to(model.logit_scale.device).eval()
+    train = resolve_manifest(args.data, "train")
+    test = resolve_manifest(args.test, "test") if args.test or args.data is None else None
+    wanted = args.modality.split(",") if args.modality else model.modalities
+    unknown = [m for m in wanted if m not in model.modalities]
+    if unknown:
+        raise UsageError(f"--modality {','.join(unknown)}: the model has {', '.join(model.modalities)}")
+    if args.k < 1:
+        raise UsageError("--k must be >= 1")
+    try:
+        results = probe_eval(model, train, test, wanted, args.encoder, args.k, args.batch_size, args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    where = f"trained on {train}, scored on {test}" if test else f"80/20 split of {train}"
+    print(f"probes of the {args.encoder} encoders{' (random init)' if args.random_init else ''}, {where}")
+    print(format_probe(results))
     _write_json(args.json, results)
 
 

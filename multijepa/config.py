@@ -103,6 +103,15 @@ class ModelConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     ema_momentum: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, start -> end
+    # > 0: the momentum starts at 1 - 1 / (ema_horizon * train.max_steps) instead of ema_momentum[0]
+    # (and still ramps to ema_momentum[1]): targets average over that share of the run whatever its
+    # length. I-JEPA's 0.996 is a 250-step average, tuned for runs of ~100k steps; in a run of 300 it
+    # leaves half the target's random initial weights in place at the end. 0 keeps ema_momentum.
+    ema_horizon: float = 0.05
+    # where prediction targets come from: "ema" (I-JEPA: an EMA copy of each encoder) or "sigreg"
+    # (LeJEPA: the online encoder itself under stop-gradient, no copy, with loss.sigreg_weight > 0
+    # keeping its features from collapsing)
+    target: str = "ema"
     init_temperature: float = 0.07
     # Fixed by default: a learned one drifts up while embeddings are poor, and binding stalls. ImageBind
     # fixes the logit scale of what it binds to images (audio 20, i.e. T = 0.05; depth 5; thermal 10; IMU 5)
@@ -114,14 +123,39 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- training
 
 
+OBJECTIVES = ("jepa", "clip")
+BIND_INPUTS = ("context", "full")
+
+
 @dataclass
 class LossConfig:
-    pred_weight: float = 1.0
+    # jepa: masked latent prediction + binding. clip: binding alone (open_clip's symmetric InfoNCE) on
+    # unmasked inputs, with no masks, target encoders or predictors: the baseline with the same towers.
+    objective: str = "jepa"
+    # AdamW normalises each weight's update, so for the encoders only the ratio of the two terms'
+    # gradients matters: at 1 prediction is ~0.1 % of it, at 30 ~20 % (grad_share/pred in metrics.jsonl).
+    # 0 also builds no target encoders or predictors.
+    pred_weight: float = 30.0
     bind_weight: float = 1.0
+    # what the binding term embeds in a jepa run: the unmasked input, as inference sees it (a second
+    # online forward, of the rows that have a second modality), or the masked context the predictor
+    # reads (one online forward, as FLIP: cheaper, but on the demo data it costs most of retrieval)
+    bind_input: str = "full"
     bind_anchor: str | None = None  # e.g. "image": bind only pairs that include it (ImageBind)
     variance_weight: float = 0.0  # optional VICReg-style variance term on the shared embeddings
+    sigreg_weight: float = 0.0  # SIGReg on the online encoders' context tokens (needed by model.target=sigreg)
     collapse_std: float = 1e-4  # stop when the target features' std falls below this
     collapse_patience: int = 20  # ... for this many consecutive log steps
+
+    @property
+    def predicts(self) -> bool:
+        """Whether the run has a prediction term, hence target encoders and predictors to build."""
+        return self.objective == "jepa" and self.pred_weight > 0
+
+    @property
+    def masks(self) -> bool:
+        """Whether batches carry JEPA masks (and the online encoders see only the context)."""
+        return self.objective == "jepa"
 
 
 @dataclass
@@ -172,6 +206,11 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 1000
+    # > 0: stop after this many seconds of training steps (checkpoint writes not counted; a resumed run
+    # counts the seconds already trained), with a checkpoint there. The schedules (LR decay, weight
+    # decay, EMA) are then laid out over min(max_steps, the steps the rate measured over the first
+    # CALIBRATION_STEPS predicts): fixed once, before the LR warmup ends, and kept in checkpoints.
+    max_seconds: float = 0.0
     seed: int = 0
     precision: str = "fp32"  # or "bf16" (autocast)
     device: str = "auto"  # auto | cpu | cuda
@@ -330,6 +369,26 @@ def _validate(cfg: Config) -> None:
     for m in mods:
         if m not in MODALITIES:
             raise ConfigError(f"model.modalities: unknown modality '{m}' (known: {', '.join(MODALITIES)})")
+    lo = cfg.loss
+    if lo.objective not in OBJECTIVES:
+        raise ConfigError(f"loss.objective must be one of {', '.join(OBJECTIVES)}, got '{lo.objective}'")
+    if lo.bind_input not in BIND_INPUTS:
+        raise ConfigError(f"loss.bind_input must be one of {', '.join(BIND_INPUTS)}, got '{lo.bind_input}'")
+    if lo.pred_weight < 0 or lo.bind_weight < 0:
+        raise ConfigError("loss.pred_weight and loss.bind_weight must be >= 0")
+    if lo.objective == "clip" and (lo.bind_weight <= 0 or len(mods) < 2):
+        raise ConfigError("loss.objective=clip trains by binding alone: it needs loss.bind_weight > 0 and two modalities")
+    if cfg.model.target not in ("ema", "sigreg"):
+        raise ConfigError(f"model.target must be ema or sigreg, got '{cfg.model.target}'")
+    if cfg.model.target == "sigreg" and lo.predicts and lo.sigreg_weight <= 0:
+        raise ConfigError("model.target=sigreg needs loss.sigreg_weight > 0 (without it nothing stops the "
+                          "online encoder's targets from collapsing)")
+    if lo.sigreg_weight < 0:
+        raise ConfigError("loss.sigreg_weight must be >= 0")
+    if cfg.train.max_seconds < 0:
+        raise ConfigError(f"train.max_seconds must be >= 0, got {cfg.train.max_seconds}")
+    if not 0.0 <= cfg.model.ema_horizon < 1.0:
+        raise ConfigError(f"model.ema_horizon must be in [0, 1), got {cfg.model.ema_horizon}")
     if cfg.loss.bind_anchor is not None and cfg.loss.bind_anchor not in mods:
         raise ConfigError(f"loss.bind_anchor '{cfg.loss.bind_anchor}' is not in model.modalities {mods}")
     if cfg.train.parallel not in ("ddp", "fsdp"):

@@ -127,29 +127,36 @@ class MultiJEPA(nn.Module):
     Both are handed out with the model by `create_model` and `from_pretrained` (end of this file)."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int | None = None, processors: Processors | None = None,
-                 run_config: Config | None = None):
+                 run_config: Config | None = None, predict: bool = True, bind_input: str = "context"):
         super().__init__()
         self.cfg = cfg
         self.modalities = list(cfg.modalities)
+        self.bind_input = bind_input
         self.encoders = nn.ModuleDict({m: build_encoder(m, cfg, vocab_size) for m in self.modalities})
-        # EMA copies: see the whole input, never get gradients, updated by `update_targets`.
-        self.target_encoders = copy.deepcopy(self.encoders).requires_grad_(False)
         widths = {m: enc.dim for m, enc in self.encoders.items()}
-        p = cfg.predictor
-        self.predictors = nn.ModuleDict(
-            {
-                m: CrossModalPredictor(
-                    widths[m],
-                    enc.tokens.grid,
-                    p.width,
-                    p.depth,
-                    p.heads,
-                    other_dims={o: w for o, w in widths.items() if o != m},
-                    cross_attention=p.cross_attention,
-                )
-                for m, enc in self.encoders.items()
-            }
-        )
+        # Built only for a prediction term (`LossConfig.predicts`): a CLIP-objective run holds neither.
+        self.target_encoders: nn.ModuleDict | None = None
+        self.predictors: nn.ModuleDict | None = None
+        if predict and cfg.target == "ema":
+            # EMA copies: see the whole input, never get gradients, updated by `update_targets`.
+            # (model.target "sigreg": the online encoders make the targets, under stop-gradient.)
+            self.target_encoders = copy.deepcopy(self.encoders).requires_grad_(False)
+        if predict:
+            p = cfg.predictor
+            self.predictors = nn.ModuleDict(
+                {
+                    m: CrossModalPredictor(
+                        widths[m],
+                        enc.tokens.grid,
+                        p.width,
+                        p.depth,
+                        p.heads,
+                        other_dims={o: w for o, w in widths.items() if o != m},
+                        cross_attention=p.cross_attention,
+                    )
+                    for m, enc in self.encoders.items()
+                }
+            )
         self.heads = nn.ModuleDict({m: EmbeddingHead(widths[m], cfg.embed_dim) for m in self.modalities})
         self.heads.apply(init_weights)
         self.logit_scale = nn.Parameter(
@@ -176,9 +183,11 @@ class MultiJEPA(nn.Module):
     # ------------------------------------------------------------------ training forward
 
     def forward(self, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
-        """batch: from `MultiModalCollator` with masks. For each modality m present:
-        {"pred": (B_m, T, D), "target": (B_m, T, D), "target_valid": (B_m, T) or None,
-        "z": (B_m, E), "index": (B_m,)}."""
+        """batch: from `MultiModalCollator`, with masks for a JEPA run (without: the CLIP objective,
+        every token seen). For each modality m present: {"z": (B_m, E), "index": (B_m,) the batch
+        positions of z's rows (with bind_input "full" only the rows that have another modality) and, when
+        the model predicts, "pred": (B_m, T, D), "target": (B_m, T, D), "target_valid": (B_m, T) or
+        None, "context": (B_m, Nc, D) the online features, "context_valid": (B_m, Nc) or None."""
         present = [m for m in self.modalities if m in batch]
         size = batch["size"]
         context: dict[str, torch.Tensor] = {}
@@ -186,10 +195,40 @@ class MultiJEPA(nn.Module):
         for m in present:
             # (B_m, Nc, D); context indices of -1 are padding, masked out everywhere below
             with record_function(f"forward/online/{m}"):
-                context[m], valid[m] = self.encoders[m](batch[m]["x"], keep=batch[m]["context"])
+                context[m], valid[m] = self.encoders[m](batch[m]["x"], keep=batch[m].get("context"))
+
+        # what binding embeds: the context tokens, or (bind_input "full") a second, unmasked forward
+        # of the rows that have another modality (a row with one modality is never bound)
+        # (model.target "sigreg": of every row, and that forward, detached, is also the targets)
+        pooled, z_index = {}, {}  # (B'_m, D), (B'_m,)
+        unmasked: dict[str, torch.Tensor] = {}  # (B_m, N, D) online features of whole inputs, for sigreg targets
+        reuse = self.predictors is not None and self.target_encoders is None
+        for m in present:
+            pooled[m], z_index[m] = EmbeddingHead.pool(context[m], valid[m]), batch[m]["index"]
+            if self.bind_input == "full" and "context" in batch[m]:
+                idx = batch[m]["index"]
+                others = [batch[o]["index"] for o in present if o != m]
+                bound = torch.isin(idx, torch.cat(others)) if others else torch.zeros_like(idx, dtype=torch.bool)
+                sel = bound.nonzero().squeeze(1)
+                z_index[m] = idx[sel]
+                pooled[m] = context[m].new_zeros(0, context[m].shape[-1])
+                if reuse:
+                    with record_function(f"forward/online_full/{m}"):
+                        feats, ok = self.encoders[m](batch[m]["x"])
+                    unmasked[m] = feats
+                    pooled[m] = EmbeddingHead.pool(feats[sel], ok[sel] if ok is not None else None)
+                elif len(sel):
+                    with record_function(f"forward/online_full/{m}"):
+                        pooled[m] = EmbeddingHead.pool(*self.encoders[m](batch[m]["x"][sel]))
+        stats = global_batch_stats(pooled, self.heads) if self.training else {}
+        out: dict[str, dict[str, torch.Tensor]] = {
+            m: {"z": self.heads[m].project(pooled[m], stats.get(m)), "index": z_index[m]} for m in present
+        }
+        if self.predictors is None or not all("context" in batch[m] for m in present):
+            return out
 
         # Every modality's context tokens laid out over the whole batch, for cross-attention:
-        # (B, Nc_m, D_m) features and (B, Nc_m) validity (False where the row lacks m or on padding).
+        # (B, Nc_m, D) features and (B, Nc_m) validity (False where the row lacks m or on padding).
         full: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for m in present:
             idx = batch[m]["index"]
@@ -198,16 +237,16 @@ class MultiJEPA(nn.Module):
             ok = torch.zeros(size, ok_m.shape[1], dtype=torch.bool, device=idx.device).index_copy(0, idx, ok_m)
             full[m] = (feats, ok)
 
-        out: dict[str, dict[str, torch.Tensor]] = {}
-        pooled = {m: EmbeddingHead.pool(context[m], valid[m]) for m in present}  # (B_m, D)
-        stats = global_batch_stats(pooled, self.heads) if self.training else {}
         for m in present:
             entry = batch[m]
-            idx = entry["index"]
+            idx = entry["index"]  # every row of m: all of them are predicted
             targets_idx = entry["targets"].flatten(1)  # (B_m, K * Nt), -1 = padding (text spans)
             target_valid = entry.get("target_valid")  # (B_m, T) or None when nothing is padded
             with torch.no_grad(), record_function(f"forward/target/{m}"):
-                t, _ = self.target_encoders[m](entry["x"])  # (B_m, N, D), whole input
+                if m in unmasked:
+                    t = unmasked[m].detach()  # the binding forward's features under stop-gradient
+                else:
+                    t, _ = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
                 t = F.layer_norm(t.float(), t.shape[-1:])
                 target = gather_tokens(t, targets_idx.clamp_min(0))  # (B_m, T, D)
             predictor = self.predictors[m]
@@ -217,8 +256,8 @@ class MultiJEPA(nn.Module):
                 memory = predictor.build_memory(others, idx.shape[0])
             with record_function(f"forward/predictor/{m}"):
                 pred = predictor(context[m], entry["context"], targets_idx, memory, valid[m], target_valid)
-            out[m] = {"pred": pred, "target": target, "target_valid": target_valid,
-                      "z": self.heads[m].project(pooled[m], stats.get(m)), "index": idx}
+            out[m].update(pred=pred, target=target, target_valid=target_valid, context=context[m],
+                          context_valid=valid[m])
         return out
 
     @torch.no_grad()
@@ -230,7 +269,9 @@ class MultiJEPA(nn.Module):
 
     @torch.no_grad()
     def update_targets(self, momentum: float) -> None:
-        """target <- momentum * target + (1 - momentum) * online."""
+        """target <- momentum * target + (1 - momentum) * online (nothing without targets)."""
+        if self.target_encoders is None:
+            return
         for m in self.modalities:
             t = list(self.target_encoders[m].parameters())
             o = [p.detach() for p in self.encoders[m].parameters()]
@@ -239,21 +280,40 @@ class MultiJEPA(nn.Module):
 
     # ------------------------------------------------------------------ inference
 
+    def feature_encoder(self, modality: str) -> nn.Module:
+        """The encoder whose features are the prediction targets and what evaluations and
+        fine-tuning start from: the EMA target where there is one (as I-JEPA evaluates), else the
+        online encoder (model.target=sigreg, or a run that does not predict)."""
+        encoders = self.target_encoders if self.target_encoders is not None else self.encoders
+        return encoders[modality]
+
     @torch.no_grad()
     def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """Unmasked inputs (as the collator batches them) -> normalised shared embeddings (B, E).
         Audio may come as several clips per sample (B, clips, mel, T): their embeddings are
         averaged (ImageBind's multi-clip evaluation) and normalised again."""
+        z = self._over_clips(modality, x, lambda enc, xs: self.heads[modality](*enc(xs)))
+        return F.normalize(z, dim=-1)
+
+    @torch.no_grad()
+    def features(self, modality: str, x: torch.Tensor, encoder: str = "online") -> torch.Tensor:
+        """Unmasked inputs -> the encoder's mean-pooled token features (B, D), before the head: what
+        linear and k-NN probes read (I-JEPA's evaluation). encoder: "online" or "target" (the EMA
+        copy; a CLIP-objective run has none). Audio clips are averaged, as in `encode`."""
+        if encoder == "target" and self.target_encoders is None:
+            raise ValueError("this run has no target encoders (loss.objective=clip or pred_weight=0): use the online ones")
+        return self._over_clips(modality, x, lambda enc, xs: EmbeddingHead.pool(*enc(xs)), encoder)
+
+    def _over_clips(self, modality: str, x: torch.Tensor, fn, encoder: str = "online") -> torch.Tensor:
+        """fn(encoder module, inputs) -> (n, F), applied to every clip of (B, clips, mel, T) audio and
+        averaged over the clips; other inputs go through once."""
         if modality not in self.encoders:
             raise ValueError(f"this model has no '{modality}' encoder (it has: {', '.join(self.modalities)})")
+        enc = (self.target_encoders if encoder == "target" else self.encoders)[modality]
         clips = x.shape[1] if modality == "audio" and x.dim() == 4 else 0
-        if clips:
-            x = x.flatten(0, 1)  # (B * clips, mel, T)
-        feats, valid = self.encoders[modality](x)
-        z = self.heads[modality](feats, valid)  # (B [* clips], E)
-        if clips:
-            z = F.normalize(z.unflatten(0, (-1, clips)).mean(1), dim=-1)
-        return z
+        if not clips:
+            return fn(enc, x)
+        return fn(enc, x.flatten(0, 1)).unflatten(0, (-1, clips)).mean(1)  # (B * clips, F) -> (B, F)
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "MultiJEPA":
@@ -296,7 +356,9 @@ def create_model(cfg: Config, tokenizer: TextTokenizer | None = None, vocab_size
     """A MultiJEPA of `cfg.model` with random weights and its preprocessing attached. The text
     vocabulary is the tokenizer's, or `vocab_size` where there is no tokenizer (benchmarks)."""
     vocab = tokenizer.vocab_size if tokenizer is not None else vocab_size
-    return MultiJEPA(cfg.model, vocab, processors=Processors(cfg.model, tokenizer), run_config=cfg)
+    bind_input = cfg.loss.bind_input if cfg.loss.bind_weight > 0 else "context"  # nothing to bind: no second forward
+    return MultiJEPA(cfg.model, vocab, processors=Processors(cfg.model, tokenizer), run_config=cfg,
+                     predict=cfg.loss.predicts, bind_input=bind_input)
 
 
 def read_run_config(run_dir: str | Path) -> Config:

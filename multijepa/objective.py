@@ -2,10 +2,14 @@
 
     L = w_pred * sum_m smooth-L1(pred_m, target_m) + w_bind * sum_(a,b) InfoNCE(z_a, z_b)
 
-Binding uses open_clip's symmetric `ClipLoss` on the embeddings of the masked inputs (as FLIP
-does), over the rows that have both modalities of the pair. Under torchrun it gathers the
-embeddings of every process with gradients and scores this process's rows against all of them
-(`gather_with_grad`, `local_loss`); at world size 1 it is the plain loss.
+With `loss.objective: clip` (or w_pred = 0) the model predicts nothing and only binding is left.
+
+Binding uses open_clip's symmetric `ClipLoss` on the embeddings the model hands over (of the
+unmasked inputs by default, `loss.bind_input`), over the rows that have both modalities of the
+pair. Under torchrun it gathers the embeddings of every process with gradients and scores this
+process's rows against all of them (`gather_with_grad`, `local_loss`); at world size 1 it is the
+plain loss. Optional terms: a VICReg-style variance term and SIGReg (`sigreg`, LeJEPA's
+Epps-Pulley statistic on random 1-D projections of the online context tokens).
 """
 
 from __future__ import annotations
@@ -49,6 +53,42 @@ def feature_std(x: torch.Tensor) -> torch.Tensor:
     return x.std(0).mean() if x.shape[0] > 1 else x.new_zeros(())
 
 
+def epps_pulley(x: torch.Tensor, t_max: float = 3.0, knots: int = 17) -> torch.Tensor:
+    """The Epps-Pulley statistic of each column of x (N, P) against N(0, 1):
+
+        N * integral over t in [-t_max, t_max] of |ecf(t) - exp(-t^2/2)|^2 exp(-t^2/2) dt,
+
+    ecf(t) = mean_j exp(i t x_j), the empirical characteristic function; the trapezoid rule on
+    `knots` points of [0, t_max], doubled (the integrand is even), as LeJEPA computes it. -> (P,)."""
+    t = torch.linspace(0.0, t_max, knots, device=x.device, dtype=torch.float32)  # (K,)
+    w = torch.full((knots,), 2 * t_max / (knots - 1), device=x.device)  # trapezoid weights, doubled
+    w[[0, -1]] /= 2
+    window = torch.exp(-t.square() / 2)  # the N(0, 1) characteristic function, also the weight
+    xt = x.float().unsqueeze(-1) * t  # (N, P, K)
+    err = (xt.cos().mean(0) - window).square() + xt.sin().mean(0).square()  # (P, K)
+    return (err * window) @ w * x.shape[0]
+
+
+def sigreg(z: torch.Tensor, generator: torch.Generator | None = None, slices: int = 256) -> torch.Tensor:
+    """SIGReg (LeJEPA, Balestriero & LeCun 2025): the mean Epps-Pulley statistic of z (N, D)
+    projected on `slices` random unit directions; small when z is an isotropic standard Gaussian
+    in every direction (Cramer-Wold), so it rules out collapse without a target network."""
+    a = torch.randn(z.shape[-1], slices, generator=generator, device="cpu").to(z.device)
+    a = a / a.norm(dim=0, keepdim=True)
+    return epps_pulley(z.float() @ a).mean()
+
+
+def token_sample(tokens: torch.Tensor, valid: torch.Tensor | None, most: int = 1024) -> torch.Tensor:
+    """(B, N, D) tokens, (B, N) validity -> (n, D): the valid ones, at most `most` of them drawn at
+    random (the global generator, so a resumed run draws the same)."""
+    flat = tokens.reshape(-1, tokens.shape[-1])
+    if valid is not None:
+        flat = flat[valid.reshape(-1)]
+    if flat.shape[0] > most:
+        flat = flat[torch.randperm(flat.shape[0])[:most].to(flat.device)]
+    return flat
+
+
 def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
     """RankMe (Garrido et al. 2023): exp(entropy of normalised singular values) of (B, E)."""
     z = z.detach().float()
@@ -90,9 +130,10 @@ class MultiJEPAObjective:
 
     def local_counts(self, batch: dict, size: int) -> torch.Tensor:
         """(k,) int64 counts (see `count_names`) of a collated batch of `size` rows, or of the
-        model's outputs (both hold {m: {"index": (B_m,)}}). Read from shapes; only a pair whose
+        model's outputs (both hold {m: {"index": (B_m,)}}; in outputs a modality's rows are those it
+        predicts, where z may hold only the bound ones). Read from shapes; only a pair whose
         sub-batches are not both the whole batch needs its shared rows counted."""
-        rows = {m: int(batch[m]["index"].shape[0]) if m in batch else 0 for m in self.modalities}
+        rows = {m: int(batch[m].get("pred", batch[m]["index"]).shape[0]) if m in batch else 0 for m in self.modalities}
         pairs = []
         for a, b in self.pairs:
             if rows[a] == size and rows[b] == size:
@@ -107,6 +148,13 @@ class MultiJEPAObjective:
                  counts: StepCounts | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-> (loss, logs); logs are detached 0-d tensors, turned into numbers only on log steps
         so that a GPU step never waits for them. Without `counts`: one process, one micro-batch."""
+        terms, logs = self.terms(out, logit_scale, counts)
+        return sum(terms.values()), logs
+
+    def terms(self, out: dict, logit_scale: torch.Tensor,
+              counts: StepCounts | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """-> ({"pred", "bind"[, "variance"]}: the weighted terms whose sum is the loss, logs), so
+        that the training step can measure each term's gradient on the encoders."""
         cfg = self.cfg
         if counts is None:
             local = self.local_counts(out, 0)
@@ -117,6 +165,8 @@ class MultiJEPAObjective:
         device = logit_scale.device
         pred_total = torch.zeros((), device=device)
         for m, o in out.items():
+            if "pred" not in o:  # the CLIP objective, or no prediction term: nothing predicted
+                continue
             err = F.smooth_l1_loss(o["pred"].float(), o["target"], reduction="none").mean(-1)  # (B_m, T)
             valid = o.get("target_valid")
             if valid is None:
@@ -150,16 +200,20 @@ class MultiJEPAObjective:
             bind_total = bind_total + lb
             logs[f"bind/{name}"] = lb.detach()
 
-        loss = cfg.pred_weight * pred_total + cfg.bind_weight * bind_total
+        terms = {"pred": cfg.pred_weight * pred_total, "bind": cfg.bind_weight * bind_total}
+        if cfg.sigreg_weight > 0 and any("context" in o for o in out.values()):  # on this process's tokens
+            reg = sum(sigreg(token_sample(o["context"], o["context_valid"])) for o in out.values() if "context" in o)
+            terms["sigreg"] = cfg.sigreg_weight * reg
+            logs["sigreg"] = reg.detach()
         if cfg.variance_weight > 0:  # on this process's rows
             var = sum(F.relu(1.0 - o["z"].std(0) * o["z"].shape[1] ** 0.5).mean() for o in out.values())
-            loss = loss + cfg.variance_weight * var
+            terms["variance"] = cfg.variance_weight * var
             logs["variance"] = var.detach()
         logs["loss/pred"] = pred_total.detach()
         logs["loss/bind"] = bind_total.detach()
-        logs["loss"] = loss.detach()
+        logs["loss"] = sum(terms.values()).detach()
         logs["temperature"] = (1.0 / scale).detach()
-        return loss, logs
+        return terms, logs
 
 
 def uneven_clip_loss(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, per_rank: torch.Tensor,

@@ -30,3 +30,31 @@ def test_loader_benchmark_runs(demo, tmp_path):
          "--workers", "0", "--steps", "1", "--step-warmup", "1", "--json", str(tmp_path / "r.json"))
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["step"]["samples_per_s"] > 0 and result["loader"][0]["samples_per_s"] > 0
+
+
+def test_vs_clip_benchmark_runs_both_arms_and_prints_both_ratios(tmp_path):
+    out = _run("vs_clip.py", "--config", "tiny", "--seconds", "2", "--fractions", "1.0", "0.5", "--n", "24",
+               "--n-test", "12", "--vqa-steps", "2", "--pred-only", "--work", str(tmp_path / "work"),
+               "--json", str(tmp_path / "r.json"))
+    result = json.loads((tmp_path / "r.json").read_text())
+    lines = out.strip().splitlines()
+    assert lines[-2] == f"quality_ratio_vs_clip_paired: {result['quality_ratio_vs_clip_paired']:.3f}"
+    assert lines[-1] == f"quality_ratio_vs_clip_scarce: {result['quality_ratio_vs_clip_scarce']:.3f}"
+    arms = {(r["arm"], r["paired_fraction"]) for r in result["results"]}
+    assert arms == {("jepa", 1.0), ("clip", 1.0), ("pred_only", 1.0), ("jepa", 0.5), ("clip", 0.5), ("clip_mix", 0.5)}
+    assert f"quality_ratio_vs_clip_pairs_only_scarce: {result['quality_ratio_vs_clip_pairs_only_scarce']:.3f}" in out
+    for r in result["results"]:
+        assert set(r["probe"]) == {"image", "text", "audio"} and len(r["P@1"]) == 6 and r["steps"] > 0
+        assert ("vqa_accuracy" in r) == (r["arm"] != "pred_only")
+    pred_only = next(r for r in result["results"] if r["arm"] == "pred_only")
+    assert set(pred_only["probe_random_init"]) == {"image", "text", "audio"}
+    assert not any(k.startswith(("target_encoders.", "predictors.")) for k in _weights(tmp_path / "work/run_clip_1"))
+
+
+def _weights(run):
+    from safetensors import safe_open
+
+    from multijepa.checkpoint import latest_checkpoint
+
+    with safe_open(str(latest_checkpoint(run) / "model.safetensors"), "pt") as f:
+        return list(f.keys())

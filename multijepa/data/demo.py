@@ -43,6 +43,13 @@ X object, which side, colour at a position, is there an X, how many) and relatio
 or size; is there an object left of / right of / above / below X, meaning strictly smaller
 or larger column / row).
 
+Scarce pairs (``paired_fraction`` < 1, the common case of real corpora: far more images without
+captions and sounds without text than pairs): only that share of the training scenes stays one
+row with all three modalities; every other scene becomes three rows holding one modality each
+(same label). ``train.jsonl`` holds them all, ``train_paired.jsonl`` / ``train_single.jsonl`` the
+two kinds apart, for a mixture that weights them (or a CLIP run, which can use pairs only). The
+test split stays whole, as retrieval needs.
+
 Everything is drawn from numpy Generators seeded by (seed, split, stream), so one call
 with the same arguments writes byte-identical files.
 """
@@ -395,8 +402,23 @@ def _vqa_rows(scene_id: str, image: str, objs: list[dict], k: int, rng: np.rando
 # ----------------------------------------------------------------------------- driver
 
 
-def _check_args(n_train, n_test, image_size, sample_rate, duration, vqa_per_scene):
+def split_pairs(rows: list[dict], paired_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """-> (rows kept whole, one-modality rows): a seeded choice of round(fraction * n) scenes stays
+    whole; each other scene becomes an image row, a text row and an audio row."""
+    keep = set(np.random.default_rng([seed, 7]).permutation(len(rows))[: int(round(paired_fraction * len(rows)))].tolist())
+    paired, single = [], []
+    for i, r in enumerate(rows):
+        if i in keep:
+            paired.append(r)
+            continue
+        for m in ("image", "text", "audio"):
+            single.append({**r, "id": f"{r['id']}/{m}", **{o: (r[o] if o == m else None) for o in ("image", "text", "audio")}})
+    return paired, single
+
+
+def _check_args(n_train, n_test, image_size, sample_rate, duration, vqa_per_scene, paired_fraction=1.0):
     checks = [
+        (0.0 <= paired_fraction <= 1.0, f"paired_fraction={paired_fraction} must be in [0, 1]"),
         (n_train >= 0, f"n_train={n_train} must be >= 0"),
         (n_test >= 0, f"n_test={n_test} must be >= 0"),
         (image_size >= 16, f"image_size={image_size} must be >= 16 pixels"),
@@ -412,15 +434,17 @@ def _check_args(n_train, n_test, image_size, sample_rate, duration, vqa_per_scen
 
 def generate_demo(out_dir, n_train: int = 2400, n_test: int = 600, seed: int = 0,
                   speech: bool = False, image_size: int = 64, sample_rate: int = 16000,
-                  duration: float = 2.0, vqa_per_scene: int = 2, progress: bool = True) -> dict:
+                  duration: float = 2.0, vqa_per_scene: int = 2, progress: bool = True,
+                  paired_fraction: float = 1.0) -> dict:
     """Write the demo dataset under ``out_dir``; return counts and manifest paths.
 
     Layout: images/<split>_<i>.png, audio/<split>_<i>.wav, train.jsonl, test.jsonl,
     vqa_train.jsonl, vqa_test.jsonl (paths in rows are relative to ``out_dir``), and
-    classes.txt (the 24 "<colour> <shape>" labels). Existing
+    classes.txt (the 24 "<colour> <shape>" labels); with paired_fraction < 1 also
+    train_paired.jsonl and train_single.jsonl (see the module's docstring). Existing
     files of ours are overwritten.
     """
-    _check_args(n_train, n_test, image_size, sample_rate, duration, vqa_per_scene)
+    _check_args(n_train, n_test, image_size, sample_rate, duration, vqa_per_scene, paired_fraction)
     exe = None
     if speech:
         exe = shutil.which("espeak-ng")
@@ -455,7 +479,13 @@ def generate_demo(out_dir, n_train: int = 2400, n_test: int = 600, seed: int = 0
                              "label": f"{objs[0]['colour']} {objs[0]['shape']}", "objects": objs})
                 vqa += _vqa_rows(sid, image, objs, vqa_per_scene, rng["vqa"])
                 bar.update(1)
-            for name, data in ((split, rows), (f"vqa_{split}", vqa)):
+            outputs = [(split, rows), (f"vqa_{split}", vqa)]
+            if split == "train" and paired_fraction < 1.0:
+                paired, single = split_pairs(rows, paired_fraction, seed)
+                outputs += [("train_paired", paired), ("train_single", single)]
+                outputs[0] = (split, paired + single)
+                summary["paired_fraction"] = paired_fraction
+            for name, data in outputs:
                 path = out / f"{name}.jsonl"
                 path.write_text("".join(json.dumps(r) + "\n" for r in data), encoding="utf-8")
                 summary[name] = str(path)

@@ -67,7 +67,8 @@ def build_train_data(cfg: Config, sources: list[Source], processors: Processors,
                          f"processes x train.grad_accum = {world} x {t.grad_accum}")
     micro = d.batch_size // parts
     modalities = [m for m in cfg.model.modalities if any(m in s.columns for s in sources)]
-    collator = MultiModalCollator(modalities, build_maskers(cfg.model), t.seed, processors, train=True,
+    maskers = build_maskers(cfg.model) if cfg.loss.masks else None  # the CLIP objective sees whole inputs
+    collator = MultiModalCollator(modalities, maskers, t.seed, processors, train=True,
                                   num_sources=len(sources))
     workers = d.num_workers
     common = dict(

@@ -7,6 +7,7 @@ each modality's sub-batch goes through its encoder and head.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,14 @@ def embed_rows(
     progress: bool = True,
     on_error: str = "raise",
     bar: tqdm | None = None,
+    encode: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[Embeddings, list[BadRow]]:
     """Embed `rows` (default: all) of `dataset` -> ({modality: (z float32 L2-normalised, rows int64)},
     error records of the bad rows). With on_error="raise" the first bad row raises its DataError.
-    `bar`: an outer progress bar (counting rows) to advance instead of showing one per call."""
+    `bar`: an outer progress bar (counting rows) to advance instead of showing one per call.
+    `encode`: (modality, inputs) -> (n, F) in place of the shared embedding (`model.encode`), e.g.
+    `model.features` for probes."""
+    encode = encode or model.encode
     rows = range(len(dataset)) if rows is None else rows
     batches = [list(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
     mods = list(dataset.columns)
@@ -77,7 +82,7 @@ def embed_rows(
         batch = move_batch(batch, device)
         for m in mods:
             if m in batch:
-                embs[m].append(model.encode(m, batch[m]["x"]).float().cpu())
+                embs[m].append(encode(m, batch[m]["x"]).float().cpu())
                 ids[m].append(batch_rows[batch[m]["index"].cpu()])
     out = {m: (torch.cat(embs[m]), torch.cat(ids[m])) for m in mods if embs[m]}
     return out, errors

@@ -3,8 +3,10 @@
 open the data -> tokenizer -> `build_training` (the model, its checkpoint weights when resuming,
 checkpointing / compile / DDP / FSDP2, AdamW, schedules, objective, step) -> for each step's
 micro-batches: forward, loss, backward; clip, step, EMA update -> log to metrics.jsonl every
-`log_every` steps -> checkpoint every `ckpt_every`. Under torchrun, `data.batch_size` is the
-global batch, every process trains on its share, and only rank 0 logs and writes.
+`log_every` steps -> checkpoint every `ckpt_every` -> stop at `max_steps` or after `max_seconds`
+of training (the schedules then laid out over the steps the measured rate allows). Under
+torchrun, `data.batch_size` is the global batch, every process trains on its share, and only
+rank 0 logs and writes.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from ..processors import build_tokenizer
 from .builder import build_training
 from .parallelize import full_state, load_optimizer_state
 from .step import SUMMED_LOGS
+
+CALIBRATION_STEPS = 10  # a time-limited run measures its rate over these steps (the first two not counted)
 
 
 def _drop_metrics_after(path: Path, step: int) -> None:
@@ -82,6 +86,40 @@ def share_bookkeeping(micro: list[dict], num_sources: int, world: World, device:
     if int(counts[:, 0].sum()):
         errors = [e for part in gather_objects(errors, world) for e in part]
     return errors, counts[:, 1:].sum(0).tolist()
+
+
+class TrainingClock:
+    """Seconds of training: wall time since start-up (plus a resumed run's earlier seconds), with
+    checkpoint writes left out; and the rate that lays out a time-limited run's schedules."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.start, self.paused_at = before, time.perf_counter(), None
+
+    def pause(self) -> None:
+        self.paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        if self.paused_at is not None:
+            self.start += time.perf_counter() - self.paused_at
+            self.paused_at = None
+
+    def seconds(self) -> float:
+        now = self.paused_at if self.paused_at is not None else time.perf_counter()
+        return self.before + now - self.start
+
+    def steps_allowed(self, step: int, max_seconds: float, max_steps: int, since: tuple[int, float],
+                      world: World) -> int:
+        """min(max_steps, the steps done + those the rest of the time allows at the rate since
+        `since` = (step, seconds)), the same on every process (rank 0's)."""
+        elapsed = self.seconds()
+        rate = (step - since[0]) / max(elapsed - since[1], 1e-9)  # steps per second
+        allowed = min(max_steps, step + int(rate * max(0.0, max_seconds - elapsed)))
+        return int(broadcast_object(allowed, world)) if world.active else allowed
+
+
+def _all_agree(flag: bool, world: World) -> bool:
+    """Rank 0's decision, on every process (they must stop at the same step)."""
+    return bool(broadcast_object(flag, world)) if world.active else flag
 
 
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -132,6 +170,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     data_position: dict | None = None
     bad_state: dict | None = None
     drawn = {s.name: 0 for s in sources}
+    trained_seconds = 0.0  # training time before this process started (a resumed run's)
+    schedule_fixed = False  # a time-limited run's schedule, once laid out over the steps it can take
     if resume and ckpt is not None:
         state = load_train_state(ckpt)
         load_optimizer_state(model, optimizer, state["optimizer"])
@@ -141,6 +181,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             torch.cuda.set_rng_state(state["rng_cuda"])
         data_position, bad_state = state.get("data_position"), state.get("bad_samples")
         drawn.update(state.get("drawn", {}))
+        if "schedule" in state:
+            schedule.load_state_dict(state["schedule"])
+        trained_seconds = float(state.get("train_seconds", 0.0))
+        schedule_fixed = bool(state.get("schedule_fixed", False))
         say(f"resuming {out} from step {step}" + (f" on {world.size} processes" if world.active else ""))
         if world.main:
             _drop_metrics_after(out / "metrics.jsonl", step)  # those steps are trained again
@@ -157,8 +201,11 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     last: dict = {}
     low_std_logs = 0
     samples, tic = 0, time.perf_counter()
+    start_step, clock = step, TrainingClock(trained_seconds)
+    rate_from = (step, 0.0)  # the rate is measured from the end of the second step
 
     def checkpoint(step: int) -> None:
+        clock.pause()
         weights, optim_state = full_state(model, optimizer)  # a collective under FSDP
         if data.sampler is not None:
             position = data.sampler.position_after(step - 1)  # the same on every process
@@ -168,11 +215,13 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
         if world.main:
             state = {"optimizer": optim_state, "step": step, "schedule": schedule.state_dict(),
                      "rng_cpu": torch.get_rng_state(), "drawn": dict(drawn), "bad_samples": bad.state_dict(),
-                     "data_position": position, "world_size": world.size}
+                     "data_position": position, "world_size": world.size,
+                     "train_seconds": clock.seconds(), "schedule_fixed": schedule_fixed}
             if device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state()
             save_checkpoint(out, step, weights, state, keep=t.keep_checkpoints)
         barrier(world)
+        clock.resume()
 
     model.train()
     try:
@@ -183,16 +232,28 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 drawn[name] += n
             if position is not None:
                 stream_positions[str(position["stream"])] = position
-            result = training.step([move_batch(b, device) for b in micro], step)
+            log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
+            result = training.step([move_batch(b, device) for b in micro], step, measure_terms=log_step)
             step += 1
             bar.update(1)
+            out_of_time = t.max_seconds > 0 and _all_agree(clock.seconds() >= t.max_seconds, world)
+            if step - start_step == 2:
+                rate_from = (step, clock.seconds())
+            if t.max_seconds > 0 and not schedule_fixed and step - start_step == CALIBRATION_STEPS:
+                schedule.total = clock.steps_allowed(step, t.max_seconds, t.max_steps, rate_from, world)
+                schedule_fixed = True
+                bar.total = schedule.total
+                say(f"train.max_seconds={t.max_seconds:g}: about {schedule.total} steps at the measured rate; "
+                    "the schedules are laid out over them")
             if result is None:  # every row of the step was bad: nothing to learn from, keep the numbering
-                if step % t.ckpt_every == 0 or step == t.max_steps:
+                if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time:
                     checkpoint(step)  # a checkpoint (the final one too) is due whatever the batch held
+                if out_of_time:
+                    break
                 continue
             samples += result.rows
 
-            if step % t.log_every == 0 or step == t.max_steps:
+            if log_step or out_of_time:
                 elapsed = time.perf_counter() - tic
                 logs = mean_across(result.logs, world, SUMMED_LOGS)
                 rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay, "ema": schedule.ema(step - 1),
@@ -219,8 +280,11 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                         "model.ema_momentum start, a lower optim.lr, or loss.variance_weight > 0."
                     )
 
-            if step % t.ckpt_every == 0 or step == t.max_steps:
+            if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time:
                 checkpoint(step)
+            if out_of_time:
+                say(f"train.max_seconds={t.max_seconds:g} reached at step {step}")
+                break
         bad.check()
     finally:
         bar.close()

@@ -56,7 +56,8 @@ def parallelize(model: nn.Module, train: TrainConfig, world: World = World(), de
     """Apply the switches of `train` to `model` in place: activation checkpointing, then compile,
     then DDP / FSDP2. -> the module to call for the forward (the model itself at world size 1).
     find_unused: some processes may lack a modality in a batch (sources with different modalities)."""
-    online = [model.encoders, model.predictors]  # take gradients and hold the blocks; targets do not
+    # take gradients and hold the blocks; targets do not (a CLIP-objective model has no predictors)
+    online = [part for part in (model.encoders, model.predictors) if part is not None]
     if train.activation_checkpointing:
         wrapper = partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
         for part in online:
@@ -70,8 +71,9 @@ def parallelize(model: nn.Module, train: TrainConfig, world: World = World(), de
         return model
     if train.parallel == "fsdp":
         return _fully_shard(model, find_unused)
-    ignore = [f"target_encoders.{name}" for name, _ in model.target_encoders.named_parameters()]
-    ignore += [f"target_encoders.{name}" for name, _ in model.target_encoders.named_buffers()]
+    targets = model.target_encoders if model.target_encoders is not None else nn.ModuleDict()
+    ignore = [f"target_encoders.{name}" for name, _ in targets.named_parameters()]
+    ignore += [f"target_encoders.{name}" for name, _ in targets.named_buffers()]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
     return DistributedDataParallel(
         model,
@@ -88,7 +90,7 @@ def _fully_shard(model: nn.Module, find_unused: bool) -> nn.Module:
     from torch.distributed.fsdp import fully_shard
 
     for part in (model.encoders, model.target_encoders, model.predictors):
-        for m in list(part.modules()):
+        for m in list(part.modules() if part is not None else ()):
             if isinstance(m, BLOCKS):
                 fully_shard(m)
     # the temperature is a scalar (FSDP2 shards no scalars): kept whole, its gradient averaged here

@@ -1,5 +1,6 @@
 """Per-step schedules: learning rate (linear warmup + cosine), weight decay (cosine ramp, as
-I-JEPA) and EMA momentum (linear to 1.0). Pure functions of the step, so resuming needs only it."""
+I-JEPA) and EMA momentum (linear to 1.0). Pure functions of the step and of the total steps they are
+laid out over, which a time-limited run fixes once it has measured its rate (`state_dict`)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ def warmup_cosine(step: int, lr: float, min_lr: float, warmup_steps: int, total_
 
 class Schedule:
     """optim: any optimizer config with lr, min_lr, warmup_steps and weight_decay (pretraining's
-    also ramps it to final_weight_decay); ema: the (start, end) momentum of EMA targets, if any."""
+    also ramps it to final_weight_decay); ema: the (start, end) momentum of EMA targets, if any;
+    ema_horizon > 0: the start momentum is 1 - 1 / (ema_horizon * total steps) instead, so the
+    targets average over that share of the run (see `ModelConfig.ema_horizon`)."""
 
-    def __init__(self, optim, total_steps: int, ema: tuple[float, float] = (1.0, 1.0)):
+    def __init__(self, optim, total_steps: int, ema: tuple[float, float] = (1.0, 1.0), ema_horizon: float = 0.0):
         self.o, self.total = optim, max(1, total_steps)
         self.momentum = ema
+        self.horizon = ema_horizon
         self.final_wd = getattr(optim, "final_weight_decay", optim.weight_decay)  # VQA: constant
 
     def _progress(self, step: int) -> float:
@@ -37,6 +41,8 @@ class Schedule:
 
     def ema(self, step: int) -> float:
         start, end = self.momentum
+        if self.horizon > 0:
+            start = min(end, 1.0 - 1.0 / max(1.0, self.horizon * self.total))
         return start + (end - start) * self._progress(step)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> tuple[float, float]:
@@ -51,3 +57,6 @@ class Schedule:
 
     def state_dict(self) -> dict:
         return {"total_steps": self.total}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total = max(1, int(state["total_steps"]))

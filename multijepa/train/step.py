@@ -52,10 +52,13 @@ class TrainStep:
         self.wrapped = wrapped if wrapped is not None else model
         self.amp = lambda: autocast_for(device, precision)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.encoder_params = [p for p in model.encoders.parameters() if p.requires_grad]
 
-    def __call__(self, batch: dict | list[dict], step: int) -> StepResult | None:
+    def __call__(self, batch: dict | list[dict], step: int, measure_terms: bool = False) -> StepResult | None:
         """batch: a collated batch on the device, or the list of micro-batches of one step
-        (gradient accumulation); step: the 0-based step being taken. Returns None when no
+        (gradient accumulation); step: the 0-based step being taken; measure_terms: also log each
+        loss term's gradient norm on the online encoders (`term_grad_norms`; costs a partial
+        backward per term, so the loop asks on log steps only). Returns None when no
         micro-batch could be used: every process lacks rows (all bad) in each of them."""
         micro = [batch] if isinstance(batch, dict) else list(batch)
         local = torch.stack([self.objective.local_counts(b, int(b["size"])) for b in micro])  # (A, k)
@@ -68,6 +71,7 @@ class TrainStep:
         lr, wd = self.schedule.apply(self.optimizer, step)
         self.optimizer.zero_grad(set_to_none=True)
         logs: dict[str, torch.Tensor] = {}
+        measured: dict[str, torch.Tensor] = {}
         for i, j in enumerate(use):
             with grad_sync(self.wrapped, i == len(use) - 1):
                 with self.amp():
@@ -75,13 +79,17 @@ class TrainStep:
                         outputs = self.wrapped(micro[j])
                     with record_function("step/objective"):
                         counts = StepCounts(per_rank[:, j], total, self.world.rank)
-                        loss, micro_logs = self.objective(outputs, self.model.logit_scale, counts)
+                        terms, micro_logs = self.objective.terms(outputs, self.model.logit_scale, counts)
+                        loss = sum(terms.values())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"step {step}: loss is {float(loss)}; lower optim.lr or check the data")
+                if measure_terms and i == len(use) - 1 and not self.world.active:
+                    measured = term_grad_norms(terms, self.encoder_params)  # on the last micro-batch
                 with record_function("step/backward"):
                     loss.backward()
             for k, v in micro_logs.items():  # the loss terms add up over micro-batches; monitors average
                 logs[k] = logs.get(k, 0) + (v if k.startswith(SUMMED_LOGS) else v / len(use))
+        logs.update(measured)
         with record_function("step/optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
             self.optimizer.step()
@@ -92,6 +100,23 @@ class TrainStep:
 
 
 SUMMED_LOGS = ("loss", "pred/", "bind/")
+
+
+def term_grad_norms(terms: dict[str, torch.Tensor], params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each weighted loss term's gradient norm on `params` (the online encoders), before clipping,
+    and the prediction term's share of the two: how much of what trains the encoders is prediction.
+    One process's gradients (the loop measures at world size 1 only: DDP allows no autograd.grad)."""
+    logs = {}
+    for name, term in terms.items():
+        if not term.requires_grad:  # a term with nothing in it this step (no pairs, no prediction)
+            continue
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        sq = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+        logs[f"grad_norm/{name}"] = torch.stack(sq).sum().sqrt() if sq else torch.zeros(())
+    if "grad_norm/pred" in logs and "grad_norm/bind" in logs:
+        total = logs["grad_norm/pred"] + logs["grad_norm/bind"]
+        logs["grad_share/pred"] = logs["grad_norm/pred"] / total.clamp_min(1e-12)
+    return logs
 
 
 def grad_sync(wrapped: torch.nn.Module, sync: bool):

@@ -71,9 +71,9 @@ class VQAModel(nn.Module):
 
     def load_pretrained_encoders(self, pretrained) -> None:
         """Copy the image and text encoders of a MultiJEPA (its EMA target encoders, which I-JEPA
-        uses for downstream tasks)."""
-        self.image_encoder.load_state_dict(pretrained.target_encoders["image"].state_dict())
-        self.text_encoder.load_state_dict(pretrained.target_encoders["text"].state_dict())
+        uses for downstream tasks; the online ones of a CLIP-objective run)."""
+        self.image_encoder.load_state_dict(pretrained.feature_encoder("image").state_dict())
+        self.text_encoder.load_state_dict(pretrained.feature_encoder("text").state_dict())
 
 
 class VQAPredictor:

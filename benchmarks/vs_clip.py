@@ -1,0 +1,195 @@
+"""MultiJEPA's objective against the CLIP objective with the same towers, at equal wall-clock.
+
+For each paired fraction F (1.0: every demo scene one row with image, caption and sound; 0.1: only
+a tenth of the scenes, the rest split into one-modality rows, see `multijepa data demo
+--paired-fraction`), two pretraining runs, one at a time, each stopped after `--seconds` of
+training (`train.max_seconds`):
+
+  jepa  `loss.objective=jepa` (the default recipe, plus `--jepa` overrides). With F < 1 it trains
+        on every row: a mixture of the paired rows and the one-modality rows, half the batch each
+        (prediction learns from single rows, binding from pairs).
+  clip  `loss.objective=clip`: binding alone on unmasked inputs, no masks, target encoders or
+        predictors. It can use pairs only, so with F < 1 it trains on the paired rows (64 pairs
+        per batch), as a CLIP user would.
+  clip_mix  (F < 1 only) the CLIP objective on jepa's own mixture: the same batches (32 pairs
+        and 32 single rows, which give binding nothing), so only the objective differs.
+
+Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
+retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
+(trained on the demo's train split, `multijepa eval probe`), and VQA accuracy after the same short
+fine-tune. With `--pred-only` a third arm (`loss.bind_weight=0`) checks that prediction alone
+learns: its probes are printed beside those of the same towers at their random initialisation.
+
+The last lines are `quality_ratio_vs_clip_paired: X` and `quality_ratio_vs_clip_scarce: Y`: the
+mean class-match P@1 of jepa over that of the better CLIP arm (for the fractions run: 1.0 is
+"paired", any other "scarce"; against clip on pairs alone it is also printed, as
+`quality_ratio_vs_clip_pairs_only_scarce`).
+
+    python benchmarks/vs_clip.py                        # 240 s per arm, fractions 1.0 and 0.1
+    python benchmarks/vs_clip.py --seconds 60 --fractions 0.1 --jepa model.ema_horizon=0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from multijepa.checkpoint import latest_checkpoint, load_train_state
+from multijepa.config import load_config
+from multijepa.data.demo import generate_demo
+from multijepa.model import create_model, load_run
+from multijepa.retrieval.embed import embed_rows, manifest_groups, manifest_labels, open_manifest
+from multijepa.retrieval.metrics import retrieval_metrics
+from multijepa.retrieval.probe import probe_eval
+from multijepa.retrieval.zeroshot import DEFAULT_TEMPLATES, read_classes, zero_shot_eval
+from multijepa.train import pretrain
+from multijepa.vqa.config import load_vqa_config
+from multijepa.vqa.train import train_vqa
+
+from common import machine, write_result
+
+
+def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str]) -> list[str]:
+    """The config overrides of one arm on the demo data of one paired fraction."""
+    common = [f"train.max_seconds={seconds}", "train.max_steps=100000", "train.ckpt_every=100000"]
+    if arm == "clip":
+        train = data / ("train_paired.jsonl" if fraction < 1 else "train.jsonl")
+        return [*common, f"data.train={train}", "loss.objective=clip", *extra]
+    if fraction < 1:  # jepa, pred_only and clip_mix: every row, half the batch pairs
+        sources = (f"data.sources=[{{path: {data / 'train_paired.jsonl'}, weight: 1}}, "
+                   f"{{path: {data / 'train_single.jsonl'}, weight: 1}}]")
+        data_args = [sources]
+    else:
+        data_args = [f"data.train={data / 'train.jsonl'}"]
+    if arm == "clip_mix":
+        return [*common, *data_args, "loss.objective=clip", *extra]
+    pred_only = ["loss.bind_weight=0"] if arm == "pred_only" else []
+    return [*common, *data_args, "loss.objective=jepa", *extra, *pred_only]
+
+
+def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_data: Path) -> dict:
+    """Every figure of one trained arm, on the held-out split."""
+    test = data / "test.jsonl"
+    dataset = open_manifest(model, test)
+    embs, _ = embed_rows(model, dataset, progress=False)
+    groups, grouping = manifest_groups(dataset)
+    ret = retrieval_metrics(embs, manifest_labels(dataset), groups=groups, grouping=grouping)
+    out = {
+        "R@1": {k: v["R@1"] for k, v in ret.items()},
+        "P@1": {k: v["P@1"] for k, v in ret.items()},
+        "mean_R@1": sum(v["R@1"] for v in ret.values()) / len(ret),
+        "mean_P@1": sum(v["P@1"] for v in ret.values()) / len(ret),
+    }
+    zs = zero_shot_eval(model, test, read_classes(data / "classes.txt"), list(DEFAULT_TEMPLATES), progress=False)
+    out["zeroshot_top1"] = {m: r["top1"] for m, r in zs.items()}
+    out["probe"] = probes(model, probe_data, test)
+    if vqa_steps > 0:
+        cfg = load_vqa_config("vqa_demo", [f"train.max_steps={vqa_steps}", "train.log_every=1000000"])
+        with contextlib.redirect_stdout(io.StringIO()):
+            last = train_vqa(run, data / "vqa_train.jsonl", vqa_dir, cfg, eval_data=data / "vqa_test.jsonl",
+                             progress=False)
+        out["vqa_accuracy"] = last["eval"]["accuracy"]
+    return out
+
+
+def probes(model, train: Path, test: Path) -> dict:
+    res = probe_eval(model, train, test, model.modalities, progress=False)
+    return {m: {"linear": r["linear"]["top1"], "knn": r["knn"]["top1"]} for m, r in res.items()}
+
+
+def train_arm(overrides: list[str], config: str, run: Path) -> tuple[float, int]:
+    """-> (training seconds as the run counted them, steps), the run trained in this process."""
+    cfg = load_config(config, overrides)
+    if run.exists():
+        shutil.rmtree(run)
+    with contextlib.redirect_stdout(io.StringIO()):
+        pretrain(cfg, run, progress=False)
+    state = load_train_state(latest_checkpoint(run))
+    return float(state["train_seconds"]), int(state["step"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="demo", help="pretraining config of both arms [demo]")
+    ap.add_argument("--seconds", type=float, default=240.0, help="training seconds per arm [240]")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1], help="paired fractions [1.0 0.1]")
+    ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")
+    ap.add_argument("--n-test", type=int, default=600, help="held-out scenes [600]")
+    ap.add_argument("--vqa-steps", type=int, default=150, help="VQA fine-tuning steps per arm; 0 skips VQA [150]")
+    ap.add_argument("--jepa", nargs="*", default=[], metavar="key=value", help="overrides of the jepa arm")
+    ap.add_argument("--clip", nargs="*", default=[], metavar="key=value", help="overrides of the clip arm")
+    ap.add_argument("--pred-only", action="store_true",
+                    help="also train loss.bind_weight=0 (fraction 1.0) and probe it against the random towers")
+    ap.add_argument("--work", default="benchmarks/results/vs_clip_work", help="data and run folders")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    args = ap.parse_args()
+
+    work = Path(args.work)
+    torch.manual_seed(0)
+    print(f"machine: {json.dumps(machine())}; {args.seconds:g} s of training per arm, config {args.config}",
+          flush=True)
+    rows, ratios = [], {}
+    for fraction in args.fractions:
+        data = work / f"data_{fraction:g}"
+        generate_demo(data, n_train=args.n, n_test=args.n_test, progress=False, paired_fraction=fraction)
+        if fraction < 1 and not (work / "data_1" / "train.jsonl").exists():
+            generate_demo(work / "data_1", n_train=args.n, n_test=args.n_test, progress=False)
+        full = work / "data_1" / "train.jsonl"  # the probes train on every scene whole, whatever F
+        arms = ["jepa", "clip"] + (["clip_mix"] if fraction < 1 else [])
+        arms += ["pred_only"] if args.pred_only and fraction == 1.0 else []
+        scores = {}
+        for arm in arms:
+            extra = args.clip if arm.startswith("clip") else args.jepa
+            run = work / f"run_{arm}_{fraction:g}"
+            print(f"paired fraction {fraction:g}: training {arm} ...", flush=True)
+            seconds, steps = train_arm(arm_overrides(arm, data, fraction, args.seconds, extra), args.config, run)
+            model = load_run(run)
+            res = evaluate(model, data, work / f"vqa_{arm}_{fraction:g}", run,
+                           0 if arm == "pred_only" else args.vqa_steps, full)
+            logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            shares = [r["grad_share/pred"] for r in logged if "grad_share/pred" in r]
+            res.update(arm=arm, paired_fraction=fraction, steps=steps, seconds=seconds,
+                       ms_per_step=1000 * seconds / max(steps, 1),
+                       grad_share_pred=sum(shares) / len(shares) if shares else None)
+            if arm == "pred_only":
+                torch.manual_seed(0)
+                fresh = create_model(model.run_config, model.processors.tokenizer).eval()
+                res["probe_random_init"] = probes(fresh, full, data / "test.jsonl")
+            rows.append(res)
+            scores[arm] = res["mean_P@1"]
+            print(format_row(res), flush=True)
+        best_clip = max(v for k, v in scores.items() if k.startswith("clip"))
+        if fraction < 1:
+            ratios["pairs_only_scarce"] = scores["jepa"] / max(scores["clip"], 1e-9)
+        ratios["paired" if fraction == 1.0 else "scarce"] = scores["jepa"] / max(best_clip, 1e-9)
+
+    write_result(args.json, {"machine": machine(), "seconds": args.seconds, "config": args.config, "jepa_overrides": args.jepa,
+                             "clip_overrides": args.clip, "results": rows,
+                             **{f"quality_ratio_vs_clip_{k}": v for k, v in ratios.items()}})
+    for k in sorted(ratios, key=lambda k: ("pairs_only" not in k, k)):  # the two main ratios last
+        print(f"quality_ratio_vs_clip_{k}: {ratios[k]:.3f}")
+
+
+def format_row(r: dict) -> str:
+    probe = "  ".join(f"{m} lin {p['linear']:.3f} knn {p['knn']:.3f}" for m, p in r["probe"].items())
+    text = (f"  {r['arm']:<9} F={r['paired_fraction']:g}  steps {r['steps']}  {r['ms_per_step']:.0f} ms/step  "
+            f"mean R@1 {r['mean_R@1']:.3f}  mean class-match P@1 {r['mean_P@1']:.3f}  zero-shot "
+            + " ".join(f"{m} {v:.3f}" for m, v in r["zeroshot_top1"].items())
+            + (f"  VQA {r['vqa_accuracy']:.3f}" if "vqa_accuracy" in r else "")
+            + (f"  pred grad share {r['grad_share_pred']:.3f}" if r.get("grad_share_pred") is not None else "")
+            + f"\n    probes: {probe}")
+    if "probe_random_init" in r:
+        text += "\n    random init: " + "  ".join(f"{m} lin {p['linear']:.3f} knn {p['knn']:.3f}"
+                                            for m, p in r["probe_random_init"].items())
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())
