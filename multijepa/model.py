@@ -301,7 +301,8 @@ class MultiJEPA(nn.Module):
         linear and k-NN probes read (I-JEPA's evaluation). encoder: "online" or "target" (the EMA
         copy; a CLIP-objective run has none). Audio clips are averaged, as in `encode`."""
         if encoder == "target" and self.target_encoders is None:
-            raise ValueError("this run has no target encoders (loss.objective=clip or pred_weight=0): use the online ones")
+            raise ValueError("this run has no target encoders (loss.objective=clip, loss.pred_weight=0 or model.target=sigreg): "
+                             "use the online ones")
         return self._over_clips(modality, x, lambda enc, xs: EmbeddingHead.pool(*enc(xs)), encoder)
 
     def _over_clips(self, modality: str, x: torch.Tensor, fn, encoder: str = "online") -> torch.Tensor:
