@@ -161,7 +161,10 @@ def encoder_tokens(cfg: Config, batches: list[dict]) -> dict[str, tuple[float, f
     whole = {"image": lambda b: (m.image.size // m.image.patch) ** 2,
              "text": lambda b: b["text"]["x"].shape[1],  # up to the batch's longest caption
              "audio": lambda b: (m.audio.num_mel_bins // m.audio.patch[0]) * (m.audio.target_frames // m.audio.patch[1])}
-    return {k: (sum(b[k]["context"].shape[1] for b in batches) / len(batches),
+    def online(k, b):  # the context, or every token without masks (loss.objective=clip)
+        return b[k]["context"].shape[1] if "context" in b[k] else whole[k](b)
+
+    return {k: (sum(online(k, b) for b in batches) / len(batches),
                 sum(whole[k](b) for b in batches) / len(batches)) for k in m.modalities}
 
 
