@@ -133,7 +133,7 @@ class LossConfig:
     # unmasked inputs, with no masks, target encoders or predictors: the baseline with the same towers.
     objective: str = "jepa"
     # AdamW normalises each weight's update, so for the encoders only the ratio of the two terms'
-    # gradients matters: at 1 prediction is ~0.1 % of it, at 30 ~20 % (grad_share/pred in metrics.jsonl).
+    # gradients matters: at 1 prediction is 0.1-0.5 % of it, at 30 11-19 % (grad_share/pred in metrics.jsonl).
     # 0 also builds no target encoders or predictors.
     pred_weight: float = 30.0
     bind_weight: float = 1.0

@@ -153,7 +153,7 @@ class MultiJEPAObjective:
 
     def terms(self, out: dict, logit_scale: torch.Tensor,
               counts: StepCounts | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """-> ({"pred", "bind"[, "variance"]}: the weighted terms whose sum is the loss, logs), so
+        """-> ({"pred", "bind"[, "variance", "sigreg"]}: the weighted terms whose sum is the loss, logs), so
         that the training step can measure each term's gradient on the encoders."""
         cfg = self.cfg
         if counts is None:
