@@ -45,8 +45,7 @@ from multijepa.checkpoint import latest_checkpoint, load_train_state
 from multijepa.config import load_config
 from multijepa.data.demo import generate_demo
 from multijepa.model import create_model, load_run
-from multijepa.retrieval.embed import embed_rows, manifest_groups, manifest_labels, open_manifest
-from multijepa.retrieval.metrics import retrieval_metrics
+from multijepa.retrieval.metrics import manifest_retrieval
 from multijepa.retrieval.probe import probe_eval
 from multijepa.retrieval.zeroshot import DEFAULT_TEMPLATES, read_classes, zero_shot_eval
 from multijepa.train import pretrain
@@ -77,10 +76,7 @@ def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: 
 def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_data: Path) -> dict:
     """Every figure of one trained arm, on the held-out split."""
     test = data / "test.jsonl"
-    dataset = open_manifest(model, test)
-    embs, _ = embed_rows(model, dataset, progress=False)
-    groups, grouping = manifest_groups(dataset)
-    ret = retrieval_metrics(embs, manifest_labels(dataset), groups=groups, grouping=grouping)
+    ret, _ = manifest_retrieval(model, test, progress=False)
     out = {
         "R@1": {k: v["R@1"] for k, v in ret.items()},
         "P@1": {k: v["P@1"] for k, v in ret.items()},

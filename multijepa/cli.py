@@ -395,17 +395,13 @@ def _cmd_embed(args: argparse.Namespace) -> None:
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> None:
     from .data.demo_paths import resolve_manifest
-    from .retrieval.embed import embed_rows, manifest_groups, manifest_labels, open_manifest
-    from .retrieval.metrics import format_table, retrieval_metrics
+    from .retrieval.metrics import format_table, manifest_retrieval
 
     model = _load(args)
     if args.audio_clips is not None:
         model.processors.eval_clips = args.audio_clips
     manifest = resolve_manifest(args.data, "test")
-    dataset = open_manifest(model, manifest, extra=(args.group_by,) if args.group_by else ())
-    embs, _ = embed_rows(model, dataset, batch_size=args.batch_size)
-    groups, grouping = manifest_groups(dataset, args.group_by)
-    results = retrieval_metrics(embs, manifest_labels(dataset), groups=groups, grouping=grouping)
+    results, grouping = manifest_retrieval(model, manifest, args.group_by, args.batch_size)
     if not results:
         raise UsageError(f"{manifest} has no rows with two modalities to retrieve between")
     print(f"retrieval on {manifest} (one item per {grouping})")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .embed import Embeddings
+from .embed import Embeddings, embed_rows, manifest_groups, manifest_labels, open_manifest
 
 KS = (1, 5, 10)
 
@@ -109,6 +109,16 @@ def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_ce
                 res["n_labelled"] = int(has.sum())
             results[f"{a}->{b}"] = res
     return results
+
+
+def manifest_retrieval(model, manifest, group_by: str | None = None, batch_size: int = 128,
+                       progress: bool = True) -> tuple[dict[str, dict], str]:
+    """Embed every row of a manifest and score retrieval between its modalities (items grouped
+    as `manifest_groups` says, labels from its label column) -> (results, what an item is)."""
+    dataset = open_manifest(model, manifest, extra=(group_by,) if group_by else ())
+    embs, _ = embed_rows(model, dataset, batch_size=batch_size, progress=progress)
+    groups, grouping = manifest_groups(dataset, group_by)
+    return retrieval_metrics(embs, manifest_labels(dataset), groups=groups, grouping=grouping), grouping
 
 
 def _group_codes(groups: list | None, embeddings: Embeddings) -> torch.Tensor | None:
