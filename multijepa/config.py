@@ -8,11 +8,12 @@ The resolved config is saved in every run folder (`config.yaml`) and is what
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -21,11 +22,61 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key allows (each item, for a tuple), checked as any settings load: every
+    settings dataclass lists one per numeric field in RANGES (a test holds them to it), and its
+    choice fields' values in CHOICES."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is out
+    hi_open: bool = False
+    ordered: bool = False  # a (low, high) pair: low <= high
+
+    def problem(self, value: Any) -> str | None:
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for v in items:
+            if v is None:
+                continue
+            if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+                return f"must be {'>' if self.lo_open else '>='} {self.lo:g}"
+            if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+                return f"must be {'<' if self.hi_open else '<='} {self.hi:g}"
+        if self.ordered and len(items) == 2 and items[0] > items[1]:
+            return "must be a (low, high) pair with low <= high"
+        return None
+
+
+COUNT = Range(1)  # sizes, steps, intervals: at least 1
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, lo_open=True)
+SHARE = Range(0, 1)  # probabilities and fractions
+ANY = Range()
+DEVICES = ("auto", "cpu", "cuda")  # and cuda:N
+
+
+def check_ranges(obj: Any, prefix: str = "") -> None:
+    """Every field of a settings dataclass against its class's RANGES and CHOICES (not nested ones)."""
+    ranges, choices = getattr(type(obj), "RANGES", {}), getattr(type(obj), "CHOICES", {})
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in ranges and (problem := ranges[f.name].problem(value)):
+            raise ConfigError(f"config key '{key}' {problem}, got {value!r}")
+        allowed = choices.get(f.name)
+        if allowed is not None and value is not None and value not in allowed:
+            if allowed is DEVICES and isinstance(value, str) and re.fullmatch(r"cuda:\d+", value):
+                continue
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
 # ----------------------------------------------------------------------------- model
 
 
 @dataclass
 class EncoderConfig:
+    RANGES: ClassVar = {"width": COUNT, "depth": COUNT, "heads": COUNT, "mlp_ratio": POSITIVE}
+
     width: int = 192
     depth: int = 4
     heads: int = 3
@@ -35,6 +86,11 @@ class EncoderConfig:
 @dataclass
 class BlockMaskConfig:
     """I-JEPA multi-block masking (image) or time-frequency blocks (audio)."""
+
+    RANGES: ClassVar = {"num_targets": COUNT, "target_scale": Range(0, 1, lo_open=True, ordered=True),
+                        "target_aspect": Range(0, lo_open=True, ordered=True),
+                        "context_scale": Range(0, 1, lo_open=True, ordered=True), "min_keep": COUNT,
+                        "full_height_prob": SHARE}
 
     num_targets: int = 4
     target_scale: tuple[float, float] = (0.15, 0.2)
@@ -47,6 +103,9 @@ class BlockMaskConfig:
 
 @dataclass
 class SpanMaskConfig:
+    RANGES: ClassVar = {"num_targets": COUNT, "target_scale": Range(0, 1, lo_open=True, ordered=True),
+                        "min_keep": COUNT}
+
     num_targets: int = 2
     target_scale: tuple[float, float] = (0.15, 0.25)
     min_keep: int = 1
@@ -55,6 +114,8 @@ class SpanMaskConfig:
 
 @dataclass
 class ImageConfig:
+    RANGES: ClassVar = {"size": COUNT, "patch": COUNT}
+
     size: int = 64
     patch: int = 8
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -63,6 +124,9 @@ class ImageConfig:
 
 @dataclass
 class TextConfig:
+    RANGES: ClassVar = {"vocab_size": Range(8), "max_len": Range(2)}
+    CHOICES: ClassVar = {"tokenizer": ("sentencepiece", "clip")}
+
     tokenizer: str = "sentencepiece"  # or "clip" (open_clip's CLIP BPE)
     tokenizer_file: str | None = None  # a SentencePiece .model; trained on the captions if unset
     vocab_size: int = 1000
@@ -73,6 +137,10 @@ class TextConfig:
 
 @dataclass
 class AudioConfig:
+    RANGES: ClassVar = {"sample_rate": Range(1000), "num_mel_bins": COUNT, "target_frames": COUNT, "patch": COUNT,
+                        "mean": ANY, "std": POSITIVE, "eval_clips": COUNT, "max_full_seconds": POSITIVE}
+    CHOICES: ClassVar = {"train_crop": ("random", "start")}
+
     sample_rate: int = 16000
     num_mel_bins: int = 128
     target_frames: int = 208  # ~2.1 s at a 10 ms shift
@@ -88,6 +156,8 @@ class AudioConfig:
 
 @dataclass
 class PredictorConfig:
+    RANGES: ClassVar = {"width": COUNT, "depth": COUNT, "heads": COUNT}
+
     width: int = 96
     depth: int = 3
     heads: int = 3
@@ -96,6 +166,10 @@ class PredictorConfig:
 
 @dataclass
 class ModelConfig:
+    RANGES: ClassVar = {"embed_dim": COUNT, "ema_momentum": Range(0, 1, ordered=True),
+                        "ema_horizon": Range(0, 1, hi_open=True), "init_temperature": POSITIVE}
+    CHOICES: ClassVar = {"target": ("ema", "sigreg")}
+
     modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])
     embed_dim: int = 128
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -125,10 +199,15 @@ class ModelConfig:
 
 OBJECTIVES = ("jepa", "clip")
 BIND_INPUTS = ("context", "full")
+SOURCE_FORMATS = ("auto", "json", "csv", "parquet", "saved", "webdataset", "hub")
 
 
 @dataclass
 class LossConfig:
+    RANGES: ClassVar = {"pred_weight": NON_NEGATIVE, "bind_weight": NON_NEGATIVE, "variance_weight": NON_NEGATIVE,
+                        "sigreg_weight": NON_NEGATIVE, "collapse_std": NON_NEGATIVE, "collapse_patience": COUNT}
+    CHOICES: ClassVar = {"objective": OBJECTIVES, "bind_input": BIND_INPUTS}
+
     # jepa: masked latent prediction + binding. clip: binding alone (open_clip's symmetric InfoNCE) on
     # unmasked inputs, with no masks, target encoders or predictors: the baseline with the same towers.
     objective: str = "jepa"
@@ -162,6 +241,9 @@ class LossConfig:
 class SourceConfig:
     """One paired dataset in a mixture (the ImageBind setting: image-text from one, image-audio from another)."""
 
+    RANGES: ClassVar = {"weight": POSITIVE}
+    CHOICES: ClassVar = {"format": SOURCE_FORMATS}
+
     path: str  # manifest (.jsonl/.csv/.parquet), saved `datasets` folder, tar shards (glob or {000..009}), or hub name
     name: str | None = None  # label in logs and errors; default: the file or folder name
     weight: float = 1.0  # sampling weight: the share of batch slots drawn from this source
@@ -173,6 +255,10 @@ class SourceConfig:
 
 @dataclass
 class DataConfig:
+    RANGES: ClassVar = {"batch_size": COUNT, "shuffle_buffer": COUNT, "max_bad_fraction": SHARE,
+                        "num_workers": NON_NEGATIVE, "prefetch_factor": COUNT}
+    CHOICES: ClassVar = {"on_error": ("raise", "skip")}
+
     train: str | None = None  # one manifest (shorthand for a single source); None = the built-in demo data
     sources: list[SourceConfig] = field(default_factory=list)  # several sources mixed by weight
     columns: dict[str, str] = field(
@@ -193,6 +279,10 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    RANGES: ClassVar = {"lr": NON_NEGATIVE, "min_lr": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
+                        "weight_decay": NON_NEGATIVE, "final_weight_decay": NON_NEGATIVE,
+                        "betas": Range(0, 1, hi_open=True), "eps": POSITIVE, "grad_clip": POSITIVE}
+
     lr: float = 1e-3
     min_lr: float = 1e-5
     warmup_steps: int = 100
@@ -205,6 +295,10 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    RANGES: ClassVar = {"max_steps": COUNT, "max_seconds": NON_NEGATIVE, "seed": NON_NEGATIVE, "threads": NON_NEGATIVE,
+                        "log_every": COUNT, "ckpt_every": COUNT, "keep_checkpoints": NON_NEGATIVE, "grad_accum": COUNT}
+    CHOICES: ClassVar = {"precision": ("fp32", "bf16"), "device": DEVICES, "parallel": ("ddp", "fsdp")}
+
     max_steps: int = 1000
     # > 0: stop after this many seconds of training steps (checkpoint writes not counted; a resumed run
     # counts the seconds already trained), with a checkpoint there. The schedules (LR decay, weight
@@ -237,7 +331,6 @@ class Config:
 
 
 MODALITIES = ("image", "text", "audio")
-SOURCE_FORMATS = ("auto", "json", "csv", "parquet", "saved", "webdataset", "hub")
 
 # ----------------------------------------------------------------------------- loading
 
@@ -289,7 +382,9 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
             where = f"{prefix}.{f.name}" if prefix else f.name
             raise ConfigError(f"config key '{where}' is required")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    check_ranges(obj, prefix)
+    return obj
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -370,59 +465,27 @@ def _validate(cfg: Config) -> None:
         if m not in MODALITIES:
             raise ConfigError(f"model.modalities: unknown modality '{m}' (known: {', '.join(MODALITIES)})")
     lo = cfg.loss
-    if lo.objective not in OBJECTIVES:
-        raise ConfigError(f"loss.objective must be one of {', '.join(OBJECTIVES)}, got '{lo.objective}'")
-    if lo.bind_input not in BIND_INPUTS:
-        raise ConfigError(f"loss.bind_input must be one of {', '.join(BIND_INPUTS)}, got '{lo.bind_input}'")
-    if lo.pred_weight < 0 or lo.bind_weight < 0:
-        raise ConfigError("loss.pred_weight and loss.bind_weight must be >= 0")
     if lo.objective == "clip" and (lo.bind_weight <= 0 or len(mods) < 2):
         raise ConfigError("loss.objective=clip trains by binding alone: it needs loss.bind_weight > 0 and two modalities")
-    if cfg.model.target not in ("ema", "sigreg"):
-        raise ConfigError(f"model.target must be ema or sigreg, got '{cfg.model.target}'")
     if cfg.model.target == "sigreg" and lo.predicts and lo.sigreg_weight <= 0:
         raise ConfigError("model.target=sigreg needs loss.sigreg_weight > 0 (without it nothing stops the "
                           "online encoder's targets from collapsing)")
-    if lo.sigreg_weight < 0:
-        raise ConfigError("loss.sigreg_weight must be >= 0")
-    if cfg.train.max_seconds < 0:
-        raise ConfigError(f"train.max_seconds must be >= 0, got {cfg.train.max_seconds}")
-    if not 0.0 <= cfg.model.ema_horizon < 1.0:
-        raise ConfigError(f"model.ema_horizon must be in [0, 1), got {cfg.model.ema_horizon}")
     if cfg.loss.bind_anchor is not None and cfg.loss.bind_anchor not in mods:
         raise ConfigError(f"loss.bind_anchor '{cfg.loss.bind_anchor}' is not in model.modalities {mods}")
-    if cfg.train.parallel not in ("ddp", "fsdp"):
-        raise ConfigError(f"train.parallel must be ddp or fsdp, got '{cfg.train.parallel}'")
-    if cfg.train.grad_accum < 1:
-        raise ConfigError(f"train.grad_accum must be >= 1, got {cfg.train.grad_accum}")
     if cfg.data.batch_size % cfg.train.grad_accum:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be a multiple of train.grad_accum={cfg.train.grad_accum}")
-    if cfg.train.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"train.precision must be fp32 or bf16, got '{cfg.train.precision}'")
-    if cfg.model.text.tokenizer not in ("sentencepiece", "clip"):
-        raise ConfigError(f"model.text.tokenizer must be sentencepiece or clip, got '{cfg.model.text.tokenizer}'")
     d = cfg.data
-    if d.on_error not in ("raise", "skip"):
-        raise ConfigError(f"data.on_error must be raise or skip, got '{d.on_error}'")
-    if not 0.0 <= d.max_bad_fraction <= 1.0:
-        raise ConfigError(f"data.max_bad_fraction must be in [0, 1], got {d.max_bad_fraction}")
     if d.train is not None and d.sources:
         raise ConfigError("give either data.train (one manifest) or data.sources (a mixture), not both")
-    if d.batch_size < 1 or d.num_workers < 0 or d.shuffle_buffer < 1:
-        raise ConfigError("data.batch_size and data.shuffle_buffer must be >= 1, data.num_workers >= 0")
     names = set()
     for i, src in enumerate(d.sources):
-        if src.weight <= 0:
-            raise ConfigError(f"data.sources[{i}].weight must be > 0, got {src.weight}")
-        if src.format not in SOURCE_FORMATS:
-            raise ConfigError(f"data.sources[{i}].format must be one of {', '.join(SOURCE_FORMATS)}, got '{src.format}'")
         if src.name is not None and src.name in names:
             raise ConfigError(f"data.sources[{i}].name '{src.name}' is used twice")
         names.add(src.name)
-    if cfg.model.audio.train_crop not in ("random", "start"):
-        raise ConfigError(f"model.audio.train_crop must be random or start, got '{cfg.model.audio.train_crop}'")
-    if cfg.model.audio.eval_clips < 1:
-        raise ConfigError("model.audio.eval_clips must be >= 1")
+    for key, enc in (("model.image.encoder", cfg.model.image.encoder), ("model.text.encoder", cfg.model.text.encoder),
+                     ("model.audio.encoder", cfg.model.audio.encoder), ("model.predictor", cfg.model.predictor)):
+        if enc.width % enc.heads:
+            raise ConfigError(f"{key}.width={enc.width} must be a multiple of {key}.heads={enc.heads}")
     if cfg.model.image.size % cfg.model.image.patch:
         raise ConfigError("model.image.size must be a multiple of model.image.patch")
     a = cfg.model.audio

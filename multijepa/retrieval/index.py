@@ -23,13 +23,14 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import faiss
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import ConfigError, load_settings
+from ..config import COUNT, NON_NEGATIVE, check_ranges, load_settings
 from ..data.bad_samples import BadRow
 from ..model import MultiJEPA
 from .embed import embed_rows, open_manifest
@@ -56,12 +57,12 @@ class IndexConfig:
     chunk_rows: int = 50_000  # rows embedded per resumable part
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"index kind '{self.kind}' is not one of {', '.join(KINDS)}")
-        for k in ("nprobe", "hnsw_m", "ef_construction", "ef_search", "chunk_rows"):
-            if getattr(self, k) < 1:
-                raise ConfigError(f"index setting '{k}' must be at least 1, got {getattr(self, k)}")
+    RANGES: ClassVar = {"nlist": NON_NEGATIVE, "nprobe": COUNT, "train_size": NON_NEGATIVE, "hnsw_m": COUNT,
+                        "ef_construction": COUNT, "ef_search": COUNT, "chunk_rows": COUNT, "seed": NON_NEGATIVE}
+    CHOICES: ClassVar = {"kind": KINDS}
+
+    def __post_init__(self) -> None:  # also when built in code, not from settings
+        check_ranges(self)
 
 
 def index_config(overrides: list[str] | None = None, base: dict | None = None) -> IndexConfig:

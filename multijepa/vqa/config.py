@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from fusion.registry import FUSION_KINDS
 
-from ..config import ConfigError, load_settings
+from ..config import COUNT, DEVICES, NON_NEGATIVE, POSITIVE, ConfigError, Range, load_settings
 
 
 @dataclass
 class FusionConfig:
+    RANGES: ClassVar = {"width": COUNT, "depth": COUNT, "heads": COUNT, "memory_slots": NON_NEGATIVE}
+    CHOICES: ClassVar = {"kind": FUSION_KINDS}
+
     kind: str = "cross"  # cross | coattention | merged
     width: int = 128
     depth: int = 2
@@ -22,12 +26,18 @@ class FusionConfig:
 
 @dataclass
 class AnswerConfig:
+    RANGES: ClassVar = {"min_count": COUNT, "top_k": COUNT}
+
     min_count: int = 1  # keep answers given at least this often in the training data
     top_k: int | None = None  # then keep the most frequent K (None = all)
 
 
 @dataclass
 class VQAOptimConfig:
+    RANGES: ClassVar = {"lr": NON_NEGATIVE, "encoder_lr_scale": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+                        "betas": Range(0, 1, hi_open=True), "eps": POSITIVE, "warmup_steps": NON_NEGATIVE,
+                        "min_lr": NON_NEGATIVE, "grad_clip": POSITIVE}
+
     lr: float = 1.0e-3
     encoder_lr_scale: float = 0.1  # pretrained encoders learn at lr * scale; 0 freezes them
     weight_decay: float = 0.05
@@ -40,6 +50,10 @@ class VQAOptimConfig:
 
 @dataclass
 class VQATrainConfig:
+    RANGES: ClassVar = {"max_steps": COUNT, "batch_size": COUNT, "seed": NON_NEGATIVE, "log_every": COUNT,
+                        "ckpt_every": COUNT, "threads": NON_NEGATIVE, "num_workers": NON_NEGATIVE}
+    CHOICES: ClassVar = {"device": DEVICES}
+
     max_steps: int = 600
     batch_size: int = 64
     seed: int = 0
@@ -52,6 +66,8 @@ class VQATrainConfig:
 
 @dataclass
 class VQAConfig:
+    RANGES: ClassVar = {"head_hidden": COUNT}
+
     fusion: FusionConfig = field(default_factory=FusionConfig)
     head_hidden: int = 256  # the answer MLP's hidden width
     answers: AnswerConfig = field(default_factory=AnswerConfig)
@@ -62,12 +78,8 @@ class VQAConfig:
 
     def validate(self) -> None:
         f = self.fusion
-        if f.kind not in FUSION_KINDS:
-            raise ConfigError(f"config key 'fusion.kind' must be one of {', '.join(FUSION_KINDS)}, got '{f.kind}'")
         if f.width % f.heads:
             raise ConfigError(f"fusion.width {f.width} is not divisible by fusion.heads {f.heads}")
-        if self.optim.encoder_lr_scale < 0:
-            raise ConfigError("optim.encoder_lr_scale must be >= 0 (0 freezes the encoders)")
 
 
 def load_vqa_config(name_or_path: str | Path | dict | None = "vqa_demo", overrides: list[str] | None = None) -> VQAConfig:
