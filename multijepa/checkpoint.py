@@ -10,8 +10,12 @@ mid-write leaves either the whole checkpoint or none. `train_state.pt` is read w
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
+import sys
+import zipfile
 from pathlib import Path
 
 import torch
@@ -68,9 +72,49 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    ckpts = list_checkpoints(run_dir)
-    return ckpts[-1] if ckpts else None
+def latest_checkpoint(run_dir: str | Path, warn: bool = True) -> Path | None:
+    """The newest checkpoint whose files are whole: a newer one cut short (a full disk, a copy
+    that stopped) is passed over, saying so on stderr, for the newest intact one before it."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        if warn:
+            print(f"warning: skipping checkpoint {ckpt}: {problem}", file=sys.stderr)
+    return None
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint folder cannot be read, from its files' structure alone (cheap: no tensor
+    is read): a safetensors header and a file size that match, a train_state zip whose directory
+    (at its end) is there. None when it looks whole."""
+    weights, state = ckpt / "model.safetensors", ckpt / "train_state.pt"
+    for f in (weights, state):
+        if not f.is_file():
+            return f"{f.name} is missing"
+    try:
+        with open(weights, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if weights.stat().st_size != 8 + n + end:
+            return f"{weights.name} is {weights.stat().st_size} bytes where its header describes {8 + n + end}"
+    except (struct.error, ValueError, KeyError, TypeError, OSError, MemoryError):
+        return f"{weights.name} has no valid safetensors header"
+    try:
+        zipfile.ZipFile(state).close()
+    except (zipfile.BadZipFile, OSError):
+        return f"{state.name} is truncated or not a torch.save file"
+    return None
+
+
+def remove_partial_checkpoints(run_dir: str | Path) -> int:
+    """Delete the `.tmp-step_*` folders a run killed mid-write left (call with the folder owned). -> count"""
+    root = Path(run_dir) / CKPT_DIR
+    partial = sorted(root.glob(".tmp-step_*")) if root.is_dir() else []
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(partial)
 
 
 def load_weights(model: torch.nn.Module, ckpt: str | Path) -> None:

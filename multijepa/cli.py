@@ -603,11 +603,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from .checkpoint import CheckpointError
     from .config import ConfigError
+    from .interrupts import TrainingInterrupted
     from .objective import CollapseError
+    from .run_folder import RunFolderError
 
     try:
         return args.func(args) or 0
-    except (DataError, ConfigError, CheckpointError, CollapseError, FileExistsError, FileNotFoundError) as e:
+    except TrainingInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return e.exit_code
+    except (DataError, ConfigError, CheckpointError, CollapseError, RunFolderError, FileExistsError,
+            FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except UsageError as e:

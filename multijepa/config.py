@@ -507,6 +507,17 @@ def to_dict(cfg: Any) -> dict:
     return plain(dataclasses.asdict(cfg))
 
 
+def changed_keys(a: Any, b: Any) -> list[str]:
+    """Dotted keys whose values differ between two configs of one class."""
+    def flat(tree: Any, prefix: str = "") -> dict:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()} if tree else {prefix: tree}
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return sorted(k.rstrip(".") for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     """Any config dataclass to YAML, the form `load_settings` reads back."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)

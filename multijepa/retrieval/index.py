@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..config import COUNT, NON_NEGATIVE, check_ranges, load_settings
 from ..data.bad_samples import BadRow
 from ..model import MultiJEPA
+from ..run_folder import hold_run_folder
 from .embed import embed_rows, open_manifest
 
 KINDS = ("flat", "ivf", "hnsw")
@@ -179,6 +180,12 @@ def build_index(
 ) -> EmbeddingIndex:
     """Embed every row of `manifest` (resumably) and save the index folder `out`."""
     out = Path(out)
+    with hold_run_folder(out, "multijepa index"):
+        return _build_index(model, manifest, out, cfg, checkpoint, batch_size, num_workers, on_error, progress)
+
+
+def _build_index(model: MultiJEPA, manifest, out: Path, cfg: IndexConfig, checkpoint, batch_size: int,
+                 num_workers: int, on_error: str, progress: bool) -> EmbeddingIndex:
     if (out / "index.json").exists():
         raise FileExistsError(f"{out} already holds an index; choose another --out or delete it")
     dataset = open_manifest(model, manifest)

@@ -20,8 +20,15 @@ from tqdm import tqdm
 
 from modalities.errors import DataError
 
-from ..checkpoint import CheckpointError, latest_checkpoint, load_train_state, save_checkpoint
-from ..config import Config, save_config
+from ..checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_train_state,
+    remove_partial_checkpoints,
+    save_checkpoint,
+)
+from ..config import Config, ConfigError, changed_keys, load_config, save_config
 from ..data.bad_samples import BadSampleLog
 from ..data.collate import move_batch
 from ..data.demo_paths import resolve_manifest
@@ -36,13 +43,19 @@ from ..distributed import (
     init_distributed,
     mean_across,
 )
+from ..interrupts import StopRequests, TrainingInterrupted
 from ..objective import CollapseError, rankme
 from ..processors import build_tokenizer
+from ..run_folder import RunFolderError, hold_run_folder, run_files
 from .builder import build_training
 from .parallelize import full_state, load_optimizer_state
 from .step import SUMMED_LOGS
 
 CALIBRATION_STEPS = 10  # a time-limited run measures its rate over these steps (the first two not counted)
+RUN_FILES = ("config.yaml", "metrics.jsonl", "tokenizer.model", "checkpoints", "bad_samples.jsonl")
+# what --resume may change; any other model.* or data.* key would continue the run as another one
+RESUMABLE_DATA_KEYS = ("data.num_workers", "data.persistent_workers", "data.prefetch_factor", "data.pin_memory",
+                       "data.cache_decoded")
 
 
 def _drop_metrics_after(path: Path, step: int) -> None:
@@ -117,6 +130,13 @@ class TrainingClock:
         return int(broadcast_object(allowed, world)) if world.active else allowed
 
 
+def _any_signal(stop: StopRequests, world: World, device: torch.device) -> int:
+    """The stop signal any process received (0: none): they all stop at the same step."""
+    if not world.active:
+        return stop.signum or 0
+    return int(gather_counts(torch.tensor([stop.signum or 0]), world, device).max())
+
+
 def _all_agree(flag: bool, world: World) -> bool:
     """Rank 0's decision, on every process (they must stop at the same step)."""
     return bool(broadcast_object(flag, world)) if world.active else flag
@@ -128,29 +148,62 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
     t = cfg.train
     world, device = init_distributed(t.device)
     try:
-        return _pretrain(cfg, Path(out_dir), resume, progress, world, device)
+        with hold_run_folder(out_dir, "multijepa pretrain", hold=world.main), StopRequests() as stop:
+            return _pretrain(cfg, Path(out_dir), resume, progress, world, device, stop)
     finally:
         close_distributed(world)
 
 
-def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World, device: torch.device) -> dict:
+def _take_folder(out: Path, resume: bool, say) -> Path | None:
+    """Rank 0, folder held: refuse another run's files without --resume, clear what a killed run
+    left half-written. -> the checkpoint to resume from."""
+    ckpt = latest_checkpoint(out)
+    found = run_files(out, RUN_FILES)
+    if found and not resume:
+        last = f" (last checkpoint {ckpt.name})" if ckpt is not None else " (no checkpoint yet)"
+        raise RunFolderError(f"{out} holds another run's files{last}: {', '.join(found)}; pass --resume to "
+                             "continue it, or choose another --out")
+    if n := remove_partial_checkpoints(out):
+        say(f"removed {n} half-written checkpoint folder(s) of a run killed while saving")
+    newer = [c for c in list_checkpoints(out) if ckpt is None or c.name > ckpt.name]
+    for c in newer:  # unreadable (latest_checkpoint said why): set aside, never picked up or pruned
+        c.rename(c.with_name(f"unreadable-{c.name}"))
+        say(f"set aside {c} as {c.with_name(f'unreadable-{c.name}').name}")
+    if resume and ckpt is None and found:
+        say(f"no checkpoint in {out} yet: starting from step 0")
+        for name in ("metrics.jsonl", "bad_samples.jsonl"):  # their steps are trained again
+            (out / name).unlink(missing_ok=True)
+    return ckpt
+
+
+def _check_resumed_config(cfg: Config, out: Path) -> None:
+    """--resume continues the run it finds: a config that changes its model or data is refused."""
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return
+    changed = [k for k in changed_keys(load_config(saved), cfg)
+               if k.startswith(("model.", "data.")) and not k.startswith(RESUMABLE_DATA_KEYS)]
+    if changed:
+        raise ConfigError(f"--resume: this config changes {', '.join(changed)} of the run in {out}; resume "
+                          "with its own config (drop those overrides), or start a new run in another --out")
+
+
+def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World, device: torch.device,
+              stop: StopRequests) -> dict:
     t = cfg.train
     say = print if world.main else (lambda *a, **k: None)
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None and not resume:
-        raise FileExistsError(f"{out} already holds a run (last checkpoint {ckpt.name}): pass --resume, or choose another --out")
-    if resume and ckpt is None and (out / "config.yaml").exists():
-        say(f"no checkpoint in {out} yet: starting from step 0")
+    ckpt = _take_folder(out, resume, say) if world.main else latest_checkpoint(out, warn=False)
     if world.active and broadcast_object(str(ckpt), world) != str(ckpt):
         raise CheckpointError(f"rank {world.rank} sees checkpoint {ckpt} in {out}, rank 0 another: "
                               "the run folder must be one folder every process sees")
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t.seed)
     if t.threads:
         torch.set_num_threads(t.threads)
 
     if not cfg.data.sources:
         cfg.data.train = str(resolve_manifest(cfg.data.train, "train"))  # the demo data if none given
+    if resume:
+        _check_resumed_config(cfg, out)
     sources = open_sources(cfg)
     if world.main:
         save_config(cfg, out / "config.yaml")
@@ -237,6 +290,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             step += 1
             bar.update(1)
             out_of_time = t.max_seconds > 0 and _all_agree(clock.seconds() >= t.max_seconds, world)
+            signum = _any_signal(stop, world, device)
             if step - start_step == 2:
                 rate_from = (step, clock.seconds())
             if t.max_seconds > 0 and not schedule_fixed and step - start_step == CALIBRATION_STEPS:
@@ -246,9 +300,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 say(f"train.max_seconds={t.max_seconds:g}: about {schedule.total} steps at the measured rate; "
                     "the schedules are laid out over them")
             if result is None:  # every row of the step was bad: nothing to learn from, keep the numbering
-                if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time:
+                if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
                     checkpoint(step)  # a checkpoint (the final one too) is due whatever the batch held
-                if out_of_time:
+                if out_of_time or signum:
                     break
                 continue
             samples += result.rows
@@ -280,11 +334,14 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                         "model.ema_momentum start, a lower optim.lr, or loss.variance_weight > 0."
                     )
 
-            if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time:
+            if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
                 checkpoint(step)
             if out_of_time:
                 say(f"train.max_seconds={t.max_seconds:g} reached at step {step}")
                 break
+            if signum:
+                raise TrainingInterrupted(f"stopped at step {step} of {t.max_steps}; checkpoint written. "
+                                          f"Continue with: multijepa pretrain --out {out} --resume", signum)
         bad.check()
     finally:
         bar.close()

@@ -17,10 +17,19 @@ from tqdm import tqdm
 
 from modalities.errors import DataError
 
-from ..checkpoint import CKPT_DIR, latest_checkpoint, load_train_state, load_weights, save_checkpoint
+from ..checkpoint import (
+    CKPT_DIR,
+    latest_checkpoint,
+    load_train_state,
+    load_weights,
+    remove_partial_checkpoints,
+    save_checkpoint,
+)
 from ..data.bad_samples import raise_first
 from ..distributed import pick_device
+from ..interrupts import StopRequests, TrainingInterrupted
 from ..model import load_run
+from ..run_folder import hold_run_folder
 from ..train.builder import init_opt
 from .answers import AnswerVocab, coverage
 from .config import VQAConfig
@@ -50,13 +59,21 @@ def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, c
     """Fine-tune from the pretraining run `checkpoint` (or train the same model from scratch:
     same tokenizer and shapes, random encoders) and write the folder `out`. -> the last log record,
     with the evaluation under "eval" when `eval_data` is given. Full-state checkpoints every
-    `train.ckpt_every` steps; `resume` continues from the last and ends as an uninterrupted run."""
-    out = Path(out)
+    `train.ckpt_every` steps; `resume` continues from the last and ends as an uninterrupted run.
+    Ctrl-C / SIGTERM: the step ends, a checkpoint is written, and TrainingInterrupted says how to resume."""
+    with hold_run_folder(out, "multijepa vqa train"), StopRequests() as stop:
+        return _train_vqa(checkpoint, train_data, Path(out), cfg, eval_data, from_scratch, resume, progress, stop)
+
+
+def _train_vqa(checkpoint, train_data, out: Path, cfg: VQAConfig, eval_data, from_scratch: bool, resume: bool,
+               progress: bool, stop: StopRequests) -> dict:
     if (out / "model.safetensors").exists():
         raise FileExistsError(f"{out} already holds a VQA model; choose another --out")
     ckpt = latest_checkpoint(out)
     if ckpt is not None and not resume:
         raise FileExistsError(f"{out} holds an unfinished VQA run (last checkpoint {ckpt.name}): pass --resume, or choose another --out")
+    if n := remove_partial_checkpoints(out):
+        print(f"removed {n} half-written checkpoint folder(s) of a run killed while saving")
     t = cfg.train
     torch.manual_seed(t.seed)
     if t.threads:
@@ -117,8 +134,15 @@ def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, c
             with open(out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(last) + "\n")
             bar.set_postfix(loss=f"{last['loss']:.3f}")
-        if step % t.ckpt_every == 0 and step < t.max_steps:
+        if (step % t.ckpt_every == 0 or stop.requested) and step < t.max_steps:
             save_checkpoint(out, step, model, {"optimizer": opt.state_dict(), "step": step}, keep=1)
+        if stop.requested and step < t.max_steps:
+            bar.close()
+            again = (f"multijepa vqa train --checkpoint {checkpoint} --data {train_data} --out {out} --resume"
+                     + (f" --eval-data {eval_data}" if eval_data is not None else "")
+                     + (" --from-scratch" if from_scratch else ""))
+            raise TrainingInterrupted(f"stopped at step {step} of {t.max_steps}; checkpoint written. "
+                                      f"Continue with: {again}", stop.signum)
     bar.close()
     save_vqa(out, model, cfg, model_cfg, processors.tokenizer, vocab)
     shutil.rmtree(out / CKPT_DIR, ignore_errors=True)  # the finished model.safetensors replaces them

@@ -1,0 +1,62 @@
+"""Owning a run folder: one writer at a time, and no mixing with another run's files.
+
+`hold_run_folder` takes an exclusive `flock` on RUN/.multijepa.lock for the life of a command that
+writes the folder (`pretrain`, `vqa train`, `index`) and writes the holder (PID, host, command)
+into it. A second writer stops at once with one line naming the holder. The OS drops the lock when
+its process dies however it dies, so a lock file left by a killed run is taken over (with a notice)
+rather than blocking the folder forever; its text only tells who held it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK_NAME = ".multijepa.lock"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder is in use, or holds files this command would mix with its own."""
+
+
+@contextmanager
+def hold_run_folder(out: str | Path, command: str, hold: bool = True) -> Iterator[None]:
+    """Own `out` (created if needed) until the block ends. hold=False (torchrun ranks other than 0,
+    whose rank 0 holds it) does nothing."""
+    if not hold:
+        yield
+        return
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise RunFolderError(f"{out} is in use by {holder}: wait for it to end, or choose another folder") from None
+        left = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if left:
+            print(f"note: {out}: taking over the lock of {left}, which is no longer running", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({command}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(), 0)
+        os.fsync(fd)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released cleanly: nothing to take over
+    finally:
+        os.close(fd)  # drops the flock
+
+
+def run_files(out: str | Path, names: tuple[str, ...]) -> list[str]:
+    """Which of `names` (files or folders a run writes) exist in `out`."""
+    return [n for n in names if (Path(out) / n).exists()]
