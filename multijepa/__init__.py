@@ -4,6 +4,13 @@
     model = MultiJEPA.from_pretrained("runs/demo")
 """
 
+import os
+
+# OpenMP threads that wait for work spin on a core by default: beside any other busy process that
+# made training 10-20x slower (issue 19). Passive waiting yields the core. Set before torch is
+# imported (libgomp reads it when it loads), and only when the user has not chosen a policy.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 __all__ = ["MultiJEPA", "load_config", "pretrain"]
 

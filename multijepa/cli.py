@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     shards.add_argument("--out", required=True, help="output folder for shard-NNNNNN.tar")
     shards.add_argument("--modalities", default="image,text,audio", help="which to include, comma-separated [image,text,audio]")
     shards.add_argument("--shard-size", type=int, default=1000, help="samples per shard [1000]")
+    shards.add_argument("--overwrite", action="store_true",
+                        help="replace the shard-*.tar files already in --out (without it a non-empty --out is refused)")
 
     tok = sub.add_parser("tokenizer", help="text tokenizers")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="SUBCOMMAND")
@@ -114,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     tok_train.add_argument("--out", required=True, help="output .model file")
     tok_train.add_argument("--column", default="text", help="caption column [text]")
     tok_train.add_argument("--max-len", type=int, default=77, help="max tokens per caption stored with it [77]")
+    tok_train.add_argument("--allow-smaller", action="store_true",
+                           help="keep a vocabulary under half of --vocab-size (the captions allow no more) instead of refusing")
 
     pre = sub.add_parser(
         "pretrain",
@@ -350,6 +355,13 @@ def _cmd_data_shards(args: argparse.Namespace) -> None:
     from .data.shards import write_shards
     from .data.sources import open_source
 
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):
+        if not args.overwrite:
+            raise UsageError(f"{out} is not empty: old shards would mix with the new ones; choose an empty --out, "
+                             "or pass --overwrite to replace its shard-*.tar")
+        for old in out.glob("shard-*.tar"):
+            old.unlink()
     cfg = load_config("demo")
     mods = [m.strip() for m in args.modalities.split(",") if m.strip()]
     source = open_source(SourceConfig(path=args.manifest, name=Path(args.manifest).stem), cfg.data.columns, mods, streaming=False)
@@ -372,11 +384,25 @@ def _cmd_tokenizer_train(args: argparse.Namespace) -> None:
         raise UsageError(f"no captions in column '{args.column}' of {', '.join(args.data)}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tok = TextTokenizer.train(texts, args.out, vocab_size=args.vocab_size, max_len=args.max_len)
+    if tok.vocab_size < args.vocab_size // 2 and not args.allow_smaller:
+        Path(args.out).unlink()
+        raise UsageError(f"the {len(texts)} captions make only {tok.vocab_size} pieces, far below --vocab-size "
+                         f"{args.vocab_size}: ask for {tok.vocab_size} or fewer, add captions, or pass --allow-smaller")
     print(f"trained on {len(texts)} captions: {args.out} (vocabulary {tok.vocab_size}); "
           f"use it with model.text.tokenizer_file={args.out}")
 
 
+def _need(path: str | Path, what: str, inside: str | None = None) -> None:
+    """A path the command needs, checked before the heavy imports (torch, faiss) so a typo costs no wait."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder ({what})")
+    if inside is not None and not (p / inside).exists():
+        raise FileNotFoundError(f"{p}: not {what}: it has no {inside}")
+
+
 def _load(args: argparse.Namespace):
+    _need(args.checkpoint, "the --checkpoint run folder", "config.yaml")
     from .distributed import pick_device
     from .model import MultiJEPA
 
@@ -487,6 +513,7 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> None:
+    _need(args.index, "the --index folder", "index.json")
     from .retrieval.index import EmbeddingIndex
     from .retrieval.search import embed_query, format_results, search, target_modalities
 
@@ -495,6 +522,9 @@ def _cmd_search(args: argparse.Namespace) -> None:
         raise UsageError("give a query: --text STR, --image FILE and/or --audio FILE")
     if args.top_k < 1:
         raise UsageError("--top-k must be at least 1")
+    for m, v in queries.items():
+        if m != "text":
+            _need(v, f"the --{m} query")
     index = EmbeddingIndex(args.index)
     args.checkpoint = args.checkpoint or index.info["checkpoint"]
     model = _load(args)
@@ -516,6 +546,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
 
 
 def _cmd_vqa_train(args: argparse.Namespace) -> None:
+    _need(args.checkpoint, "the --checkpoint pretraining run folder", "config.yaml")
     from .data.demo_paths import resolve_manifest
     from .vqa.config import load_vqa_config
     from .vqa.metric import format_vqa
@@ -545,6 +576,7 @@ def _cmd_vqa_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_vqa_eval(args: argparse.Namespace) -> None:
+    _need(args.checkpoint, "the --checkpoint VQA folder", "model.safetensors")
     from .data.demo_paths import resolve_manifest
     from .distributed import pick_device
     from .vqa.metric import format_vqa
@@ -577,6 +609,8 @@ def _cmd_vqa_score(args: argparse.Namespace) -> None:
 
 
 def _cmd_vqa_predict(args: argparse.Namespace) -> None:
+    _need(args.checkpoint, "the --checkpoint VQA folder", "model.safetensors")
+    _need(args.image, "the --image to ask about")
     from .distributed import pick_device
     from .vqa.model import load_vqa
 
@@ -597,31 +631,59 @@ def _write_json(path: str | None, results: dict) -> None:
         print(f"wrote {path}")
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Options and `key=value` overrides in any order: argparse takes the overrides before the first
+    option as the positional list; the ones after it come back unrecognised and are added here."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    target = "overrides" if hasattr(args, "overrides") else "items" if hasattr(args, "items") else None
+    stray = [e for e in extra if target is None or e.startswith("-") or (target == "overrides" and "=" not in e)]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        getattr(args, target).extend(extra)
+    return args
+
+
+# errors that are the user's to fix, printed as one line: (module, class). Looked up only in modules
+# already imported (an exception cannot come from one that is not), so a failing command never
+# waits for torch to import just to print its error.
+ONE_LINE_ERRORS = (("modalities.errors", "DataError"), ("multijepa.config", "ConfigError"),
+                   ("multijepa.checkpoint", "CheckpointError"), ("multijepa.objective", "CollapseError"),
+                   ("multijepa.run_folder", "RunFolderError"), ("builtins", "FileExistsError"),
+                   ("builtins", "FileNotFoundError"))
+
+
+def _ours(e: BaseException) -> bool:
+    return any(isinstance(e, getattr(sys.modules[m], name)) for m, name in ONE_LINE_ERRORS if m in sys.modules)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from modalities.errors import DataError
-
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
+    """Exit status: 0 done, 1 an error (one line on stderr; MULTIJEPA_DEBUG=1 adds the traceback),
+    2 a usage error, 128+N stopped by signal N after writing a checkpoint."""
     from .interrupts import TrainingInterrupted
-    from .objective import CollapseError
-    from .run_folder import RunFolderError
 
+    args = _parse(argv)
     try:
         return args.func(args) or 0
     except TrainingInterrupted as e:
         print(str(e), file=sys.stderr)
         return e.exit_code
-    except (DataError, ConfigError, CheckpointError, CollapseError, RunFolderError, FileExistsError,
-            FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if os.environ.get("MULTIJEPA_DEBUG"):
+            raise
+        if _ours(e):
+            print(f"error: {e}", file=sys.stderr)
+        else:  # not one of ours: still one line
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            print(f"error: {type(e).__name__}: {first} (MULTIJEPA_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ inference preprocess identically.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,4 +92,9 @@ def build_tokenizer(cfg: ModelConfig, run_dir: str | Path | None = None, texts=N
         raise FileNotFoundError(
             "no tokenizer: set model.text.tokenizer_file, or train one on the training captions"
         )
-    return TextTokenizer.train(texts() if callable(texts) else texts, saved, vocab_size=t.vocab_size, max_len=t.max_len)
+    tok = TextTokenizer.train(texts() if callable(texts) else texts, saved, vocab_size=t.vocab_size, max_len=t.max_len)
+    if tok.vocab_size < t.vocab_size // 2:
+        print(f"warning: model.text.vocab_size={t.vocab_size}, but the training captions make only "
+              f"{tok.vocab_size} pieces: the run's vocabulary is {tok.vocab_size} (a smaller model.text.vocab_size "
+              "says so in the config)", file=sys.stderr)
+    return tok

@@ -33,6 +33,7 @@ def hold_run_folder(out: str | Path, command: str, hold: bool = True) -> Iterato
         yield
         return
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -51,8 +52,14 @@ def hold_run_folder(out: str | Path, command: str, hold: bool = True) -> Iterato
         os.fsync(fd)
         try:
             yield
+        except BaseException:
+            if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:  # refused before writing: leave no trace
+                path.unlink()
+                out.rmdir()
+            raise
         finally:
-            os.ftruncate(fd, 0)  # released cleanly: nothing to take over
+            if path.exists():
+                os.ftruncate(fd, 0)  # released cleanly: nothing to take over
     finally:
         os.close(fd)  # drops the flock
 

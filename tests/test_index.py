@@ -72,7 +72,7 @@ def test_built_index_loads_and_searches_like_torch(run, demo, tmp_path):
         assert np.allclose(scores[0], exact.values.numpy(), atol=1e-5)
     meta = index.metadata(3)
     rows = [json.loads(line) for line in (demo / "test.jsonl").read_text().splitlines()]
-    assert meta["row"] == 3 and meta["text"] == rows[3]["text"] and meta["image"] == rows[3]["image"]
+    assert meta["row"] == 3 and meta["text"] == rows[3]["text"] and meta["image"] == str(demo.resolve() / rows[3]["image"])  # absolute
     assert meta["label"] == rows[3]["label"]
 
 
@@ -145,7 +145,7 @@ def test_index_and_search_commands(run, demo, tmp_path, capsys):
     assert "image (24 indexed)" in table and "images/test_" in table
     assert main(["search", "--index", str(out)]) != 0
     assert main(["search", "--index", str(tmp_path / "nothing"), "--text", "x"]) == 1
-    assert "not an index folder" in capsys.readouterr().err
+    assert "no such file or folder (the --index folder)" in capsys.readouterr().err
 
 
 def test_search_refuses_an_index_of_another_model(run, demo, tmp_path, capsys):

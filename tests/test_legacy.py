@@ -43,6 +43,8 @@ def test_an_old_run_resumes(demo, tmp_path):
     """Optimizer state is keyed by parameter name, and the predictor's names did not change."""
     run = tmp_path / "run"
     shutil.copytree(LEGACY / "run", run)
+    config = run / "config.yaml"  # its data moved away since (a resume may follow data whose old place is gone)
+    config.write_text(config.read_text().replace("/tmp/tmpnyl00l0r/demo", str(tmp_path / "moved_away")))
     assert main(["pretrain", "--out", str(run), "--resume", "--data", str(demo / "train.jsonl"),
                  "--max-steps", "3", "--no-progress"]) == 0
     assert (run / "checkpoints" / "step_00000003").is_dir()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..processors import Processors
 from .collate import MultiModalCollator, build_maskers
 from .dataset import PairedDataset, RowDecoder, SourceMixture, source_texts
@@ -38,6 +38,23 @@ def open_sources(cfg: Config) -> list[Source]:
         open_source(s, cfg.data.columns, cfg.model.modalities, cfg.data.streaming)
         for s in source_configs(cfg.data)
     ]
+
+
+def check_training_sources(cfg: Config, sources: list[Source]) -> None:
+    """Refuse what would train silently wrong: a configured modality no source provides (its encoder
+    would never be touched, and VQA would later use it untrained), and fewer rows than one batch
+    (every batch the same rows, repeated)."""
+    missing = [m for m in cfg.model.modalities if not any(m in s.columns for s in sources)]
+    if missing:
+        cols = ", ".join(f"data.columns.{m}=NAME" for m in missing)
+        raise ConfigError(f"model.modalities has {', '.join(missing)} but no data source has a column for it "
+                          f"({', '.join(s.origin or s.name for s in sources)}): leave it out, e.g. model.modalities="
+                          f"[{','.join(m for m in cfg.model.modalities if m not in missing)}], or name its column ({cols})")
+    if all(not s.streaming for s in sources):
+        rows = sum(len(s.ds) for s in sources)
+        if rows < cfg.data.batch_size:
+            raise ConfigError(f"the training data has {rows} rows, fewer than one batch (data.batch_size="
+                              f"{cfg.data.batch_size}): lower data.batch_size, or add rows")
 
 
 def training_texts(sources: list[Source]) -> list[str]:

@@ -150,6 +150,24 @@ def _tar_fields(tar_path: str, limit: int = 64) -> set[str]:
     return fields
 
 
+def _check_text_file(src: SourceConfig, path: Path) -> None:
+    """A JSON/CSV manifest that is empty or not UTF-8, named with its line, before `datasets`
+    meets it deep in pyarrow. One pass over the bytes: manifests are small next to their media."""
+    if not path.is_file():
+        return
+    empty = True
+    with open(path, "rb") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"source '{src.name}': {path} line {n} is not UTF-8 (byte 0x{line[e.start]:02x} at "
+                                f"column {e.start + 1}); re-save the manifest as UTF-8") from None
+            empty = empty and not text.strip()
+    if empty:
+        raise DataError(f"source '{src.name}': {path} is empty: no rows")
+
+
 def open_source(src: SourceConfig, columns: dict[str, str], modalities: list[str], streaming: bool,
                 extra: tuple[str, ...] = ()) -> Source:
     """Load one source through `datasets` and pick the columns of `modalities` (+ label, keys, and
@@ -190,6 +208,8 @@ def open_source(src: SourceConfig, columns: dict[str, str], modalities: list[str
         elif fmt == "hub":
             ds = datasets.load_dataset(src.path, split=src.split, streaming=streaming)
         else:
+            for f in files if fmt in ("json", "csv") else []:
+                _check_text_file(src, Path(f))
             ds = datasets.load_dataset(fmt, data_files=files, split="train", streaming=streaming)
             base_dir = Path(files[0]).parent
     except DataError:

@@ -119,6 +119,17 @@ def model_fingerprint(model: MultiJEPA) -> str:
 # ----------------------------------------------------------------------------- the index folder
 
 
+def _read(path: Path, load):
+    """One file of an index folder, or one line saying which is missing or broken."""
+    if not path.is_file():
+        raise IndexFolderError(f"{path}: missing (the index folder is incomplete: rebuild it)")
+    try:
+        return load(path)
+    except Exception as e:  # faiss raises RuntimeError with its C++ trace, numpy ValueError/EOFError
+        reason = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise IndexFolderError(f"{path}: unreadable ({reason}): rebuild the index") from None
+
+
 class EmbeddingIndex:
     """A loaded index folder: `search(query, modality, k)` and `metadata(row)`."""
 
@@ -128,15 +139,26 @@ class EmbeddingIndex:
         if not meta_path.is_file():
             hint = " (its build did not finish: run `multijepa index` again to complete it)" if (self.root / "parts").is_dir() else ""
             raise IndexFolderError(f"{self.root} is not an index folder: no index.json{hint}")
-        self.info = json.loads(meta_path.read_text())
-        self.config = index_config(base=self.info["config"])
+        try:
+            self.info = json.loads(meta_path.read_text())
+            self.config = index_config(base=self.info["config"])
+            modalities = list(self.info["modalities"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise IndexFolderError(f"{meta_path}: not an index description ({type(e).__name__}: {e})") from None
         self.indexes: dict[str, faiss.Index] = {}
         self.rows: dict[str, np.ndarray] = {}
-        for m in self.info["modalities"]:
-            self.indexes[m] = faiss.read_index(str(self.root / f"{m}.faiss"))
+        for m in modalities:
+            self.indexes[m] = _read(self.root / f"{m}.faiss", lambda p: faiss.read_index(str(p)))
             set_search_params(self.indexes[m], self.config)
-            self.rows[m] = np.load(self.root / f"{m}_rows.npy")
-        self._offsets = np.load(self.root / "rows_offsets.npy")
+            self.rows[m] = _read(self.root / f"{m}_rows.npy", np.load)
+            if len(self.rows[m]) != self.indexes[m].ntotal:
+                raise IndexFolderError(f"{self.root / f'{m}_rows.npy'} lists {len(self.rows[m])} rows, "
+                                       f"{m}.faiss holds {self.indexes[m].ntotal}: rebuild the index")
+        self._offsets = _read(self.root / "rows_offsets.npy", np.load)
+        base = self.info.get("base_dir")
+        # the fields holding a file path, shown absolute whatever folder the search runs from
+        self._paths = {c for m, c in self.info.get("columns", {}).items() if m in ("image", "audio")} if base else set()
+        self._base = Path(base) if base else None
 
     @property
     def modalities(self) -> list[str]:
@@ -162,9 +184,19 @@ class EmbeddingIndex:
         return np.where(found, scores, -np.inf), rows
 
     def metadata(self, row: int) -> dict:
-        with open(self.root / "rows.jsonl", "rb") as f:
-            f.seek(int(self._offsets[row]))
-            return json.loads(f.readline())
+        path = self.root / "rows.jsonl"
+        try:
+            with open(path, "rb") as f:
+                f.seek(int(self._offsets[row]))
+                rec = json.loads(f.readline())
+        except (OSError, ValueError, IndexError) as e:
+            raise IndexFolderError(f"{path}: row {row} cannot be read ({type(e).__name__}: {e}); the file is cut "
+                                   "short or was changed: rebuild the index") from None
+        for col in self._paths:
+            value = rec.get(col)
+            if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
+                rec[col] = str(self._base / value)
+        return rec
 
 
 def build_index(

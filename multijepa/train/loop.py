@@ -32,7 +32,7 @@ from ..config import Config, ConfigError, changed_keys, load_config, save_config
 from ..data.bad_samples import BadSampleLog
 from ..data.collate import move_batch
 from ..data.demo_paths import resolve_manifest
-from ..data.loader import build_train_data, open_sources, training_texts
+from ..data.loader import build_train_data, check_training_sources, open_sources, training_texts
 from ..distributed import (
     World,
     barrier,
@@ -181,8 +181,12 @@ def _check_resumed_config(cfg: Config, out: Path) -> None:
     saved = out / "config.yaml"
     if not saved.exists():
         return
-    changed = [k for k in changed_keys(load_config(saved), cfg)
+    before = load_config(saved)
+    changed = [k for k in changed_keys(before, cfg)
                if k.startswith(("model.", "data.")) and not k.startswith(RESUMABLE_DATA_KEYS)]
+    if "data.train" in changed and before.data.train and not Path(before.data.train).exists():
+        changed.remove("data.train")  # the data moved: its old place is gone
+        print(f"the run's data {before.data.train} is gone: continuing on {cfg.data.train}")
     if changed:
         raise ConfigError(f"--resume: this config changes {', '.join(changed)} of the run in {out}; resume "
                           "with its own config (drop those overrides), or start a new run in another --out")
@@ -205,6 +209,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     if resume:
         _check_resumed_config(cfg, out)
     sources = open_sources(cfg)
+    check_training_sources(cfg, sources)
     if world.main:
         save_config(cfg, out / "config.yaml")
     has_text = any("text" in s.columns for s in sources)

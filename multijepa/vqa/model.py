@@ -122,6 +122,10 @@ def load_vqa(folder: str | Path, device: str | torch.device = "cpu") -> VQAPredi
     tokenizer = build_tokenizer(model_cfg, folder)
     vocab = AnswerVocab.load(folder / "answers.json")
     model = VQAModel(model_cfg, cfg, tokenizer.vocab_size, len(vocab))
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    try:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except Exception as e:  # a cut-short file, or weights of another shape
+        raise CheckpointError(f"{folder / 'model.safetensors'}: unreadable or not this model's weights "
+                              f"({str(e).splitlines()[0][:200]})") from None
     return VQAPredictor(model.to(device).eval(), Processors(model_cfg, tokenizer), vocab, cfg, model_cfg)
 
