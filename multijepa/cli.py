@@ -313,16 +313,16 @@ def _cmd_data_demo(args: argparse.Namespace) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
     from .config import load_config
-    from .distributed import world_from_env
-    from .train.loop import pretrain
 
-    say = print if world_from_env().main else (lambda *a, **k: None)
+    say = print if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)  # torchrun: rank 0 speaks
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.train={json.dumps(str(args.data))}")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
-    cfg = _run_config(load_config, args, "config.yaml", overrides, say)
+    cfg = _run_config(load_config, args, "config.yaml", overrides, say)  # checked before torch is imported
+    from .train.loop import pretrain
+
     t0 = time.perf_counter()
     last = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     say(f"pretraining done in {time.perf_counter() - t0:.0f}s; run folder: {args.out}")

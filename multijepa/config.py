@@ -168,7 +168,7 @@ class PredictorConfig:
 class ModelConfig:
     RANGES: ClassVar = {"embed_dim": COUNT, "ema_momentum": Range(0, 1, ordered=True),
                         "ema_horizon": Range(0, 1, hi_open=True), "init_temperature": POSITIVE}
-    CHOICES: ClassVar = {"target": ("ema", "sigreg")}
+    CHOICES: ClassVar = {"target": ("ema", "sigreg"), "target_norm": ("layer", "instance")}
 
     modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])
     embed_dim: int = 128
@@ -186,6 +186,10 @@ class ModelConfig:
     # (LeJEPA: the online encoder itself under stop-gradient, no copy, with loss.sigreg_weight > 0
     # keeping its features from collapsing)
     target: str = "ema"
+    # how targets are normalised: "layer" (I-JEPA: each token over its features) or "instance" (first
+    # each feature over the tokens of its sample, as data2vec: a code shared by all of an input's
+    # tokens cannot be predicted, so prediction alone cannot win by making every token carry it)
+    target_norm: str = "layer"
     init_temperature: float = 0.07
     # Fixed by default: a learned one drifts up while embeddings are poor, and binding stalls. ImageBind
     # fixes the logit scale of what it binds to images (audio 20, i.e. T = 0.05; depth 5; thermal 10; IMU 5)

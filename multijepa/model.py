@@ -47,6 +47,17 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
     return TransformerEncoder(tokens, e.width, e.depth, e.heads, e.mlp_ratio)
 
 
+def instance_norm(t: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """(B, N, D) -> each feature standardised over the valid tokens of its own sample (data2vec's
+    target normalisation): what is the same all over an input (a global code every token
+    carries) is taken out of the targets, so only what varies from token to token is predicted."""
+    w = torch.ones_like(t[..., :1]) if valid is None else valid.unsqueeze(-1).to(t.dtype)  # (B, N, 1)
+    n = w.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (t * w).sum(1, keepdim=True) / n
+    var = ((t - mean) ** 2 * w).sum(1, keepdim=True) / n
+    return (t - mean) / (var + eps).sqrt()
+
+
 class EmbeddingHead(nn.Module):
     """Pooled context tokens -> BatchNorm -> Linear -> L2-normalised shared embedding (B, E).
 
@@ -202,6 +213,7 @@ class MultiJEPA(nn.Module):
         # (model.target "sigreg": of every row, and that forward, detached, is also the targets)
         pooled, z_index = {}, {}  # (B'_m, D), (B'_m,)
         unmasked: dict[str, torch.Tensor] = {}  # (B_m, N, D) online features of whole inputs, for sigreg targets
+        unmasked_valid: dict[str, torch.Tensor | None] = {}
         reuse = self.predictors is not None and self.target_encoders is None
         for m in present:
             pooled[m], z_index[m] = EmbeddingHead.pool(context[m], valid[m]), batch[m]["index"]
@@ -215,7 +227,7 @@ class MultiJEPA(nn.Module):
                 if reuse:
                     with record_function(f"forward/online_full/{m}"):
                         feats, ok = self.encoders[m](batch[m]["x"])
-                    unmasked[m] = feats
+                    unmasked[m], unmasked_valid[m] = feats, ok
                     pooled[m] = EmbeddingHead.pool(feats[sel], ok[sel] if ok is not None else None)
                 elif len(sel):
                     with record_function(f"forward/online_full/{m}"):
@@ -245,8 +257,11 @@ class MultiJEPA(nn.Module):
             with torch.no_grad(), record_function(f"forward/target/{m}"):
                 if m in unmasked:
                     t = unmasked[m].detach()  # the binding forward's features under stop-gradient
+                    t_valid = unmasked_valid.get(m)
                 else:
-                    t, _ = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
+                    t, t_valid = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
+                if self.cfg.target_norm == "instance":
+                    t = instance_norm(t.float(), t_valid)
                 t = F.layer_norm(t.float(), t.shape[-1:])
                 target = gather_tokens(t, targets_idx.clamp_min(0))  # (B_m, T, D)
             predictor = self.predictors[m]
