@@ -3,18 +3,20 @@ issue 19 (a passive OpenMP wait policy, set by `multijepa` before torch loads).
 
 Each measurement is a short `multijepa pretrain` of the demo config in a fresh process, timed from
 its `metrics.jsonl` (the steps after the first logging interval, so start-up, data and tokenizer
-are not counted). Four settings, each alone and beside one process that spins on a core (what a
-browser or a second job does to a laptop):
+are not counted). Three settings, each alone and beside another busy process: `python`, a loop
+that keeps one core busy (what a browser does to a laptop); `torch`, another program's torch loop
+(small matrix products, its own default threads and wait policy); and `training`, a second demo
+pretraining with the same setting (two runs on one machine, before and after):
 
   spinning    OpenMP's default wait policy (torch imported before multijepa, as before issue 19)
   passive     the default now: OMP_WAIT_POLICY=PASSIVE
   threads=1   train.threads=1 (one intra-op thread), default policy
 
-Printed per setting: steps/s alone, beside the busy process, and `slowdown` = alone / busy (1.0 =
-unaffected; the fair share of a 2-core machine with one core taken is about 2). The last lines
-are `slowdown_spinning: X` and `slowdown_passive: Y`.
+Printed per setting: steps/s alone and beside each busy process, and the slowdowns alone / busy
+(1.0 = unaffected; a fair share of a 2-core machine shared with a 2-thread job is about 2). The last
+lines are `slowdown_spinning_vs_training: X` and `slowdown_passive_vs_training: Y`.
 
-    python benchmarks/busy_machine.py                  # demo config, 8 steps per measurement
+    python benchmarks/busy_machine.py                  # demo config, 6 steps per measurement
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import machine, write_result
@@ -33,32 +36,43 @@ PRELUDE = {
     "passive": "",
     "threads=1": "import torch\n",
 }
-SPIN = "while True:\n    pass\n"
+BUSY = {
+    "python": "while True:\n    pass\n",
+    "torch": "import torch\na = torch.randn(192, 192)\nwhile True:\n    b = a @ a\n",
+    "training": None,  # a second pretraining, see _pretrain_code
+}
 
 
-def steps_per_second(work: Path, data: Path, setting: str, steps: int, log_every: int, busy: bool) -> float:
-    run = work / f"run_{setting}_{'busy' if busy else 'alone'}"
+def _pretrain_code(setting: str, data: Path, run: Path, steps: int, log_every: int) -> str:
     args = ["pretrain", "--config", "demo", "--data", str(data), "--out", str(run), "--max-steps", str(steps),
             "--no-progress", f"train.log_every={log_every}", "train.ckpt_every=100000"]
     if setting == "threads=1":
         args.append("train.threads=1")
-    code = PRELUDE[setting] + f"import sys\nfrom multijepa.cli import main\nsys.exit(main({args!r}))\n"
-    spinner = subprocess.Popen([sys.executable, "-c", SPIN]) if busy else None
+    return PRELUDE[setting] + f"import sys\nfrom multijepa.cli import main\nsys.exit(main({args!r}))\n"
+
+
+def steps_per_second(work: Path, data: Path, setting: str, steps: int, log_every: int, busy: str | None) -> float:
+    run = work / f"run_{setting}_{busy or 'alone'}"
+    code = _pretrain_code(setting, data, run, steps, log_every)
+    peer = None
+    if busy is not None:
+        other = BUSY[busy] or _pretrain_code(setting, data, work / f"peer_{setting}", 10**6, 10**6)
+        peer = subprocess.Popen([sys.executable, "-c", other], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(15 if BUSY[busy] is None else 1)  # the peer training past its start-up
     try:
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     finally:
-        if spinner is not None:
-            spinner.kill()
-            spinner.wait()
+        if peer is not None:
+            peer.kill()
+            peer.wait()
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     rates = [r["samples_per_s"] for r in logged[1:]]  # the first interval holds start-up
-    batch = 64
-    return sum(rates) / len(rates) / batch
+    return sum(rates) / len(rates) / 64  # the demo batch
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=8, help="steps per measurement [8]")
+    ap.add_argument("--steps", type=int, default=6, help="steps per measurement [6]")
     ap.add_argument("--log-every", type=int, default=2, help="logging interval, the unit measured [2]")
     ap.add_argument("--n", type=int, default=256, help="demo scenes generated for it [256]")
     ap.add_argument("--json", help="also write the results to this JSON file")
@@ -72,16 +86,18 @@ def main() -> None:
         print(f"machine: {json.dumps(machine())}; demo config, {args.steps} steps per measurement", flush=True)
         results = {}
         for setting in PRELUDE:
-            alone = steps_per_second(work, work / "data" / "train.jsonl", setting, args.steps, args.log_every, False)
-            busy = steps_per_second(work, work / "data" / "train.jsonl", setting, args.steps, args.log_every, True)
-            results[setting] = {"alone_steps_per_s": alone, "busy_steps_per_s": busy, "slowdown": alone / busy}
-            print(f"  {setting:<10} alone {alone:.3f} steps/s  beside a busy process {busy:.3f} steps/s  "
-                  f"slowdown {alone / busy:.2f}x", flush=True)
+            rates = {busy or "alone": steps_per_second(work, work / "data" / "train.jsonl", setting, args.steps,
+                                                      args.log_every, busy) for busy in (None, *BUSY)}
+            results[setting] = {**{f"{k}_steps_per_s": v for k, v in rates.items()},
+                                **{f"slowdown_vs_{b}": rates["alone"] / rates[b] for b in BUSY}}
+            print(f"  {setting:<10} alone {rates['alone']:.3f} steps/s  "
+                  + "  ".join(f"beside {b} {rates[b]:.3f} steps/s (slowdown {rates['alone'] / rates[b]:.2f}x)" for b in BUSY),
+                  flush=True)
     write_result(args.json, {"machine": machine(), "steps": args.steps, "results": results})
-    print(f"busy_steps_per_s_ratio_passive_vs_spinning: "
-          f"{results['passive']['busy_steps_per_s'] / results['spinning']['busy_steps_per_s']:.2f}")
+    print(f"beside_training_steps_per_s_ratio_passive_vs_spinning: "
+          f"{results['passive']['training_steps_per_s'] / results['spinning']['training_steps_per_s']:.2f}")
     for setting in ("spinning", "passive"):
-        print(f"slowdown_{setting}: {results[setting]['slowdown']:.2f}")
+        print(f"slowdown_{setting}_vs_training: {results[setting]['slowdown_vs_training']:.2f}")
 
 
 if __name__ == "__main__":
