@@ -196,6 +196,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
               stop: StopRequests) -> dict:
     t = cfg.train
     say = print if world.main else (lambda *a, **k: None)
+    if not cfg.data.sources:
+        cfg.data.train = str(resolve_manifest(cfg.data.train, "train"))  # the demo data if none given
+    if resume:
+        _check_resumed_config(cfg, out)  # before anything in the folder is touched
     ckpt = _take_folder(out, resume, say) if world.main else latest_checkpoint(out, warn=False)
     if world.active and broadcast_object(str(ckpt), world) != str(ckpt):
         raise CheckpointError(f"rank {world.rank} sees checkpoint {ckpt} in {out}, rank 0 another: "
@@ -204,10 +208,6 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     if t.threads:
         torch.set_num_threads(t.threads)
 
-    if not cfg.data.sources:
-        cfg.data.train = str(resolve_manifest(cfg.data.train, "train"))  # the demo data if none given
-    if resume:
-        _check_resumed_config(cfg, out)
     sources = open_sources(cfg)
     check_training_sources(cfg, sources)
     if world.main:
