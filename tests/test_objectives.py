@@ -286,3 +286,40 @@ def test_full_binding_embeds_only_rows_with_another_modality(tiny_cfg):
         assert len(bound) < batch[m]["index"].shape[0] == out[m]["pred"].shape[0]  # every row is still predicted
     loss, logs = MultiJEPAObjective(tiny_cfg.loss, model.modalities)(out, model.logit_scale)
     loss.backward()
+
+
+def test_instance_norm_standardises_each_feature_over_a_samples_valid_tokens():
+    from multijepa.model import instance_norm
+
+    torch.manual_seed(0)
+    t = torch.randn(3, 7, 5) * 4 + torch.randn(3, 1, 5) * 10  # a large per-sample offset: a global code
+    valid = torch.ones(3, 7, dtype=torch.bool)
+    valid[1, 5:] = False  # padding is neither counted nor standardised into the rest
+    out = instance_norm(t, valid)
+    for b in range(3):
+        n = int(valid[b].sum())
+        x = t[b, :n]
+        expected = (x - x.mean(0)) / (x.var(0, unbiased=False) + 1e-5).sqrt()
+        assert torch.allclose(out[b, :n], expected, atol=1e-5)
+    changed = t.clone()
+    changed[1, 5:] = 1e6  # what padding holds does not reach the valid tokens
+    assert torch.allclose(instance_norm(changed, valid)[1, :5], out[1, :5], atol=1e-5)
+
+
+def test_instance_target_norm_removes_what_all_tokens_share(tiny_cfg):
+    """A feature every token of a sample carries equally cannot be a target under `instance`."""
+    from modalities.encoder import gather_tokens
+    from multijepa.model import instance_norm
+
+    tiny_cfg.model.target_norm = "instance"
+    torch.manual_seed(0)
+    model = create_model(tiny_cfg, vocab_size=VOCAB).train()
+    batch = make_batch(tiny_cfg, 8)
+    out = model(batch)
+    with torch.no_grad():
+        t, _ = model.target_encoders["image"](batch["image"]["x"])
+        t = torch.nn.functional.layer_norm(instance_norm(t), t.shape[-1:])
+    assert torch.allclose(out["image"]["target"], gather_tokens(t, batch["image"]["targets"].flatten(1)), atol=1e-5)
+    with torch.no_grad():
+        shifted = instance_norm(t + 3.0 * torch.randn(t.shape[0], 1, t.shape[2]))
+    assert torch.allclose(shifted, instance_norm(t), atol=1e-4)
