@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
@@ -132,3 +133,25 @@ def test_half_written_and_truncated_checkpoints_are_cleared_and_passed_over(run,
     names = sorted(p.name for p in (copy / "checkpoints").iterdir())
     assert names == ["step_00000004", "step_00000006", "unreadable-step_00000004"]
     assert latest_checkpoint(copy).name == "step_00000006"
+
+
+def test_overrides_may_stand_anywhere_among_the_options():
+    from multijepa.cli import _parse
+
+    args = _parse(["pretrain", "a.b=1", "--out", "x", "c.d=2", "--max-steps", "3", "e.f=[1,2]"])
+    assert args.overrides == ["a.b=1", "c.d=2", "e.f=[1,2]"] and args.out == "x" and args.max_steps == 3
+    args = _parse(["data", "check", "m1.jsonl", "--config", "tiny", "m2.jsonl", "data.batch_size=4"])
+    assert args.items == ["m1.jsonl", "m2.jsonl", "data.batch_size=4"]
+
+
+def test_without_data_the_quick_starts_demo_folder_is_used(tmp_path, monkeypatch, capsys):
+    from multijepa.data.demo_paths import resolve_manifest
+
+    (tmp_path / "data" / "demo").mkdir(parents=True)
+    (tmp_path / "data" / "demo" / "test.jsonl").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MULTIJEPA_DEMO_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_manifest(None, "test") == Path("data/demo/test.jsonl")
+    assert "data/demo" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists(), "nothing generated in the home cache"
