@@ -25,6 +25,11 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.apply(init_weights)
 
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """The token grid the maskers and predictors lay positions on."""
+        return self.tokens.grid
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """keep (B, K): token indices to encode, -1 = padding. Returns features (B, N or K, D) and
         the valid mask (B, N or K) (None when all are valid)."""

@@ -114,10 +114,15 @@ class SpanMaskConfig:
 
 @dataclass
 class ImageConfig:
-    RANGES: ClassVar = {"size": COUNT, "patch": COUNT}
+    RANGES: ClassVar = {"size": COUNT, "patch": COUNT, "mean": ANY, "std": POSITIVE}
 
     size: int = 64
     patch: int = 8
+    # timm:NAME[:PATH]: a timm Vision Transformer as the encoder (from a local weights file, or
+    # random); its size, patch, width, depth, heads, mean and std then come from the tower
+    pretrained: str | None = None
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: BlockMaskConfig = field(default_factory=BlockMaskConfig)
 

@@ -22,6 +22,7 @@ from fusion.predictor import CrossModalPredictor
 from modalities.encoder import TransformerEncoder, gather_tokens, init_weights
 from modalities.text import TextTokenizer
 from modalities.tokens import PatchTokens, TextTokens
+from modalities.towers import TimmViTTower, TowerSpec, load_tower, tower_facts
 
 from . import distributed
 from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
@@ -29,7 +30,9 @@ from .config import Config, ConfigError, ModelConfig, load_config
 from .processors import Processors, build_tokenizer
 
 
-def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None) -> TransformerEncoder:
+def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None) -> nn.Module:
+    if modality == "image" and cfg.image.pretrained:
+        return TimmViTTower(TowerSpec.parse(cfg.image.pretrained, "model.image.pretrained").name)
     if modality == "image":
         c = cfg.image
         tokens: nn.Module = PatchTokens((c.size, c.size), c.patch, 3, c.encoder.width)
@@ -45,6 +48,34 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
         raise ValueError(f"unknown modality '{modality}'")
     e = c.encoder
     return TransformerEncoder(tokens, e.width, e.depth, e.heads, e.mlp_ratio)
+
+
+def resolve_towers(cfg: ModelConfig) -> None:
+    """Settle what follows from a pretrained tower (`model.image.pretrained`) into the config, so the
+    run folder's config.yaml rebuilds the same model and preprocessing without the weights file:
+    the token grid (image size, patch), the width, depth and heads, and the tower's mean/std."""
+    if not cfg.image.pretrained:
+        return
+    facts = tower_facts(TowerSpec.parse(cfg.image.pretrained, "model.image.pretrained"))
+    if not facts["square"]:
+        raise ConfigError(f"model.image.pretrained={cfg.image.pretrained}: only square input sizes are supported")
+    c = cfg.image
+    c.size, c.patch, c.mean, c.std = facts["size"], facts["patch"], facts["mean"], facts["std"]
+    c.encoder.width, c.encoder.depth, c.encoder.heads = facts["width"], facts["depth"], facts["heads"]
+
+
+def load_pretrained_towers(model: MultiJEPA) -> dict:
+    """Initialise the towers of `model.<m>.pretrained` strings that name a file (online encoder and
+    its EMA target alike) -> {modality: what was loaded}, for the run folder's towers.json."""
+    loaded = {}
+    spec_text = model.cfg.image.pretrained if "image" in model.modalities else None
+    if spec_text:
+        spec = TowerSpec.parse(spec_text, "model.image.pretrained")
+        if spec.path is not None:
+            loaded["image"] = {"spec": spec_text, **load_tower(model.encoders["image"], spec.path)}
+            if model.target_encoders is not None:
+                model.target_encoders["image"].load_state_dict(model.encoders["image"].state_dict())
+    return loaded
 
 
 def instance_norm(t: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
@@ -143,6 +174,7 @@ class MultiJEPA(nn.Module):
         self.cfg = cfg
         self.modalities = list(cfg.modalities)
         self.bind_input = bind_input
+        self.loaded_towers: dict = {}  # modality -> the weights file a pretrained tower started from
         self.encoders = nn.ModuleDict({m: build_encoder(m, cfg, vocab_size) for m in self.modalities})
         widths = {m: enc.dim for m, enc in self.encoders.items()}
         # Built only for a prediction term (`LossConfig.predicts`): a CLIP-objective run holds neither.
@@ -158,7 +190,7 @@ class MultiJEPA(nn.Module):
                 {
                     m: CrossModalPredictor(
                         widths[m],
-                        enc.tokens.grid,
+                        enc.grid,
                         p.width,
                         p.depth,
                         p.heads,

@@ -22,7 +22,8 @@ from .config import ModelConfig
 class Processors:
     def __init__(self, cfg: ModelConfig, tokenizer: TextTokenizer | None):
         self.modalities = list(cfg.modalities)
-        self.image = ImagePreprocessor(cfg.image.size) if "image" in self.modalities else None
+        self.image = (ImagePreprocessor(cfg.image.size, cfg.image.mean, cfg.image.std)
+                      if "image" in self.modalities else None)
         a = cfg.audio
         self.audio = (
             AudioPreprocessor(a.target_frames, a.sample_rate, a.num_mel_bins, a.mean, a.std, max_full_seconds=a.max_full_seconds)

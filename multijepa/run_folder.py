@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,9 +27,12 @@ class RunFolderError(RuntimeError):
 
 
 @contextmanager
-def hold_run_folder(out: str | Path, command: str, hold: bool = True) -> Iterator[None]:
+def hold_run_folder(out: str | Path, command: str, hold: bool = True,
+                    unstarted: Callable[[Path], bool] | None = None) -> Iterator[None]:
     """Own `out` (created if needed) until the block ends. hold=False (torchrun ranks other than 0,
-    whose rank 0 holds it) does nothing."""
+    whose rank 0 holds it) does nothing. When the block fails in a folder it created, the folder is
+    removed again if it holds only the lock, or if `unstarted(out)` says nothing worth keeping was
+    written yet (a refused start leaves no half-made run behind)."""
     if not hold:
         yield
         return
@@ -53,9 +57,8 @@ def hold_run_folder(out: str | Path, command: str, hold: bool = True) -> Iterato
         try:
             yield
         except BaseException:
-            if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:  # refused before writing: leave no trace
-                path.unlink()
-                out.rmdir()
+            if created and ([p.name for p in out.iterdir()] == [LOCK_NAME] or (unstarted and unstarted(out))):
+                shutil.rmtree(out, ignore_errors=True)  # refused before its work began: leave no trace
             raise
         finally:
             if path.exists():

@@ -21,7 +21,7 @@ from modalities.text import TextTokenizer
 from ..checkpoint import load_weights
 from ..config import Config
 from ..distributed import World
-from ..model import MultiJEPA, create_model
+from ..model import MultiJEPA, create_model, load_pretrained_towers
 from ..objective import MultiJEPAObjective
 from .parallelize import parallelize
 from .schedule import Schedule
@@ -31,11 +31,14 @@ from .step import TrainStep
 def init_model(cfg: Config, device: torch.device, tokenizer: TextTokenizer | None = None,
                vocab_size: int | None = None, weights: str | Path | None = None) -> MultiJEPA:
     """The config's MultiJEPA on `device`, with its preprocessing; `weights`: a checkpoint folder to
-    load (full weights, before any sharding). Without a tokenizer the text vocabulary is `vocab_size`."""
-    model = create_model(cfg, tokenizer, vocab_size).to(device)
+    load (full weights, before any sharding), else the pretrained towers' files (`loaded_towers`
+    says what came from where). Without a tokenizer the text vocabulary is `vocab_size`."""
+    model = create_model(cfg, tokenizer, vocab_size)
     if weights is not None:
         load_weights(model, weights)
-    return model
+    else:  # a new run starts its pretrained towers from their files (a resumed one has them in `weights`)
+        model.loaded_towers = load_pretrained_towers(model)
+    return model.to(device)
 
 
 def init_opt(model: nn.Module, optim, total_steps: int, ema: tuple[float, float] = (1.0, 1.0),

@@ -44,6 +44,7 @@ from ..distributed import (
     mean_across,
 )
 from ..interrupts import StopRequests, TrainingInterrupted
+from ..model import resolve_towers
 from ..objective import CollapseError, rankme
 from ..processors import build_tokenizer
 from ..run_folder import RunFolderError, hold_run_folder, run_files
@@ -52,7 +53,7 @@ from .parallelize import full_state, load_optimizer_state
 from .step import SUMMED_LOGS
 
 CALIBRATION_STEPS = 10  # a time-limited run measures its rate over these steps (the first two not counted)
-RUN_FILES = ("config.yaml", "metrics.jsonl", "tokenizer.model", "checkpoints", "bad_samples.jsonl")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "tokenizer.model", "checkpoints", "bad_samples.jsonl", "towers.json")
 # what --resume may change; any other model.* or data.* key would continue the run as another one
 RESUMABLE_DATA_KEYS = ("data.num_workers", "data.persistent_workers", "data.prefetch_factor", "data.pin_memory",
                        "data.cache_decoded")
@@ -148,10 +149,17 @@ def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: b
     t = cfg.train
     world, device = init_distributed(t.device)
     try:
-        with hold_run_folder(out_dir, "multijepa pretrain", hold=world.main), StopRequests() as stop:
+        with hold_run_folder(out_dir, "multijepa pretrain", hold=world.main, unstarted=_unstarted), \
+                StopRequests() as stop:
             return _pretrain(cfg, Path(out_dir), resume, progress, world, device, stop)
     finally:
         close_distributed(world)
+
+
+def _unstarted(out: Path) -> bool:
+    """No checkpoint and no logged step: a run that failed while starting, nothing to keep."""
+    metrics = out / "metrics.jsonl"
+    return not (out / "checkpoints").exists() and (not metrics.exists() or not metrics.read_text().strip())
 
 
 def _take_folder(out: Path, resume: bool, say) -> Path | None:
@@ -210,6 +218,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
 
     sources = open_sources(cfg)
     check_training_sources(cfg, sources)
+    resolve_towers(cfg.model)  # a pretrained tower sets its grid, width and mean/std: saved with the config
     if world.main:
         save_config(cfg, out / "config.yaml")
     has_text = any("text" in s.columns for s in sources)
@@ -223,6 +232,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     training = build_training(cfg, device, tokenizer, weights=ckpt if resume else None, world=world,
                               find_unused=partial)
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
+    if world.main and model.loaded_towers:  # what the towers started from, for the record
+        (out / "towers.json").write_text(json.dumps(model.loaded_towers, indent=2) + "\n")
+        for m, rec in model.loaded_towers.items():
+            say(f"{m} tower: {rec['spec']} ({rec['tensors']} tensors, sha256 {rec['sha256'][:12]})")
 
     step = 0
     data_position: dict | None = None

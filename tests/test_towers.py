@@ -1,0 +1,90 @@
+"""Pretrained towers (issue 15): a timm Vision Transformer as the image encoder, from a local file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from modalities.errors import DataError
+from modalities.towers import TowerSpec
+from multijepa.checkpoint import latest_checkpoint
+from multijepa.cli import main
+from multijepa.config import load_config
+from multijepa.model import load_run, resolve_towers
+from multijepa.train.builder import init_model
+from tests.conftest import VOCAB, make_batch
+
+ARCH = "vit_tiny_patch16_224"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A randomly initialised timm ViT-Tiny saved locally (no download), classifier head included."""
+    import timm
+
+    torch.manual_seed(7)
+    path = tmp_path_factory.mktemp("towers") / "vit_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model(ARCH, pretrained=False).state_dict().items()}, str(path))
+    return path
+
+
+def test_the_tower_arrives_unchanged_and_sets_grid_width_and_preprocessing(weights):
+    cfg = load_config("tiny", [f"model.image.pretrained=timm:{ARCH}:{weights}"])
+    resolve_towers(cfg.model)
+    assert (cfg.model.image.size, cfg.model.image.patch, cfg.model.image.encoder.width) == (224, 16, 192)
+    assert cfg.model.image.mean == (0.5, 0.5, 0.5)  # timm's pretrained_cfg for this architecture
+    model = init_model(cfg, torch.device("cpu"), vocab_size=VOCAB)
+    file = load_file(str(weights))
+    for enc in (model.encoders["image"], model.target_encoders["image"]):  # the EMA target starts from it too
+        for k, v in enc.vit.state_dict().items():
+            assert torch.equal(v, file[k]), k
+    assert model.loaded_towers["image"]["tensors"] == len(model.encoders["image"].vit.state_dict())
+    assert model.encoders["image"].grid == (14, 14)
+    batch = make_batch(cfg, 4)  # the collator's masks, on the tower's 14 x 14 grid
+    assert int(batch["image"]["context"].max()) < 196 and int(batch["image"]["targets"].max()) < 196
+    out = model(batch)
+    assert out["image"]["pred"].shape == out["image"]["target"].shape and out["image"]["pred"].shape[-1] == 192
+
+
+def test_a_run_on_a_timm_tower_trains_it_and_rebuilds_without_the_file(weights, demo, tmp_path):
+    local = tmp_path / "w.safetensors"
+    local.write_bytes(weights.read_bytes())
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(run),
+                 "--max-steps", "3", "--no-progress", f"model.image.pretrained=timm:{ARCH}:{local}"]) == 0
+    record = json.loads((run / "towers.json").read_text())["image"]
+    assert record["path"] == str(local.resolve()) and len(record["sha256"]) == 64
+    trained = load_file(str(latest_checkpoint(run) / "model.safetensors"))
+    file = load_file(str(local))
+    moved = [k for k in file if f"encoders.image.vit.{k}" in trained
+             and not torch.equal(trained[f"encoders.image.vit.{k}"], file[k])]
+    assert len(moved) > 100, "training should move the tower's weights"
+
+    local.unlink()  # the run folder alone rebuilds it
+    model = load_run(run)
+    z = model.embed_images([str(demo / "images" / "test_00000.png")])
+    assert z.shape == (1, model.cfg.embed_dim) and torch.isfinite(z).all()
+
+
+def test_a_missing_or_foreign_weights_file_is_one_line(weights, demo, tmp_path, capsys):
+    import timm
+
+    other = tmp_path / "small.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("vit_small_patch16_224").state_dict().items()}, str(other))
+    for path, said in ((tmp_path / "none.safetensors", "no such weights file"), (other, "not weights of this tower")):
+        code = main(["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(tmp_path / "r"),
+                     "--max-steps", "1", "--no-progress", f"model.image.pretrained=timm:{ARCH}:{path}"])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and len(err.splitlines()) == 1 and str(path) in err and said in err, err
+        assert not (tmp_path / "r").exists()
+
+
+def test_tower_specs_are_checked():
+    assert TowerSpec.parse("timm:vit_tiny_patch16_224:/w.pt", "k") == TowerSpec("timm", "vit_tiny_patch16_224", "/w.pt")
+    assert TowerSpec.parse("timm:vit_tiny_patch16_224", "k").path is None
+    for bad in ("vit_tiny", "hub:x", "timm:"):
+        with pytest.raises(DataError, match="timm:NAME"):
+            TowerSpec.parse(bad, "model.image.pretrained")
