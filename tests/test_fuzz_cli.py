@@ -111,11 +111,13 @@ def _run(world: Path, args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_broken_inputs_end_in_one_line(world):
-    fill = lambda x: x.replace("{w}", str(world))  # noqa: E731
-    watched = {c[0]: Path(fill(c[4])) for c in CASES if c[4]}
+    def fill(x: str, name: str) -> str:  # each case its own new folder: two run at once, and a folder has one owner
+        return x.replace("{w}/new", f"{world}/new_{name}").replace("{w}", str(world))
+
+    watched = {c[0]: Path(fill(c[4], c[0])) for c in CASES if c[4]}
     before = {k: _tree(p) for k, p in watched.items()}
     with ThreadPoolExecutor(2) as pool:  # torch's import dominates each case: two at a time
-        results = list(pool.map(lambda c: _run(world, [fill(a) for a in c[1]]), CASES))
+        results = list(pool.map(lambda c: _run(world, [fill(a, c[0]) for a in c[1]]), CASES))
     failures = []
     for (name, _, code, culprit, _), r in zip(CASES, results):
         errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
@@ -124,8 +126,8 @@ def test_broken_inputs_end_in_one_line(world):
             problems.append(f"exit {r.returncode}, expected {code}")
         if "Traceback" in r.stderr:
             problems.append("a traceback")
-        if len(errors) != 1 or fill(culprit) not in errors[0]:
-            problems.append(f"not one error line naming {fill(culprit)!r}")
+        if len(errors) != 1 or fill(culprit, name) not in errors[0]:
+            problems.append(f"not one error line naming {fill(culprit, name)!r}")
         if name in watched and _tree(watched[name]) != before[name]:
             problems.append(f"{watched[name]} changed")
         if problems:
