@@ -121,6 +121,9 @@ class ImageConfig:
     # timm:NAME[:PATH]: a timm Vision Transformer as the encoder (from a local weights file, or
     # random); its size, patch, width, depth, heads, mean and std then come from the tower
     pretrained: str | None = None
+    # keep the encoder's weights as they are (no gradient, no EMA copy, no prediction term, norms in
+    # eval mode): binding trains the other towers and the heads toward it (ImageBind's recipe)
+    freeze: bool = False
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

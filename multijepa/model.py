@@ -73,7 +73,7 @@ def load_pretrained_towers(model: MultiJEPA) -> dict:
         spec = TowerSpec.parse(spec_text, "model.image.pretrained")
         if spec.path is not None:
             loaded["image"] = {"spec": spec_text, **load_tower(model.encoders["image"], spec.path)}
-            if model.target_encoders is not None:
+            if model.target_encoders is not None and "image" in model.target_encoders:  # not when frozen
                 model.target_encoders["image"].load_state_dict(model.encoders["image"].state_dict())
     return loaded
 
@@ -176,6 +176,11 @@ class MultiJEPA(nn.Module):
         self.bind_input = bind_input
         self.loaded_towers: dict = {}  # modality -> the weights file a pretrained tower started from
         self.encoders = nn.ModuleDict({m: build_encoder(m, cfg, vocab_size) for m in self.modalities})
+        # frozen encoders (`model.image.freeze`): fixed weights, whole inputs, nothing predicted for them
+        self.frozen = [m for m in self.modalities if m == "image" and cfg.image.freeze]
+        for m in self.frozen:
+            self.encoders[m].requires_grad_(False)
+        learned = [m for m in self.modalities if m not in self.frozen]
         widths = {m: enc.dim for m, enc in self.encoders.items()}
         # Built only for a prediction term (`LossConfig.predicts`): a CLIP-objective run holds neither.
         self.target_encoders: nn.ModuleDict | None = None
@@ -183,7 +188,8 @@ class MultiJEPA(nn.Module):
         if predict and cfg.target == "ema":
             # EMA copies: see the whole input, never get gradients, updated by `update_targets`.
             # (model.target "sigreg": the online encoders make the targets, under stop-gradient.)
-            self.target_encoders = copy.deepcopy(self.encoders).requires_grad_(False)
+            self.target_encoders = nn.ModuleDict(
+                {m: copy.deepcopy(self.encoders[m]).requires_grad_(False) for m in learned})
         if predict:
             p = cfg.predictor
             self.predictors = nn.ModuleDict(
@@ -197,7 +203,7 @@ class MultiJEPA(nn.Module):
                         other_dims={o: w for o, w in widths.items() if o != m},
                         cross_attention=p.cross_attention,
                     )
-                    for m, enc in self.encoders.items()
+                    for m, enc in self.encoders.items() if m in learned
                 }
             )
         self.heads = nn.ModuleDict({m: EmbeddingHead(widths[m], cfg.embed_dim) for m in self.modalities})
@@ -238,7 +244,11 @@ class MultiJEPA(nn.Module):
         for m in present:
             # (B_m, Nc, D); context indices of -1 are padding, masked out everywhere below
             with record_function(f"forward/online/{m}"):
-                context[m], valid[m] = self.encoders[m](batch[m]["x"], keep=batch[m].get("context"))
+                if m in self.frozen:  # nothing to learn or predict: its whole input, once, no graph
+                    with torch.no_grad():
+                        context[m], valid[m] = self.encoders[m](batch[m]["x"])
+                else:
+                    context[m], valid[m] = self.encoders[m](batch[m]["x"], keep=batch[m].get("context"))
 
         # what binding embeds: the context tokens, or (bind_input "full") a second, unmasked forward
         # of the rows that have another modality (a row with one modality is never bound)
@@ -249,7 +259,7 @@ class MultiJEPA(nn.Module):
         reuse = self.predictors is not None and self.target_encoders is None
         for m in present:
             pooled[m], z_index[m] = EmbeddingHead.pool(context[m], valid[m]), batch[m]["index"]
-            if self.bind_input == "full" and "context" in batch[m]:
+            if self.bind_input == "full" and "context" in batch[m] and m not in self.frozen:
                 idx = batch[m]["index"]
                 others = [batch[o]["index"] for o in present if o != m]
                 bound = torch.isin(idx, torch.cat(others)) if others else torch.zeros_like(idx, dtype=torch.bool)
@@ -282,6 +292,8 @@ class MultiJEPA(nn.Module):
             full[m] = (feats, ok)
 
         for m in present:
+            if m not in self.predictors:  # a frozen encoder: its tokens are memory for the others only
+                continue
             entry = batch[m]
             idx = entry["index"]  # every row of m: all of them are predicted
             targets_idx = entry["targets"].flatten(1)  # (B_m, K * Nt), -1 = padding (text spans)
@@ -307,6 +319,13 @@ class MultiJEPA(nn.Module):
                           context_valid=valid[m])
         return out
 
+    def train(self, mode: bool = True) -> MultiJEPA:
+        """Frozen encoders stay in eval mode (their norms and dropout as at inference) in training too."""
+        super().train(mode)
+        for m in self.frozen:
+            self.encoders[m].eval()
+        return self
+
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:
         """Keep the log of the InfoNCE scale in [0, ln 100] (temperature 0.01 to 1), as open_clip
@@ -319,7 +338,7 @@ class MultiJEPA(nn.Module):
         """target <- momentum * target + (1 - momentum) * online (nothing without targets)."""
         if self.target_encoders is None:
             return
-        for m in self.modalities:
+        for m in self.target_encoders:
             t = list(self.target_encoders[m].parameters())
             o = [p.detach() for p in self.encoders[m].parameters()]
             torch._foreach_mul_(t, momentum)
@@ -331,8 +350,9 @@ class MultiJEPA(nn.Module):
         """The encoder whose features are the prediction targets and what evaluations and
         fine-tuning start from: the EMA target where there is one (as I-JEPA evaluates), else the
         online encoder (model.target=sigreg, or a run that does not predict)."""
-        encoders = self.target_encoders if self.target_encoders is not None else self.encoders
-        return encoders[modality]
+        if self.target_encoders is not None and modality in self.target_encoders:
+            return self.target_encoders[modality]
+        return self.encoders[modality]
 
     @torch.no_grad()
     def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
@@ -357,7 +377,7 @@ class MultiJEPA(nn.Module):
         averaged over the clips; other inputs go through once."""
         if modality not in self.encoders:
             raise ValueError(f"this model has no '{modality}' encoder (it has: {', '.join(self.modalities)})")
-        enc = (self.target_encoders if encoder == "target" else self.encoders)[modality]
+        enc = self.feature_encoder(modality) if encoder == "target" else self.encoders[modality]
         clips = x.shape[1] if modality == "audio" and x.dim() == 4 else 0
         if not clips:
             return fn(enc, x)

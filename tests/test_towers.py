@@ -88,3 +88,33 @@ def test_tower_specs_are_checked():
     for bad in ("vit_tiny", "hub:x", "timm:"):
         with pytest.raises(DataError, match="timm:NAME"):
             TowerSpec.parse(bad, "model.image.pretrained")
+
+
+def test_a_frozen_tower_stays_bit_identical_and_gets_no_optimizer_state_or_target(weights, demo, tmp_path):
+    run = tmp_path / "frozen"
+    assert main(["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(run),
+                 "--max-steps", "3", "--no-progress", f"model.image.pretrained=timm:{ARCH}:{weights}",
+                 "model.image.freeze=true"]) == 0
+    trained = load_file(str(latest_checkpoint(run) / "model.safetensors"))
+    file = load_file(str(weights))
+    tower = {k: v for k, v in trained.items() if k.startswith("encoders.image.vit.")}
+    assert len(tower) == 150 and all(torch.equal(v, file[k.removeprefix("encoders.image.vit.")]) for k, v in tower.items())
+    assert not any(k.startswith(("target_encoders.image.", "predictors.image.")) for k in trained)
+    assert any(k.startswith("predictors.text.") for k in trained)  # the others still predict
+    text_before = load_file(str(sorted((run / "checkpoints").iterdir())[0] / "model.safetensors"))
+
+    cfg = load_config("tiny", [f"model.image.pretrained=timm:{ARCH}:{weights}", "model.image.freeze=true"])
+    resolve_towers(cfg.model)
+    model = init_model(cfg, torch.device("cpu"), vocab_size=VOCAB).train()
+    assert not model.encoders["image"].training and model.encoders["text"].training  # norms/dropout as at inference
+    from multijepa.train.builder import init_opt
+
+    opt, _ = init_opt(model, cfg.optim, 10)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not any(id(p) in in_opt for p in model.encoders["image"].parameters())
+    out = model(make_batch(cfg, 4))
+    assert "pred" not in out["image"] and "pred" in out["text"]
+    out["image"]["z"].sum().backward()  # binding trains the head on top of the frozen tower, not the tower
+    assert all(p.grad is not None for p in model.heads["image"].parameters() if p.requires_grad)
+    assert all(p.grad is None for p in model.encoders["image"].parameters())
+    assert any(not torch.equal(trained[k], text_before[k]) for k in trained if k.startswith("encoders.text."))
