@@ -1,0 +1,81 @@
+"""A pretrained tower's cost: step time and peak memory of a demo pretraining whose image encoder is
+a timm ViT-Tiny (224 px, patch 16, width 192, 12 blocks) from a local file, frozen and trained,
+against our own image encoder of the same shape (`model.image.size=224 patch=16`, width 192,
+depth 12, heads 3). The file holds random weights (no download): this measures cost, not quality.
+
+Each arm is a fresh `multijepa pretrain` process of `--steps` steps; its rate is read from
+`metrics.jsonl` after the first logging interval, its peak memory is the process's max RSS.
+Last lines: `step_time_ratio_frozen_vs_own: X`, `peak_memory_ratio_frozen_vs_own: Y`.
+
+    python benchmarks/towers.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import machine, write_result
+
+ARCH = "vit_tiny_patch16_224"
+
+
+def run_arm(work: Path, data: Path, name: str, overrides: list[str], steps: int) -> dict:
+    run = work / name
+    args = ["pretrain", "--config", "demo", "--data", str(data), "--out", str(run), "--max-steps", str(steps),
+            "--no-progress", "train.log_every=2", "train.ckpt_every=100000", *overrides]
+    code = f"import resource, sys\nfrom multijepa.cli import main\ncode = main({args!r})\n" \
+           "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    rss_kib = int(next(line.split()[1] for line in out.splitlines() if line.startswith("MAXRSS")))
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["samples_per_s"] for r in logged[1:]]
+    return {"s_per_step": 64 * len(rates) / sum(rates), "peak_rss_mib": rss_kib / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=6, help="steps per arm [6]")
+    ap.add_argument("--n", type=int, default=256, help="demo scenes generated for it [256]")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    args = ap.parse_args()
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from multijepa.data.demo import generate_demo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        generate_demo(work / "data", n_train=args.n, n_test=8, progress=False)
+        weights = work / "vit_tiny.safetensors"
+        torch.manual_seed(0)
+        save_file({k: v.contiguous() for k, v in timm.create_model(ARCH).state_dict().items()}, str(weights))
+        tower = f"model.image.pretrained=timm:{ARCH}:{weights}"
+        arms = {
+            "own": ["model.image.size=224", "model.image.patch=16", "model.image.encoder.width=192",
+                    "model.image.encoder.depth=12", "model.image.encoder.heads=3"],
+            "timm_trained": [tower],
+            "timm_frozen": [tower, "model.image.freeze=true"],
+        }
+        print(f"machine: {json.dumps(machine())}; demo config, image encoders of ViT-Tiny shape, {args.steps} steps",
+              flush=True)
+        res = {}
+        for name, overrides in arms.items():
+            res[name] = run_arm(work, work / "data" / "train.jsonl", name, overrides, args.steps)
+            print(f"  {name:<13} {res[name]['s_per_step']:.2f} s/step  peak memory {res[name]['peak_rss_mib']:.0f} MiB",
+                  flush=True)
+    write_result(args.json, {"machine": machine(), "steps": args.steps, "results": res})
+    for name in ("timm_trained", "timm_frozen"):
+        short = name.split("_")[1]
+        print(f"step_time_ratio_{short}_vs_own: {res[name]['s_per_step'] / res['own']['s_per_step']:.2f}")
+        print(f"peak_memory_ratio_{short}_vs_own: {res[name]['peak_rss_mib'] / res['own']['peak_rss_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
