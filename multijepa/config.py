@@ -137,6 +137,7 @@ class TextConfig:
 
     tokenizer: str = "sentencepiece"  # or "clip" (open_clip's CLIP BPE)
     tokenizer_file: str | None = None  # a SentencePiece .model; trained on the captions if unset
+    freeze: bool = False  # fixed weights, as model.image.freeze
     vocab_size: int = 1000
     max_len: int = 48
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -158,6 +159,7 @@ class AudioConfig:
     train_crop: str = "random"  # longer clips: a random window in training ("start" keeps the beginning)
     eval_clips: int = 3  # evaluation/embedding: average this many evenly spaced windows (ImageBind: 3)
     max_full_seconds: float = 30.0  # longer files are decoded window by window, never whole
+    freeze: bool = False  # fixed weights, as model.image.freeze
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: BlockMaskConfig = field(default_factory=lambda: BlockMaskConfig(full_height_prob=0.75))
 

@@ -177,7 +177,7 @@ class MultiJEPA(nn.Module):
         self.loaded_towers: dict = {}  # modality -> the weights file a pretrained tower started from
         self.encoders = nn.ModuleDict({m: build_encoder(m, cfg, vocab_size) for m in self.modalities})
         # frozen encoders (`model.image.freeze`): fixed weights, whole inputs, nothing predicted for them
-        self.frozen = [m for m in self.modalities if m == "image" and cfg.image.freeze]
+        self.frozen = [m for m in self.modalities if getattr(cfg, m).freeze]
         for m in self.frozen:
             self.encoders[m].requires_grad_(False)
         learned = [m for m in self.modalities if m not in self.frozen]

@@ -118,3 +118,25 @@ def test_a_frozen_tower_stays_bit_identical_and_gets_no_optimizer_state_or_targe
     assert all(p.grad is not None for p in model.heads["image"].parameters() if p.requires_grad)
     assert all(p.grad is None for p in model.encoders["image"].parameters())
     assert any(not torch.equal(trained[k], text_before[k]) for k in trained if k.startswith("encoders.text."))
+
+
+@pytest.mark.parametrize("modality", ["text", "audio"])
+def test_our_own_encoders_freeze_too(modality, tiny_cfg):
+    setattr(getattr(tiny_cfg.model, modality), "freeze", True)
+    torch.manual_seed(0)
+    model = init_model(tiny_cfg, torch.device("cpu"), vocab_size=VOCAB).train()
+    before = {k: v.clone() for k, v in model.encoders[modality].state_dict().items()}
+    from multijepa.objective import MultiJEPAObjective
+    from multijepa.train.builder import init_opt
+
+    opt, _ = init_opt(model, tiny_cfg.optim, 10)
+    objective = MultiJEPAObjective(tiny_cfg.loss, model.modalities)
+    for step in range(2):
+        terms, _ = objective.terms(model(make_batch(tiny_cfg, 8, seed=step)), model.logit_scale)
+        opt.zero_grad()
+        sum(terms.values()).backward()
+        opt.step()
+    after = model.encoders[modality].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert modality not in model.target_encoders and modality not in model.predictors
+    assert not model.encoders[modality].training
