@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, write_result
+from common import logged_step_seconds, machine, small_demo, write_result
 
 PRELUDE = {
     "spinning": "import torch\n",  # libgomp reads OMP_WAIT_POLICY when torch loads it: before multijepa sets it
@@ -65,9 +65,7 @@ def steps_per_second(work: Path, data: Path, setting: str, steps: int, log_every
         if peer is not None:
             peer.kill()
             peer.wait()
-    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["samples_per_s"] for r in logged[1:]]  # the first interval holds start-up
-    return sum(rates) / len(rates) / 64  # the demo batch
+    return 1.0 / logged_step_seconds(run)
 
 
 def main() -> None:
@@ -78,15 +76,13 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
 
-    from multijepa.data.demo import generate_demo
-
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        generate_demo(work / "data", n_train=args.n, n_test=8, progress=False)
+        data = small_demo(work, args.n)
         print(f"machine: {json.dumps(machine())}; demo config, {args.steps} steps per measurement", flush=True)
         results = {}
         for setting in PRELUDE:
-            rates = {busy or "alone": steps_per_second(work, work / "data" / "train.jsonl", setting, args.steps,
+            rates = {busy or "alone": steps_per_second(work, data, setting, args.steps,
                                                       args.log_every, busy) for busy in (None, *BUSY)}
             results[setting] = {**{f"{k}_steps_per_s": v for k, v in rates.items()},
                                 **{f"slowdown_vs_{b}": rates["alone"] / rates[b] for b in BUSY}}

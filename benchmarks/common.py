@@ -28,3 +28,19 @@ def write_result(path: str | None, result: dict) -> None:
     if path:
         Path(path).write_text(json.dumps(result, indent=2) + "\n")
         print(f"results written to {path}")
+
+
+def logged_step_seconds(run: Path, batch: int = 64) -> float:
+    """Seconds per training step of a pretraining run folder, from its metrics.jsonl (samples/s per
+    logging interval), leaving out the first interval, which holds the start-up."""
+    logged = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["samples_per_s"] for r in logged[1:]]
+    return batch * len(rates) / sum(rates)
+
+
+def small_demo(work: Path, n: int) -> Path:
+    """A demo dataset of n training scenes under work/data -> its train.jsonl."""
+    from multijepa.data.demo import generate_demo
+
+    generate_demo(Path(work) / "data", n_train=n, n_test=8, progress=False)
+    return Path(work) / "data" / "train.jsonl"

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import machine, write_result
+from common import logged_step_seconds, machine, small_demo, write_result
 
 ARCH = "vit_tiny_patch16_224"
 
@@ -32,9 +32,7 @@ def run_arm(work: Path, data: Path, name: str, overrides: list[str], steps: int)
            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)\n"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     rss_kib = int(next(line.split()[1] for line in out.splitlines() if line.startswith("MAXRSS")))
-    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["samples_per_s"] for r in logged[1:]]
-    return {"s_per_step": 64 * len(rates) / sum(rates), "peak_rss_mib": rss_kib / 1024}
+    return {"s_per_step": logged_step_seconds(run), "peak_rss_mib": rss_kib / 1024}
 
 
 def main() -> None:
@@ -48,11 +46,9 @@ def main() -> None:
     import torch
     from safetensors.torch import save_file
 
-    from multijepa.data.demo import generate_demo
-
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        generate_demo(work / "data", n_train=args.n, n_test=8, progress=False)
+        data = small_demo(work, args.n)
         weights = work / "vit_tiny.safetensors"
         torch.manual_seed(0)
         save_file({k: v.contiguous() for k, v in timm.create_model(ARCH).state_dict().items()}, str(weights))
@@ -67,7 +63,7 @@ def main() -> None:
               flush=True)
         res = {}
         for name, overrides in arms.items():
-            res[name] = run_arm(work, work / "data" / "train.jsonl", name, overrides, args.steps)
+            res[name] = run_arm(work, data, name, overrides, args.steps)
             print(f"  {name:<13} {res[name]['s_per_step']:.2f} s/step  peak memory {res[name]['peak_rss_mib']:.0f} MiB",
                   flush=True)
     write_result(args.json, {"machine": machine(), "steps": args.steps, "results": res})
