@@ -176,7 +176,7 @@ class MultiJEPA(nn.Module):
         self.bind_input = bind_input
         self.loaded_towers: dict = {}  # modality -> the weights file a pretrained tower started from
         self.encoders = nn.ModuleDict({m: build_encoder(m, cfg, vocab_size) for m in self.modalities})
-        # frozen encoders (`model.image.freeze`): fixed weights, whole inputs, nothing predicted for them
+        # frozen encoders (`model.<m>.freeze`): fixed weights, whole inputs, nothing predicted for them
         self.frozen = [m for m in self.modalities if getattr(cfg, m).freeze]
         for m in self.frozen:
             self.encoders[m].requires_grad_(False)
