@@ -131,16 +131,13 @@ class TrainingClock:
         return int(broadcast_object(allowed, world)) if world.active else allowed
 
 
-def _any_signal(stop: StopRequests, world: World, device: torch.device) -> int:
-    """The stop signal any process received (0: none): they all stop at the same step."""
+def _stop_reasons(over_time: bool, stop: StopRequests, world: World, device: torch.device) -> tuple[bool, int]:
+    """(out of time by rank 0's clock, the stop signal any process received or 0), the same on every
+    process from one small collective per step: they must all stop at the same step."""
     if not world.active:
-        return stop.signum or 0
-    return int(gather_counts(torch.tensor([stop.signum or 0]), world, device).max())
-
-
-def _all_agree(flag: bool, world: World) -> bool:
-    """Rank 0's decision, on every process (they must stop at the same step)."""
-    return bool(broadcast_object(flag, world)) if world.active else flag
+        return over_time, stop.signum or 0
+    flags = gather_counts(torch.tensor([int(over_time), stop.signum or 0]), world, device)  # (W, 2)
+    return bool(flags[0, 0]), int(flags[:, 1].max())
 
 
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -184,7 +181,7 @@ def _take_folder(out: Path, resume: bool, say) -> Path | None:
     return ckpt
 
 
-def _check_resumed_config(cfg: Config, out: Path) -> None:
+def _check_resumed_config(cfg: Config, out: Path, say) -> None:
     """--resume continues the run it finds: a config that changes its model or data is refused."""
     saved = out / "config.yaml"
     if not saved.exists():
@@ -194,7 +191,7 @@ def _check_resumed_config(cfg: Config, out: Path) -> None:
                if k.startswith(("model.", "data.")) and not k.startswith(RESUMABLE_DATA_KEYS)]
     if "data.train" in changed and before.data.train and not Path(before.data.train).exists():
         changed.remove("data.train")  # the data moved: its old place is gone
-        print(f"the run's data {before.data.train} is gone: continuing on {cfg.data.train}")
+        say(f"the run's data {before.data.train} is gone: continuing on {cfg.data.train}")
     if changed:
         raise ConfigError(f"--resume: this config changes {', '.join(changed)} of the run in {out}; resume "
                           "with its own config (drop those overrides), or start a new run in another --out")
@@ -207,7 +204,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     if not cfg.data.sources:
         cfg.data.train = str(resolve_manifest(cfg.data.train, "train"))  # the demo data if none given
     if resume:
-        _check_resumed_config(cfg, out)  # before anything in the folder is touched
+        _check_resumed_config(cfg, out, say)  # before anything in the folder is touched
     ckpt = _take_folder(out, resume, say) if world.main else latest_checkpoint(out, warn=False)
     if world.active and broadcast_object(str(ckpt), world) != str(ckpt):
         raise CheckpointError(f"rank {world.rank} sees checkpoint {ckpt} in {out}, rank 0 another: "
@@ -307,8 +304,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             result = training.step([move_batch(b, device) for b in micro], step, measure_terms=log_step)
             step += 1
             bar.update(1)
-            out_of_time = t.max_seconds > 0 and _all_agree(clock.seconds() >= t.max_seconds, world)
-            signum = _any_signal(stop, world, device)
+            out_of_time, signum = _stop_reasons(t.max_seconds > 0 and clock.seconds() >= t.max_seconds, stop,
+                                                world, device)
             if step - start_step == 2:
                 rate_from = (step, clock.seconds())
             if t.max_seconds > 0 and not schedule_fixed and step - start_step == CALIBRATION_STEPS:
