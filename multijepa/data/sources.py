@@ -150,9 +150,10 @@ def _tar_fields(tar_path: str, limit: int = 64) -> set[str]:
     return fields
 
 
-def _check_text_file(src: SourceConfig, path: Path) -> None:
+def _check_text_file(src: SourceConfig, path: Path, whole: bool = True) -> None:
     """A JSON/CSV manifest that is empty or not UTF-8, named with its line, before `datasets`
-    meets it deep in pyarrow. One pass over the bytes: manifests are small next to their media."""
+    meets it deep in pyarrow. One pass over the bytes (manifests are small next to their media);
+    whole=False (streaming, a manifest maybe larger than the disk) reads up to its first row only."""
     if not path.is_file():
         return
     empty = True
@@ -164,6 +165,8 @@ def _check_text_file(src: SourceConfig, path: Path) -> None:
                 raise DataError(f"source '{src.name}': {path} line {n} is not UTF-8 (byte 0x{line[e.start]:02x} at "
                                 f"column {e.start + 1}); re-save the manifest as UTF-8") from None
             empty = empty and not text.strip()
+            if not (empty or whole):
+                return
     if empty:
         raise DataError(f"source '{src.name}': {path} is empty: no rows")
 
@@ -209,7 +212,7 @@ def open_source(src: SourceConfig, columns: dict[str, str], modalities: list[str
             ds = datasets.load_dataset(src.path, split=src.split, streaming=streaming)
         else:
             for f in files if fmt in ("json", "csv") else []:
-                _check_text_file(src, Path(f))
+                _check_text_file(src, Path(f), whole=not streaming)
             ds = datasets.load_dataset(fmt, data_files=files, split="train", streaming=streaming)
             base_dir = Path(files[0]).parent
     except DataError:
