@@ -79,8 +79,10 @@ class TimmViTTower(nn.Module):
 
 def tower_facts(spec: TowerSpec) -> dict:
     """What the rest of the model and the preprocessing must follow: token grid, patch, input size,
-    width, depth, heads, mean/std (timm's pretrained_cfg), from the architecture alone."""
-    tower = TimmViTTower(spec.name)
+    width, depth, heads, mean/std (timm's pretrained_cfg), from the architecture alone (built on the
+    meta device: shapes without weights, no time spent initialising them)."""
+    with torch.device("meta"):
+        tower = TimmViTTower(spec.name)
     v = tower.vit
     cfg = getattr(v, "pretrained_cfg", {}) or {}
     return {"size": int(v.patch_embed.img_size[0]), "patch": int(v.patch_embed.patch_size[0]),
