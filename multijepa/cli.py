@@ -462,6 +462,8 @@ def _cmd_eval_zeroshot(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval_probe(args: argparse.Namespace) -> None:
+    if args.k < 1:
+        raise UsageError("--k must be >= 1")
     import torch
 
     from .data.demo_paths import resolve_manifest
@@ -479,8 +481,6 @@ def _cmd_eval_probe(args: argparse.Namespace) -> None:
     unknown = [m for m in wanted if m not in model.modalities]
     if unknown:
         raise UsageError(f"--modality {','.join(unknown)}: the model has {', '.join(model.modalities)}")
-    if args.k < 1:
-        raise UsageError("--k must be >= 1")
     try:
         results = probe_eval(model, train, test, wanted, args.encoder, args.k, args.batch_size, args.seed)
     except ValueError as e:
@@ -514,9 +514,6 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 def _cmd_search(args: argparse.Namespace) -> None:
     _need(args.index, "the --index folder", "index.json")
-    from .retrieval.index import EmbeddingIndex
-    from .retrieval.search import embed_query, format_results, search, target_modalities
-
     queries = {m: v for m, v in (("text", args.text), ("image", args.image), ("audio", args.audio)) if v is not None}
     if not queries:
         raise UsageError("give a query: --text STR, --image FILE and/or --audio FILE")
@@ -525,6 +522,9 @@ def _cmd_search(args: argparse.Namespace) -> None:
     for m, v in queries.items():
         if m != "text":
             _need(v, f"the --{m} query")
+    from .retrieval.index import EmbeddingIndex  # torch and faiss: only once the arguments hold
+    from .retrieval.search import embed_query, format_results, search, target_modalities
+
     index = EmbeddingIndex(args.index)
     args.checkpoint = args.checkpoint or index.info["checkpoint"]
     model = _load(args)
