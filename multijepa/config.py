@@ -137,6 +137,9 @@ class TextConfig:
 
     tokenizer: str = "sentencepiece"  # or "clip" (open_clip's CLIP BPE)
     tokenizer_file: str | None = None  # a SentencePiece .model; trained on the captions if unset
+    # open_clip:ARCH[:TAG_OR_PATH]: an open_clip model's text tower as the encoder; its tokenizer
+    # (CLIP BPE), context length, vocabulary, width, depth and heads then come from the tower
+    pretrained: str | None = None
     freeze: bool = False  # fixed weights, as model.image.freeze
     vocab_size: int = 1000
     max_len: int = 48
@@ -178,7 +181,7 @@ class PredictorConfig:
 class ModelConfig:
     RANGES: ClassVar = {"embed_dim": COUNT, "ema_momentum": Range(0, 1, ordered=True),
                         "ema_horizon": Range(0, 1, hi_open=True), "init_temperature": POSITIVE}
-    CHOICES: ClassVar = {"target": ("ema", "sigreg"), "target_norm": ("layer", "instance")}
+    CHOICES: ClassVar = {"target": ("ema", "sigreg"), "target_norm": ("layer", "instance", "instance_position")}
 
     modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])
     embed_dim: int = 128

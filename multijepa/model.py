@@ -22,7 +22,7 @@ from fusion.predictor import CrossModalPredictor
 from modalities.encoder import TransformerEncoder, gather_tokens, init_weights
 from modalities.text import TextTokenizer
 from modalities.tokens import PatchTokens, TextTokens
-from modalities.towers import TimmViTTower, TowerSpec, load_tower, tower_facts
+from modalities.towers import TowerSpec, build_tower, load_tower, read_weights, tower_facts, weights_file
 
 from . import distributed
 from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
@@ -31,8 +31,9 @@ from .processors import Processors, build_tokenizer
 
 
 def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None) -> nn.Module:
-    if modality == "image" and cfg.image.pretrained:
-        return TimmViTTower(TowerSpec.parse(cfg.image.pretrained, "model.image.pretrained").name)
+    spec = tower_spec(cfg, modality)
+    if spec is not None:
+        return build_tower(spec, modality)
     if modality == "image":
         c = cfg.image
         tokens: nn.Module = PatchTokens((c.size, c.size), c.patch, 3, c.encoder.width)
@@ -50,31 +51,52 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
     return TransformerEncoder(tokens, e.width, e.depth, e.heads, e.mlp_ratio)
 
 
+TOWER_MODALITIES = ("image", "text")  # the modalities a `model.<m>.pretrained` tower can serve
+
+
+def tower_spec(cfg: ModelConfig, modality: str) -> TowerSpec | None:
+    text = getattr(getattr(cfg, modality), "pretrained", None)
+    return TowerSpec.parse(text, f"model.{modality}.pretrained") if text else None
+
+
 def resolve_towers(cfg: ModelConfig) -> None:
-    """Settle what follows from a pretrained tower (`model.image.pretrained`) into the config, so the
+    """Settle what follows from a pretrained tower (`model.<m>.pretrained`) into the config, so the
     run folder's config.yaml rebuilds the same model and preprocessing without the weights file:
-    the token grid (image size, patch), the width, depth and heads, and the tower's mean/std."""
-    if not cfg.image.pretrained:
-        return
-    facts = tower_facts(TowerSpec.parse(cfg.image.pretrained, "model.image.pretrained"))
-    if not facts["square"]:
-        raise ConfigError(f"model.image.pretrained={cfg.image.pretrained}: only square input sizes are supported")
-    c = cfg.image
-    c.size, c.patch, c.mean, c.std = facts["size"], facts["patch"], facts["mean"], facts["std"]
-    c.encoder.width, c.encoder.depth, c.encoder.heads = facts["width"], facts["depth"], facts["heads"]
+    the token grid (image size, patch; a text tower's context length), the width, depth and heads,
+    the image tower's mean/std, and a text tower's tokenizer (CLIP BPE) and vocabulary."""
+    for m in TOWER_MODALITIES:
+        spec = tower_spec(cfg, m) if m in cfg.modalities else None
+        if spec is None:
+            continue
+        facts, c = tower_facts(spec, m), getattr(cfg, m)
+        key = f"model.{m}.pretrained={c.pretrained}"
+        if m == "image":
+            if facts["size"][0] != facts["size"][1]:
+                raise ConfigError(f"{key}: only square input sizes are supported (the tower takes {facts['size']})")
+            c.size, c.patch, c.mean, c.std = facts["size"][0], facts["patch"], facts["mean"], facts["std"]
+        else:
+            if c.tokenizer_file:
+                raise ConfigError(f"{key} brings its own tokenizer (CLIP BPE): unset model.text.tokenizer_file")
+            c.tokenizer, c.max_len, c.vocab_size = "clip", facts["max_len"], facts["vocab_size"]
+        c.encoder.width, c.encoder.depth, c.encoder.heads = facts["width"], facts["depth"], facts["heads"]
 
 
 def load_pretrained_towers(model: MultiJEPA) -> dict:
-    """Initialise the towers of `model.<m>.pretrained` strings that name a file (online encoder and
-    its EMA target alike) -> {modality: what was loaded}, for the run folder's towers.json."""
-    loaded = {}
-    spec_text = model.cfg.image.pretrained if "image" in model.modalities else None
-    if spec_text:
-        spec = TowerSpec.parse(spec_text, "model.image.pretrained")
-        if spec.path is not None:
-            loaded["image"] = {"spec": spec_text, **load_tower(model.encoders["image"], spec.path)}
-            if model.target_encoders is not None and "image" in model.target_encoders:  # not when frozen
-                model.target_encoders["image"].load_state_dict(model.encoders["image"].state_dict())
+    """Initialise the towers of `model.<m>.pretrained` strings that name weights (a file, or an
+    open_clip tag), online encoder and its EMA target alike -> {modality: what was loaded}, for the
+    run folder's towers.json. A file serving two towers (a CLIP model's image and text) is read once."""
+    loaded: dict = {}
+    files: dict[Path, dict] = {}
+    for m in TOWER_MODALITIES:
+        spec = tower_spec(model.cfg, m) if m in model.modalities else None
+        if spec is None or spec.path is None:
+            continue
+        path = weights_file(spec)
+        if path not in files:
+            files[path] = read_weights(path)
+        loaded[m] = {"spec": getattr(model.cfg, m).pretrained, **load_tower(model.encoders[m], path, files[path])}
+        if model.target_encoders is not None and m in model.target_encoders:  # not when frozen
+            model.target_encoders[m].load_state_dict(model.encoders[m].state_dict())
     return loaded
 
 
@@ -87,6 +109,15 @@ def instance_norm(t: torch.Tensor, valid: torch.Tensor | None = None, eps: float
     mean = (t * w).sum(1, keepdim=True) / n
     var = ((t - mean) ** 2 * w).sum(1, keepdim=True) / n
     return (t - mean) / (var + eps).sqrt()
+
+
+def position_centre(t: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, D) -> each token minus the mean over the batch of the tokens at its position: what
+    every input carries at a place (a mel band's typical level, a border's background) is taken out
+    of the targets, so what is predicted is what tells this input apart at that place."""
+    w = torch.ones_like(t[..., :1]) if valid is None else valid.unsqueeze(-1).to(t.dtype)  # (B, N, 1)
+    mean = (t * w).sum(0, keepdim=True) / w.sum(0, keepdim=True).clamp_min(1.0)  # (1, N, D)
+    return t - mean
 
 
 class EmbeddingHead(nn.Module):
@@ -304,8 +335,10 @@ class MultiJEPA(nn.Module):
                     t_valid = unmasked_valid.get(m)
                 else:
                     t, t_valid = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
-                if self.cfg.target_norm == "instance":
+                if self.cfg.target_norm in ("instance", "instance_position"):
                     t = instance_norm(t.float(), t_valid)
+                if self.cfg.target_norm == "instance_position":
+                    t = position_centre(t, t_valid)
                 t = F.layer_norm(t.float(), t.shape[-1:])
                 target = gather_tokens(t, targets_idx.clamp_min(0))  # (B_m, T, D)
             predictor = self.predictors[m]

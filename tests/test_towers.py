@@ -140,3 +140,116 @@ def test_our_own_encoders_freeze_too(modality, tiny_cfg):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert modality not in model.target_encoders and modality not in model.predictors
     assert not model.encoders[modality].training
+
+
+# ---------------------------------------------------------------- open_clip towers
+
+CLIP_ARCH = "ViT-S-32"
+
+
+@pytest.fixture(scope="module")
+def clip_weights(tmp_path_factory):
+    """A randomly initialised open_clip ViT-S-32 (image and text towers) saved locally (no download)."""
+    from modalities.towers import open_clip_model
+
+    torch.manual_seed(11)
+    path = tmp_path_factory.mktemp("clip") / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip_model(CLIP_ARCH).state_dict().items()}, str(path))
+    return path
+
+
+def test_open_clip_towers_give_open_clips_own_features(clip_weights):
+    from modalities.text import TextTokenizer
+    from modalities.towers import OpenClipImageTower, OpenClipTextTower, load_tower, open_clip_model
+
+    clip = open_clip_model(CLIP_ARCH).eval()
+    clip.load_state_dict(load_file(str(clip_weights)))
+    image, text = OpenClipImageTower(CLIP_ARCH).eval(), OpenClipTextTower(CLIP_ARCH).eval()
+    assert load_tower(image, clip_weights)["tensors"] == len(clip.visual.state_dict())
+    load_tower(text, clip_weights)
+    assert (image.grid, image.dim, text.grid, text.dim) == ((7, 7), 384, (77,), 384)
+    x = torch.randn(2, 3, 224, 224)
+    ids, lengths = TextTokenizer.clip(77)(["a photo of a dog", "two red birds sit on a wire over the road"])
+    short = ids[:, : int(lengths.max())]  # batches are cut to their longest caption
+    with torch.no_grad():
+        clip.visual.output_tokens = True
+        _, tokens = clip.visual(x)  # (2, 49, 384) open_clip's patch tokens after ln_post
+        feats, valid = image(x)
+        assert valid is None and torch.allclose(feats, tokens, atol=1e-5)
+        every = torch.arange(49).expand(2, -1)
+        assert torch.allclose(image(x, keep=every)[0], tokens, atol=1e-5)  # a context of all patches
+        some = torch.tensor([[3, 9, 20, -1], [0, 1, 2, 48]])  # -1: padding
+        part, ok = image(x, keep=some)
+        assert part.shape == (2, 4, 384) and ok.tolist() == [[True] * 3 + [False], [True] * 4]
+
+        feats, valid = text(short)
+        eot = feats[torch.arange(2), lengths - 1] @ clip.text_projection  # CLIP's pooled end-of-text token
+        assert torch.allclose(eot, clip.encode_text(ids), atol=1e-5)
+        assert valid.tolist() == (short != 0).tolist()
+        # causal: a context that is a caption's first k tokens gives the same features as the whole input
+        k = 5
+        prefix, _ = text(short, keep=torch.arange(k).expand(2, -1))
+        assert torch.allclose(prefix, feats[:, :k], atol=1e-5)
+        gappy, ok = text(short, keep=torch.tensor([[0, 2, 4, -1], [1, 3, 5, 7]]))
+        assert torch.isfinite(gappy).all() and ok.tolist() == [[True] * 3 + [False], [True] * 4]
+
+
+def test_frozen_open_clip_image_and_text_towers_train_the_rest_and_rebuild_without_the_file(clip_weights, demo, tmp_path):
+    local = tmp_path / "open_clip_model.safetensors"
+    local.write_bytes(clip_weights.read_bytes())
+    run = tmp_path / "run"
+    spec = f"open_clip:{CLIP_ARCH}:{local}"
+    assert main(["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(run),
+                 "--max-steps", "2", "--no-progress", f"model.image.pretrained={spec}", "model.image.freeze=true",
+                 f"model.text.pretrained={spec}", "model.text.freeze=true"]) == 0
+    towers = json.loads((run / "towers.json").read_text())
+    assert towers["image"]["sha256"] == towers["text"]["sha256"] and towers["text"]["path"] == str(local.resolve())
+    cfg = load_config(str(run / "config.yaml"))
+    assert (cfg.model.text.tokenizer, cfg.model.text.max_len, cfg.model.image.size) == ("clip", 77, 224)
+    trained = load_file(str(latest_checkpoint(run) / "model.safetensors"))
+    file = load_file(str(local))
+    image = {k.removeprefix("encoders.image.visual."): v for k, v in trained.items() if k.startswith("encoders.image.")}
+    text = {k.removeprefix("encoders.text.text."): v for k, v in trained.items() if k.startswith("encoders.text.")}
+    assert len(image) == len([k for k in file if k.startswith("visual.")]) and len(text) > 100
+    assert all(torch.equal(v, file["visual." + k]) for k, v in image.items())
+    assert all(torch.equal(v, file[k]) for k, v in text.items())
+    assert not any(k.startswith(("target_encoders.image", "target_encoders.text", "predictors.image", "predictors.text"))
+                   for k in trained)
+    assert any(k.startswith("predictors.audio.") for k in trained)  # audio still learns by prediction
+
+    local.unlink()  # the run folder alone rebuilds it, tokenizer included
+    model = load_run(run)
+    z = model.embed_texts(["a red circle"])
+    assert z.shape == (1, model.cfg.embed_dim) and torch.isfinite(z).all()
+    assert main(["index", "--checkpoint", str(run), "--data", str(demo / "test.jsonl"), "--out", str(tmp_path / "ix"),
+                 "--no-progress"]) == 0
+
+
+def test_an_unfrozen_open_clip_text_tower_is_masked_predicted_and_moves(clip_weights):
+    cfg = load_config("tiny", [f"model.text.pretrained=open_clip:{CLIP_ARCH}:{clip_weights}",
+                               "model.modalities=[image,text]"])
+    resolve_towers(cfg.model)
+    from modalities.text import TextTokenizer
+    from multijepa.train.builder import init_opt
+
+    model = init_model(cfg, torch.device("cpu"), vocab_size=None).train()
+    file = load_file(str(clip_weights))
+    assert all(torch.equal(v, file[k]) for k, v in model.target_encoders["text"].text.state_dict().items())
+    tok = TextTokenizer.clip(cfg.model.text.max_len)
+    from multijepa.data.collate import MultiModalCollator, build_maskers
+
+    items = []
+    for i in range(4):
+        ids, length = tok([f"scene {i}: a small blue square above a big green circle"])
+        items.append({"row": i, "image": torch.randn(3, 16, 16), "text": (ids[0], length[0])})
+    batch = MultiModalCollator(cfg.model.modalities, build_maskers(cfg.model), seed=0)(items)
+    assert int(batch["text"]["targets"].max()) < int(length[0])  # spans fall inside the caption
+    opt, _ = init_opt(model, cfg.optim, 10)
+    from multijepa.objective import MultiJEPAObjective
+
+    terms, _ = MultiJEPAObjective(cfg.loss, model.modalities).terms(model(batch), model.logit_scale)
+    opt.zero_grad()
+    sum(terms.values()).backward()
+    opt.step()
+    moved = [k for k, v in model.encoders["text"].text.state_dict().items() if not torch.equal(v, file[k])]
+    assert len(moved) > 50
