@@ -295,6 +295,19 @@ class DataConfig:
 
 
 @dataclass
+class LrScaleConfig:
+    """Learning-rate scale of each modality's encoder (a pretrained tower tuned gently, as fine-tuning
+    recipes do); heads, predictors and the rest learn at optim.lr. Set before a run starts: turning
+    scales on or off changes the optimizer's groups, which a resumed run must keep."""
+
+    RANGES: ClassVar = {"image": POSITIVE, "text": POSITIVE, "audio": POSITIVE}
+
+    image: float = 1.0
+    text: float = 1.0
+    audio: float = 1.0
+
+
+@dataclass
 class OptimConfig:
     RANGES: ClassVar = {"lr": NON_NEGATIVE, "min_lr": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE,
                         "weight_decay": NON_NEGATIVE, "final_weight_decay": NON_NEGATIVE,
@@ -308,6 +321,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-8  # AdamW's: updates of weights whose gradient is below it are damped
     grad_clip: float = 1.0
+    lr_scale: LrScaleConfig = field(default_factory=LrScaleConfig)
 
 
 @dataclass

@@ -250,15 +250,26 @@ class MultiJEPA(nn.Module):
         """AdamW groups, beside the parameters they name (nanoGPT's `configure_optimizers`): decay
         on weight matrices; none on norms, biases and the temperature (ndim <= 1), nor on the
         learned tokens that a submodule lists in its `no_weight_decay()` (timm's convention).
-        "apply_wd" marks the group whose decay follows the schedule, so `optim` (the signature
-        `init_opt` calls, shared with VQA's model) sets nothing here."""
+        "apply_wd" marks the groups whose decay follows the schedule. With `optim.lr_scale` set for
+        a modality (any scale not 1), every learned encoder gets its own pair of groups at
+        lr * its scale ("lr_scale", which the schedule applies); otherwise there are two groups."""
         skip = {f"{prefix}.{name}" for prefix, mod in self.named_modules()
                 if mod is not self and hasattr(mod, "no_weight_decay") for name in mod.no_weight_decay()}
-        decay, no_decay = [], []
+        scales = getattr(optim, "lr_scale", None)
+        split = scales is not None and any(getattr(scales, m) != 1.0 for m in self.modalities if m not in self.frozen)
+        buckets: dict[str, tuple[list, list]] = {"": ([], [])}
         for name, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-        return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
+            if not p.requires_grad:
+                continue
+            key = name.split(".")[1] if split and name.startswith("encoders.") else ""
+            decay, no_decay = buckets.setdefault(key, ([], []))
+            (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+        groups = []
+        for key, (decay, no_decay) in buckets.items():
+            scale = {"lr_scale": float(getattr(scales, key))} if key else {}
+            groups += [{"params": decay, "apply_wd": True, **scale},
+                       {"params": no_decay, "apply_wd": False, "weight_decay": 0.0, **scale}]
+        return [g for g in groups if g["params"]]
 
     # ------------------------------------------------------------------ training forward
 

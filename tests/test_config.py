@@ -3,7 +3,7 @@ import pytest
 from multijepa.config import ConfigError, load_config, save_config
 
 
-@pytest.mark.parametrize("name", ["demo", "tiny", "base"])
+@pytest.mark.parametrize("name", ["demo", "tiny", "base", "imagebind"])
 def test_shipped_configs_load_by_name(name):
     cfg = load_config(name)
     assert cfg.model.modalities

@@ -253,3 +253,53 @@ def test_an_unfrozen_open_clip_text_tower_is_masked_predicted_and_moves(clip_wei
     opt.step()
     moved = [k for k, v in model.encoders["text"].text.state_dict().items() if not torch.equal(v, file[k])]
     assert len(moved) > 50
+
+
+def test_lr_scale_sets_each_encoders_learning_rate_and_survives_a_resume_with_new_values(demo, tmp_path, capsys):
+    cfg = load_config("tiny", ["optim.lr_scale.text=0.1"])
+    model = init_model(cfg, torch.device("cpu"), vocab_size=VOCAB)
+    from multijepa.train.builder import init_opt
+
+    opt, schedule = init_opt(model, cfg.optim, 10)
+    lr, _ = schedule.apply(opt, 5)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for g in opt.param_groups:
+        text = {names[id(p)].startswith("encoders.text.") for p in g["params"]}
+        assert len(text) == 1  # a group holds one encoder's parameters, or none
+        assert g["lr"] == pytest.approx(lr * (0.1 if text == {True} else 1.0))
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in model.parameters())
+    assert len(opt.param_groups) == 2 * 4  # the rest, and image, text and audio encoders
+    plain = load_config("tiny")
+    assert len(init_opt(init_model(plain, torch.device("cpu"), vocab_size=VOCAB), plain.optim, 10)[0].param_groups) == 2
+
+    run = tmp_path / "run"
+    args = ["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(run), "--no-progress"]
+    assert main([*args, "--max-steps", "2", "optim.lr_scale.image=0.5"]) == 0
+    assert main([*args, "--max-steps", "4", "--resume", "optim.lr_scale.image=0.25"]) == 0  # new values: fine
+    groups = torch.load(latest_checkpoint(run) / "train_state.pt", weights_only=True)["optimizer"]["param_groups"]
+    image = [g for g in groups if any(n.startswith("encoders.image.") for n in g["params"])]
+    rest = [g for g in groups if any(n.startswith("heads.") for n in g["params"])]
+    assert len(image) == 2 and all(g["lr"] == pytest.approx(0.25 * rest[0]["lr"]) for g in image)
+    capsys.readouterr()
+    assert main([*args, "--max-steps", "6", "--resume", "optim.lr_scale.image=1"]) == 1  # off: other groups
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "parameter groups" in err and "optim.lr_scale" in err, err
+
+
+def test_the_imagebind_config_takes_clips_grid_tokenizer_and_widths():
+    from modalities.towers import weights_file
+
+    cfg = load_config("imagebind")
+    resolve_towers(cfg.model)  # from the architecture alone: nothing is fetched
+    m = cfg.model
+    assert (m.image.size, m.image.patch, m.image.encoder.width, m.image.encoder.depth) == (224, 32, 768, 12)
+    assert (m.text.tokenizer, m.text.max_len, m.text.vocab_size, m.text.encoder.width) == ("clip", 77, 49408, 512)
+    assert m.image.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    with pytest.raises(DataError, match="no pretrained weights 'nosuchtag' for ViT-B-32 .*laion2b_s34b_b79k"):
+        weights_file(TowerSpec.parse("open_clip:ViT-B-32:nosuchtag", "k"))
+    with pytest.raises(DataError, match="open_clip has no model 'ViT-Q-99'"):
+        resolve_towers(load_config("tiny", ["model.image.pretrained=open_clip:ViT-Q-99"]).model)
+    from modalities.towers import build_tower
+
+    with pytest.raises(DataError, match="timm towers serve images, not audio"):
+        build_tower(TowerSpec("timm", ARCH), "audio")

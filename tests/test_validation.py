@@ -91,7 +91,7 @@ def test_cross_key_checks():
 
 
 def test_shipped_configs_are_within_range():
-    for name in ("base", "demo", "tiny", "mixed", "emergent"):
+    for name in ("base", "demo", "tiny", "mixed", "emergent", "imagebind"):
         load_config(name)
     for name in ("vqa_demo", "vqa_tiny"):
         load_vqa_config(name)

@@ -23,6 +23,7 @@ run resumes at any world size and under either kind of parallelism.
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 
 import torch
@@ -44,10 +45,19 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fusion.attention import AttentionBlock
 
+from ..checkpoint import CheckpointError
 from ..config import TrainConfig
 from ..distributed import World
 
 BLOCKS = (Block, AttentionBlock)  # the units that are checkpointed, compiled and sharded
+
+
+def blocks() -> tuple[type, ...]:
+    """BLOCKS, and open_clip's when an open_clip tower was built (open_clip is slow to import, so only then)."""
+    oc = sys.modules.get("open_clip.transformer")
+    return BLOCKS + ((oc.ResidualAttentionBlock, oc.CustomResidualAttentionBlock) if oc is not None else ())
+
+
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
@@ -58,14 +68,15 @@ def parallelize(model: nn.Module, train: TrainConfig, world: World = World(), de
     find_unused: some processes may lack a modality in a batch (sources with different modalities)."""
     # take gradients and hold the blocks; targets do not (a CLIP-objective model has no predictors)
     online = [part for part in (model.encoders, model.predictors) if part is not None]
+    kinds = blocks()
     if train.activation_checkpointing:
         wrapper = partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
         for part in online:
-            apply_activation_checkpointing(part, checkpoint_wrapper_fn=wrapper, check_fn=lambda m: isinstance(m, BLOCKS))
+            apply_activation_checkpointing(part, checkpoint_wrapper_fn=wrapper, check_fn=lambda m: isinstance(m, kinds))
     if train.compile:
         for part in online:
             for m in part.modules():
-                if isinstance(m, BLOCKS):
+                if isinstance(m, kinds):
                     m.compile(dynamic=True)
     if not world.active:
         return model
@@ -89,9 +100,10 @@ def _fully_shard(model: nn.Module, find_unused: bool) -> nn.Module:
                          "(a process without one would leave its shards' collectives waiting): use ddp")
     from torch.distributed.fsdp import fully_shard
 
+    kinds = blocks()
     for part in (model.encoders, model.target_encoders, model.predictors):
         for m in list(part.modules() if part is not None else ()):
-            if isinstance(m, BLOCKS):
+            if isinstance(m, kinds):
                 fully_shard(m)
     # the temperature is a scalar (FSDP2 shards no scalars): kept whole, its gradient averaged here
     scale = model.logit_scale
@@ -121,9 +133,19 @@ def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a `full_state` optimizer state (or a state saved before names were used)."""
+    """Load a `full_state` optimizer state (or a state saved before names were used). The groups'
+    learning-rate scales stay those of the config (a resumed run may change them); the groups
+    themselves must be the saved ones."""
+    groups = state.get("param_groups", [])
+    if len(groups) != len(optimizer.param_groups):
+        raise CheckpointError(f"the checkpoint's optimizer has {len(groups)} parameter groups, this run's "
+                              f"{len(optimizer.param_groups)} (optim.lr_scale turned on or off, or a change of "
+                              "version): resume with the settings the run was started with")
+    scales = [g.get("lr_scale", 1.0) for g in optimizer.param_groups]
     if state.get("state") and all(isinstance(k, int) for k in state["state"]):  # param-index keyed
         optimizer.load_state_dict(state)
-        return
-    options = StateDictOptions(full_state_dict=True) if is_sharded(model) else None
-    set_optimizer_state_dict(model, optimizer, state, options=options)
+    else:
+        options = StateDictOptions(full_state_dict=True) if is_sharded(model) else None
+        set_optimizer_state_dict(model, optimizer, state, options=options)
+    for g, scale in zip(optimizer.param_groups, scales):
+        g["lr_scale"] = scale
