@@ -2,7 +2,7 @@
 `TransformerEncoder` (`forward(x, keep) -> (features, valid)`, `.grid`, `.dim`), so masking,
 prediction and binding work over them unchanged:
 
-    timm:NAME                 a timm Vision Transformer (images), weights from the run's checkpoint (or random)
+    timm:NAME                 a timm Vision Transformer (images; spectrograms, as AST), weights from the run's checkpoint (or random)
     timm:NAME:PATH            ... initialised from a local safetensors / torch file (no download)
     open_clip:ARCH            the image (`.visual`) or text tower of an open_clip model, random
     open_clip:ARCH:TAG        ... with open_clip's pretrained weights TAG (from the hub or its local cache)
@@ -82,12 +82,13 @@ class TimmViTTower(nn.Module):
 
     file_prefix = ""  # the file's keys are the timm model's own
 
-    def __init__(self, name: str, in_chans: int = 3):
+    def __init__(self, name: str, in_chans: int = 3, img_size: tuple[int, int] | None = None):
         super().__init__()
         import timm
 
+        size = {} if img_size is None else {"img_size": tuple(img_size)}
         try:
-            self.vit = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+            self.vit = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **size)
         except RuntimeError as e:  # timm: "Unknown model (...)"
             raise DataError(f"timm has no model '{name}' ({e})") from None
         if not hasattr(self.vit, "patch_embed") or not hasattr(self.vit, "blocks"):
@@ -114,6 +115,28 @@ class TimmViTTower(nn.Module):
         for blk in v.blocks:
             h = blk(h, attn_mask=attn_mask)
         return v.norm(h)[:, self.prefix :], valid
+
+    def adapt(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """An image model's weights onto this tower's channels and grid, as AST starts its spectrogram
+        ViT from an ImageNet one: the patch embedding summed over the colour channels (3 -> 1), the
+        position table resampled to the spectrogram's grid (timm's `resample_abs_pos_embed`, its
+        prefix tokens kept). -> the keys changed."""
+        from timm.layers import resample_abs_pos_embed
+
+        own, changed = self.vit.state_dict(), []
+        w = state.get("patch_embed.proj.weight")
+        if w is not None and w.dim() == 4 and w.shape[1] != own["patch_embed.proj.weight"].shape[1] \
+                and own["patch_embed.proj.weight"].shape[1] == 1:
+            state["patch_embed.proj.weight"] = w.sum(1, keepdim=True)
+            changed.append("patch_embed.proj.weight")
+        pos = state.get("pos_embed")
+        if pos is not None and pos.shape != own["pos_embed"].shape and pos.dim() == 3 and pos.shape[-1] == self.dim:
+            n = pos.shape[1] - self.prefix
+            side = int(round(n ** 0.5))
+            if side * side == n:  # a square image grid
+                state["pos_embed"] = resample_abs_pos_embed(pos, list(self.grid), [side, side], self.prefix)
+                changed.append("pos_embed")
+        return changed
 
     def facts(self) -> dict:
         v = self.vit
@@ -237,25 +260,28 @@ class OpenClipTextTower(nn.Module):
                 "depth": len(self.text.transformer.resblocks), "heads": self.heads}
 
 
-def build_tower(spec: TowerSpec, modality: str) -> nn.Module:
-    """The encoder a `model.<modality>.pretrained` spec names, with random weights."""
+def build_tower(spec: TowerSpec, modality: str, size: tuple[int, int] | None = None) -> nn.Module:
+    """The encoder a `model.<modality>.pretrained` spec names, with random weights. size: (mel bins,
+    frames) of an audio tower's spectrogram (a timm ViT over one channel, as AST)."""
     if spec.library == "timm" and modality == "image":
         return TimmViTTower(spec.name)
+    if spec.library == "timm" and modality == "audio":
+        return TimmViTTower(spec.name, in_chans=1, img_size=size)
     if spec.library == "open_clip" and modality == "image":
         return OpenClipImageTower(spec.name)
     if spec.library == "open_clip" and modality == "text":
         return OpenClipTextTower(spec.name)
     raise DataError(f"model.{modality}.pretrained: {spec.library} towers serve "
-                    f"{'images' if spec.library == 'timm' else 'images and text'}, not {modality}")
+                    f"{'images and audio' if spec.library == 'timm' else 'images and text'}, not {modality}")
 
 
-def tower_facts(spec: TowerSpec, modality: str) -> dict:
+def tower_facts(spec: TowerSpec, modality: str, size: tuple[int, int] | None = None) -> dict:
     """What the rest of the model and the preprocessing must follow (token grid, patch, input size,
     width, depth, heads, mean/std from timm's pretrained_cfg or open_clip's preprocess_cfg; the
     context length and vocabulary of a text tower), from the architecture alone (built on the meta
     device: shapes without weights, no time spent initialising them)."""
     with torch.device("meta"):
-        return build_tower(spec, modality).facts()
+        return build_tower(spec, modality, size).facts()
 
 
 def weights_file(spec: TowerSpec) -> Path:
@@ -304,6 +330,7 @@ def load_tower(tower: nn.Module, path: str | Path, state: dict[str, torch.Tensor
     the file, tensors). Missing or misshapen weights name the file."""
     state = read_weights(path) if state is None else state
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DDP
+    adapted = tower.adapt(state) if hasattr(tower, "adapt") else []
     own = tower.weights.state_dict()
     want = {k: tower.file_prefix + k for k in own}
     missing = sorted(f for f in want.values() if f not in state)
@@ -316,4 +343,4 @@ def load_tower(tower: nn.Module, path: str | Path, state: dict[str, torch.Tensor
     tower.weights.load_state_dict({k: state[f] for k, f in want.items()})
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"path": str(Path(path).resolve()), "sha256": digest, "tensors": len(own)}
+    return {"path": str(Path(path).resolve()), "sha256": digest, "tensors": len(own), **({"adapted": adapted} if adapted else {})}

@@ -162,6 +162,9 @@ class AudioConfig:
     train_crop: str = "random"  # longer clips: a random window in training ("start" keeps the beginning)
     eval_clips: int = 3  # evaluation/embedding: average this many evenly spaced windows (ImageBind: 3)
     max_full_seconds: float = 30.0  # longer files are decoded window by window, never whole
+    # timm:NAME[:PATH]: a timm Vision Transformer over the spectrogram (one channel), as AST: an image
+    # model's weights are adapted (patch embedding summed over colours, positions resampled to the grid)
+    pretrained: str | None = None
     freeze: bool = False  # fixed weights, as model.image.freeze
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: BlockMaskConfig = field(default_factory=lambda: BlockMaskConfig(full_height_prob=0.75))
@@ -181,7 +184,7 @@ class PredictorConfig:
 class ModelConfig:
     RANGES: ClassVar = {"embed_dim": COUNT, "ema_momentum": Range(0, 1, ordered=True),
                         "ema_horizon": Range(0, 1, hi_open=True), "init_temperature": POSITIVE}
-    CHOICES: ClassVar = {"target": ("ema", "sigreg"), "target_norm": ("layer", "instance", "instance_position")}
+    CHOICES: ClassVar = {"target": ("ema", "sigreg"), "target_norm": ("layer", "instance", "position", "instance_position")}
 
     modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])
     embed_dim: int = 128

@@ -33,7 +33,7 @@ from .processors import Processors, build_tokenizer
 def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None) -> nn.Module:
     spec = tower_spec(cfg, modality)
     if spec is not None:
-        return build_tower(spec, modality)
+        return build_tower(spec, modality, audio_size(cfg) if modality == "audio" else None)
     if modality == "image":
         c = cfg.image
         tokens: nn.Module = PatchTokens((c.size, c.size), c.patch, 3, c.encoder.width)
@@ -51,7 +51,12 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
     return TransformerEncoder(tokens, e.width, e.depth, e.heads, e.mlp_ratio)
 
 
-TOWER_MODALITIES = ("image", "text")  # the modalities a `model.<m>.pretrained` tower can serve
+TOWER_MODALITIES = ("image", "text", "audio")  # the modalities a `model.<m>.pretrained` tower can serve
+
+
+def audio_size(cfg: ModelConfig) -> tuple[int, int]:
+    """(mel bins, frames): the spectrogram an audio encoder sees."""
+    return cfg.audio.num_mel_bins, cfg.audio.target_frames
 
 
 def tower_spec(cfg: ModelConfig, modality: str) -> TowerSpec | None:
@@ -62,15 +67,21 @@ def tower_spec(cfg: ModelConfig, modality: str) -> TowerSpec | None:
 def resolve_towers(cfg: ModelConfig) -> None:
     """Settle what follows from a pretrained tower (`model.<m>.pretrained`) into the config, so the
     run folder's config.yaml rebuilds the same model and preprocessing without the weights file:
-    the token grid (image size, patch; a text tower's context length), the width, depth and heads,
-    the image tower's mean/std, and a text tower's tokenizer (CLIP BPE) and vocabulary."""
+    the token grid (image size, patch; a text tower's context length; an audio tower's patch over
+    our spectrogram), the width, depth and heads, the image tower's mean/std, and a text tower's
+    tokenizer (CLIP BPE) and vocabulary."""
     for m in TOWER_MODALITIES:
         spec = tower_spec(cfg, m) if m in cfg.modalities else None
         if spec is None:
             continue
-        facts, c = tower_facts(spec, m), getattr(cfg, m)
+        facts, c = tower_facts(spec, m, audio_size(cfg) if m == "audio" else None), getattr(cfg, m)
         key = f"model.{m}.pretrained={c.pretrained}"
-        if m == "image":
+        if m == "audio":  # our spectrogram (size, mean/std), the tower's patches
+            c.patch = (facts["patch"], facts["patch"])
+            if c.num_mel_bins % facts["patch"] or c.target_frames % facts["patch"]:
+                raise ConfigError(f"{key}: model.audio.num_mel_bins={c.num_mel_bins} and target_frames="
+                                  f"{c.target_frames} must be multiples of the tower's patch {facts['patch']}")
+        elif m == "image":
             if facts["size"][0] != facts["size"][1]:
                 raise ConfigError(f"{key}: only square input sizes are supported (the tower takes {facts['size']})")
             c.size, c.patch, c.mean, c.std = facts["size"][0], facts["patch"], facts["mean"], facts["std"]
@@ -348,7 +359,7 @@ class MultiJEPA(nn.Module):
                     t, t_valid = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
                 if self.cfg.target_norm in ("instance", "instance_position"):
                     t = instance_norm(t.float(), t_valid)
-                if self.cfg.target_norm == "instance_position":
+                if self.cfg.target_norm in ("position", "instance_position"):
                     t = position_centre(t, t_valid)
                 t = F.layer_norm(t.float(), t.shape[-1:])
                 target = gather_tokens(t, targets_idx.clamp_min(0))  # (B_m, T, D)

@@ -301,5 +301,33 @@ def test_the_imagebind_config_takes_clips_grid_tokenizer_and_widths():
         resolve_towers(load_config("tiny", ["model.image.pretrained=open_clip:ViT-Q-99"]).model)
     from modalities.towers import build_tower
 
-    with pytest.raises(DataError, match="timm towers serve images, not audio"):
-        build_tower(TowerSpec("timm", ARCH), "audio")
+    with pytest.raises(DataError, match="timm towers serve images and audio, not text"):
+        build_tower(TowerSpec("timm", ARCH), "text")
+    with pytest.raises(DataError, match="open_clip towers serve images and text, not audio"):
+        build_tower(TowerSpec("open_clip", CLIP_ARCH), "audio")
+
+
+def test_a_timm_image_model_starts_an_audio_tower_as_ast_does(weights, demo, tmp_path):
+    size = ["model.audio.num_mel_bins=64", "model.audio.target_frames=96"]
+    cfg = load_config("tiny", [f"model.audio.pretrained=timm:{ARCH}:{weights}", *size])
+    resolve_towers(cfg.model)
+    assert tuple(cfg.model.audio.patch) == (16, 16) and cfg.model.audio.encoder.width == 192
+    model = init_model(cfg, torch.device("cpu"), vocab_size=VOCAB)
+    tower, file = model.encoders["audio"], load_file(str(weights))
+    assert tower.grid == (4, 6) and model.loaded_towers["audio"]["adapted"] == ["patch_embed.proj.weight", "pos_embed"]
+    state = tower.vit.state_dict()
+    assert torch.equal(state["patch_embed.proj.weight"], file["patch_embed.proj.weight"].sum(1, keepdim=True))
+    assert state["pos_embed"].shape == (1, 1 + 24, 192)
+    assert torch.equal(state["pos_embed"][:, :1], file["pos_embed"][:, :1])  # the class token's position is kept
+    assert torch.equal(state["blocks.3.mlp.fc1.weight"], file["blocks.3.mlp.fc1.weight"])
+    batch = make_batch(cfg, 4)
+    out = model(batch)
+    assert out["audio"]["pred"].shape == out["audio"]["target"].shape
+    assert int(batch["audio"]["targets"].max()) < 24
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(run), "--max-steps", "2",
+                 "--no-progress", f"model.audio.pretrained=timm:{ARCH}:{weights}", *size]) == 0
+    model = load_run(run)
+    z = model.embed_audio([str(p) for p in sorted((demo / "audio").glob("test_*"))[:2]])
+    assert z.shape == (2, model.cfg.embed_dim) and torch.isfinite(z).all()
