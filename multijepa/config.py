@@ -204,7 +204,9 @@ class ModelConfig:
     target: str = "ema"
     # how targets are normalised: "layer" (I-JEPA: each token over its features) or "instance" (first
     # each feature over the tokens of its sample, as data2vec: a code shared by all of an input's
-    # tokens cannot be predicted, so prediction alone cannot win by making every token carry it)
+    # tokens cannot be predicted, so prediction alone cannot win by making every token carry it);
+    # "position": first each token minus the batch's mean token at its place (what every input has
+    # there, e.g. a mel band's level, cannot be predicted); "instance_position": both, in that order
     target_norm: str = "layer"
     init_temperature: float = 0.07
     # Fixed by default: a learned one drifts up while embeddings are poor, and binding stalls. ImageBind

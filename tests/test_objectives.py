@@ -323,3 +323,21 @@ def test_instance_target_norm_removes_what_all_tokens_share(tiny_cfg):
     with torch.no_grad():
         shifted = instance_norm(t + 3.0 * torch.randn(t.shape[0], 1, t.shape[2]))
     assert torch.allclose(shifted, instance_norm(t), atol=1e-4)
+
+
+def test_position_centre_removes_what_every_sample_carries_at_a_place():
+    from multijepa.model import position_centre
+
+    torch.manual_seed(0)
+    place = torch.randn(1, 6, 4) * 10  # a mel band's typical level: the same in every sample
+    t = torch.randn(5, 6, 4) + place
+    valid = torch.ones(5, 6, dtype=torch.bool)
+    valid[2, 4:] = False  # padding counts in no mean
+    out = position_centre(t, valid)
+    for n in range(6):
+        rows = valid[:, n]
+        assert torch.allclose(out[rows, n], t[rows, n] - t[rows, n].mean(0), atol=1e-5)
+    assert torch.allclose(position_centre(t - place, valid)[valid], out[valid], atol=1e-4)
+    changed = t.clone()
+    changed[2, 4:] = 1e6
+    assert torch.allclose(position_centre(changed, valid)[valid], out[valid], atol=1e-5)

@@ -223,6 +223,8 @@ def test_frozen_open_clip_image_and_text_towers_train_the_rest_and_rebuild_witho
     assert z.shape == (1, model.cfg.embed_dim) and torch.isfinite(z).all()
     assert main(["index", "--checkpoint", str(run), "--data", str(demo / "test.jsonl"), "--out", str(tmp_path / "ix"),
                  "--no-progress"]) == 0
+    assert main(["vqa", "train", "--checkpoint", str(run), "--data", str(demo / "vqa_train.jsonl"), "--out",
+                 str(tmp_path / "vqa"), "--config", "vqa_tiny", "--no-progress", "train.max_steps=2"]) == 0
 
 
 def test_an_unfrozen_open_clip_text_tower_is_masked_predicted_and_moves(clip_weights):
