@@ -217,6 +217,9 @@ class _TextParts(nn.Module):
         self.transformer, self.ln_final = clip.transformer, clip.ln_final
         self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
 
+    def no_weight_decay(self) -> set[str]:  # as open_clip's TextTransformer says of its own table
+        return {"positional_embedding"}
+
 
 class OpenClipTextTower(nn.Module):
     """The text tower of an open_clip model: (B, L) CLIP BPE ids (0 = padding) -> (B, L or K, D)."""
