@@ -22,12 +22,13 @@ from fusion.predictor import CrossModalPredictor
 from modalities.encoder import TransformerEncoder, gather_tokens, init_weights
 from modalities.text import TextTokenizer
 from modalities.tokens import PatchTokens, TextTokens
-from modalities.towers import TowerSpec, build_tower, load_tower, read_weights, tower_facts, weights_file
+from modalities.towers import build_tower, load_tower, read_weights, weights_file
 
 from . import distributed
 from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
 from .config import Config, ConfigError, ModelConfig, load_config
 from .processors import Processors, build_tokenizer
+from .towers import TOWER_MODALITIES, audio_size, resolve_towers, tower_spec
 
 
 def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None) -> nn.Module:
@@ -49,47 +50,6 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
         raise ValueError(f"unknown modality '{modality}'")
     e = c.encoder
     return TransformerEncoder(tokens, e.width, e.depth, e.heads, e.mlp_ratio)
-
-
-TOWER_MODALITIES = ("image", "text", "audio")  # the modalities a `model.<m>.pretrained` tower can serve
-
-
-def audio_size(cfg: ModelConfig) -> tuple[int, int]:
-    """(mel bins, frames): the spectrogram an audio encoder sees."""
-    return cfg.audio.num_mel_bins, cfg.audio.target_frames
-
-
-def tower_spec(cfg: ModelConfig, modality: str) -> TowerSpec | None:
-    text = getattr(getattr(cfg, modality), "pretrained", None)
-    return TowerSpec.parse(text, f"model.{modality}.pretrained") if text else None
-
-
-def resolve_towers(cfg: ModelConfig) -> None:
-    """Settle what follows from a pretrained tower (`model.<m>.pretrained`) into the config, so the
-    run folder's config.yaml rebuilds the same model and preprocessing without the weights file:
-    the token grid (image size, patch; a text tower's context length; an audio tower's patch over
-    our spectrogram), the width, depth and heads, the image tower's mean/std, and a text tower's
-    tokenizer (CLIP BPE) and vocabulary."""
-    for m in TOWER_MODALITIES:
-        spec = tower_spec(cfg, m) if m in cfg.modalities else None
-        if spec is None:
-            continue
-        facts, c = tower_facts(spec, m, audio_size(cfg) if m == "audio" else None), getattr(cfg, m)
-        key = f"model.{m}.pretrained={c.pretrained}"
-        if m == "audio":  # our spectrogram (size, mean/std), the tower's patches
-            c.patch = (facts["patch"], facts["patch"])
-            if c.num_mel_bins % facts["patch"] or c.target_frames % facts["patch"]:
-                raise ConfigError(f"{key}: model.audio.num_mel_bins={c.num_mel_bins} and target_frames="
-                                  f"{c.target_frames} must be multiples of the tower's patch {facts['patch']}")
-        elif m == "image":
-            if facts["size"][0] != facts["size"][1]:
-                raise ConfigError(f"{key}: only square input sizes are supported (the tower takes {facts['size']})")
-            c.size, c.patch, c.mean, c.std = facts["size"][0], facts["patch"], facts["mean"], facts["std"]
-        else:
-            if c.tokenizer_file:
-                raise ConfigError(f"{key} brings its own tokenizer (CLIP BPE): unset model.text.tokenizer_file")
-            c.tokenizer, c.max_len, c.vocab_size = "clip", facts["max_len"], facts["vocab_size"]
-        c.encoder.width, c.encoder.depth, c.encoder.heads = facts["width"], facts["depth"], facts["heads"]
 
 
 def load_pretrained_towers(model: MultiJEPA) -> dict:
@@ -477,7 +437,13 @@ class MultiJEPA(nn.Module):
 
 def create_model(cfg: Config, tokenizer: TextTokenizer | None = None, vocab_size: int | None = None) -> MultiJEPA:
     """A MultiJEPA of `cfg.model` with random weights and its preprocessing attached. The text
-    vocabulary is the tokenizer's, or `vocab_size` where there is no tokenizer (benchmarks)."""
+    vocabulary is the tokenizer's, or `vocab_size` where there is no tokenizer (benchmarks).
+    Pretrained towers settle their grid, widths and preprocessing into `cfg` first (`resolve_towers`:
+    a no-op on a run's saved config, which holds them already)."""
+    resolve_towers(cfg.model)
+    if tokenizer is not None and tower_spec(cfg.model, "text") is not None and tokenizer.kind != "clip":
+        raise ConfigError(f"model.text.pretrained={cfg.model.text.pretrained} reads CLIP BPE ids, but the "
+                          f"tokenizer given is {tokenizer.kind} (build it with build_tokenizer(cfg.model))")
     vocab = tokenizer.vocab_size if tokenizer is not None else vocab_size
     bind_input = cfg.loss.bind_input if cfg.loss.bind_weight > 0 else "context"  # nothing to bind: no second forward
     return MultiJEPA(cfg.model, vocab, processors=Processors(cfg.model, tokenizer), run_config=cfg,

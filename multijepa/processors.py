@@ -17,6 +17,7 @@ from modalities.image import ImagePreprocessor
 from modalities.text import TextTokenizer, _check_text
 
 from .config import ModelConfig
+from .towers import resolve_towers
 
 
 class Processors:
@@ -75,7 +76,9 @@ class Processors:
 
 def build_tokenizer(cfg: ModelConfig, run_dir: str | Path | None = None, texts=None) -> TextTokenizer | None:
     """The run's tokenizer: the run folder's copy if any, the configured file, CLIP BPE, or a
-    SentencePiece model trained on `texts` (and saved in the run folder)."""
+    SentencePiece model trained on `texts` (and saved in the run folder). An open_clip text tower
+    settles CLIP BPE and its context length first (`resolve_towers`)."""
+    resolve_towers(cfg)
     t = cfg.text
     if "text" not in cfg.modalities:
         return None

@@ -333,3 +333,21 @@ def test_a_timm_image_model_starts_an_audio_tower_as_ast_does(weights, demo, tmp
     model = load_run(run)
     z = model.embed_audio([str(p) for p in sorted((demo / "audio").glob("test_*"))[:2]])
     assert z.shape == (2, model.cfg.embed_dim) and torch.isfinite(z).all()
+
+
+def test_create_model_settles_the_towers_itself(tmp_path):
+    from multijepa.config import ConfigError
+    from multijepa.model import create_model
+    from multijepa.processors import build_tokenizer
+
+    cfg = load_config("tiny", [f"model.image.pretrained=timm:{ARCH}", "model.modalities=[image,text]",
+                               f"model.text.pretrained=open_clip:{CLIP_ARCH}"])
+    model = create_model(cfg, build_tokenizer(cfg.model))  # no resolve_towers call by the user
+    assert (cfg.model.image.size, cfg.model.text.tokenizer, cfg.model.text.max_len) == (224, "clip", 77)
+    x = model.processors.item("image", torch.zeros(40, 30, 3, dtype=torch.uint8).numpy())
+    assert x.shape == (3, 224, 224)
+    from modalities.text import TextTokenizer
+
+    with pytest.raises(ConfigError, match="reads CLIP BPE ids, but the tokenizer given is sentencepiece"):
+        create_model(cfg, TextTokenizer.train(["a red circle", "a blue square"] * 20, tmp_path / "t.model",
+                                                      vocab_size=20, max_len=77))
