@@ -327,10 +327,17 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_tower(tower: nn.Module, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> dict:
-    """Initialise the tower from `path` (`state`: its tensors, when already read; a classifier head
-    and the other tower of a CLIP file are ignored) -> a record of what was loaded (path, sha256 of
-    the file, tensors). Missing or misshapen weights name the file."""
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def load_tower(tower: nn.Module, path: str | Path, state: dict[str, torch.Tensor] | None = None,
+               sha256: str | None = None) -> dict:
+    """Initialise the tower from `path` (`state`, `sha256`: its tensors and hash, when a file serving
+    two towers was already read; a classifier head and the other tower of a CLIP file are ignored)
+    -> a record of what was loaded (path, sha256 of the file, tensors). Missing or misshapen weights
+    name the file."""
     state = read_weights(path) if state is None else state
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DDP
     adapted = tower.adapt(state) if hasattr(tower, "adapt") else []
@@ -344,6 +351,4 @@ def load_tower(tower: nn.Module, path: str | Path, state: dict[str, torch.Tensor
                   f"{tuple(own[wrong[0]].shape)}" if wrong else "")
         raise DataError(f"{path}: not weights of this tower ({detail})")
     tower.weights.load_state_dict({k: state[f] for k, f in want.items()})
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"path": str(Path(path).resolve()), "sha256": digest, "tensors": len(own), **({"adapted": adapted} if adapted else {})}
+    return {"path": str(Path(path).resolve()), "sha256": sha256 or file_sha256(path), "tensors": len(own), **({"adapted": adapted} if adapted else {})}

@@ -22,7 +22,7 @@ from fusion.predictor import CrossModalPredictor
 from modalities.encoder import TransformerEncoder, gather_tokens, init_weights
 from modalities.text import TextTokenizer
 from modalities.tokens import PatchTokens, TextTokens
-from modalities.towers import build_tower, load_tower, read_weights, weights_file
+from modalities.towers import build_tower, file_sha256, load_tower, read_weights, weights_file
 
 from . import distributed
 from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
@@ -55,17 +55,18 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
 def load_pretrained_towers(model: MultiJEPA) -> dict:
     """Initialise the towers of `model.<m>.pretrained` strings that name weights (a file, or an
     open_clip tag), online encoder and its EMA target alike -> {modality: what was loaded}, for the
-    run folder's towers.json. A file serving two towers (a CLIP model's image and text) is read once."""
+    run folder's towers.json. A file serving two towers (a CLIP model's image and text) is read and
+    hashed once."""
     loaded: dict = {}
-    files: dict[Path, dict] = {}
+    files: dict[Path, tuple[dict, str]] = {}  # path -> (tensors, sha256)
     for m in TOWER_MODALITIES:
         spec = tower_spec(model.cfg, m) if m in model.modalities else None
         if spec is None or spec.path is None:
             continue
         path = weights_file(spec)
         if path not in files:
-            files[path] = read_weights(path)
-        loaded[m] = {"spec": getattr(model.cfg, m).pretrained, **load_tower(model.encoders[m], path, files[path])}
+            files[path] = read_weights(path), file_sha256(path)
+        loaded[m] = {"spec": getattr(model.cfg, m).pretrained, **load_tower(model.encoders[m], path, *files[path])}
         if model.target_encoders is not None and m in model.target_encoders:  # not when frozen
             model.target_encoders[m].load_state_dict(model.encoders[m].state_dict())
     return loaded
