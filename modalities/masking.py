@@ -94,7 +94,9 @@ class MultiBlockMasker:
     Targets: `num_targets` blocks (they may overlap each other). Context: one block of
     `context_scale` (aspect 1.0) minus the union of the targets, with at least
     min(min_keep, H*W - 1) tokens. With probability `full_height_prob` per batch the targets span
-    all H rows (time spans on an audio (mel, time) grid). Block sizes are per batch; block
+    all H rows (time spans on an audio (mel, time) grid); with probability `full_width_prob` they
+    span all W columns (mel bands across the whole clip: on stationary sounds a band is predictable
+    only from what the other bands say the sound is, not by copying its neighbours in time). Block sizes are per batch; block
     positions come from each row's own generator (see the module docstring), so a row's targets
     (and, with `pad_context`, its context) depend only on the generator state and its row key.
     """
@@ -104,7 +106,7 @@ class MultiBlockMasker:
                  target_aspect: tuple[float, float] = (0.75, 1.5),
                  context_scale: tuple[float, float] = (0.85, 1.0),
                  min_keep: int = 4, full_height_prob: float = 0.0, max_tries: int = 50,
-                 pad_context: bool = False):
+                 pad_context: bool = False, full_width_prob: float = 0.0):
         self.H, self.W = int(grid[0]), int(grid[1])
         if self.H < 1 or self.W < 1 or self.H * self.W < 2:
             raise ValueError(f"grid={grid!r}: need at least 2 tokens (one target, one context)")
@@ -114,6 +116,9 @@ class MultiBlockMasker:
             raise ValueError(f"min_keep={min_keep}: need at least 1 context token")
         if not 0.0 <= full_height_prob <= 1.0:
             raise ValueError(f"full_height_prob={full_height_prob}: need a probability in [0, 1]")
+        if not 0.0 <= full_width_prob <= 1.0 - full_height_prob:
+            raise ValueError(f"full_width_prob={full_width_prob}: need a probability in [0, 1 - full_height_prob]"
+                             f" = [0, {1.0 - full_height_prob:g}]")
         if max_tries < 1:
             raise ValueError(f"max_tries={max_tries}: need at least 1")
         self.num_targets = int(num_targets)
@@ -122,6 +127,7 @@ class MultiBlockMasker:
         self.context_scale = _check_range("context_scale", context_scale, 0.0, 1.0)
         self.min_keep = min(int(min_keep), self.H * self.W - 1)
         self.full_height_prob = float(full_height_prob)
+        self.full_width_prob = float(full_width_prob)
         self.max_tries = int(max_tries)
         self.pad_context = pad_context
 
@@ -159,14 +165,17 @@ class MultiBlockMasker:
         keys = _row_keys(row_keys, B)
         u = torch.rand(4, generator=generator).tolist()
         full = u[0] < self.full_height_prob
+        band = not full and u[0] < self.full_height_prob + self.full_width_prob
         t_scale = _uniform(u[1], self.target_scale)
         if full:  # time span across every mel row: width = scale * H * W / H
             th, tw = H, max(1, min(W, round(t_scale * W)))
+        elif band:  # mel band across every time column
+            th, tw = max(1, min(H, round(t_scale * H))), W
         else:
             th, tw = self._block_size(t_scale, _uniform(u[2], self.target_aspect))
         cap = H * W - self.min_keep  # so the fallback below (one block) always leaves min_keep
         while th * tw > cap:
-            if (full or tw >= th) and tw > 1:
+            if (full or (band and th == 1) or (not band and tw >= th)) and tw > 1:
                 tw -= 1
             else:
                 th -= 1

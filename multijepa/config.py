@@ -90,7 +90,7 @@ class BlockMaskConfig:
     RANGES: ClassVar = {"num_targets": COUNT, "target_scale": Range(0, 1, lo_open=True, ordered=True),
                         "target_aspect": Range(0, lo_open=True, ordered=True),
                         "context_scale": Range(0, 1, lo_open=True, ordered=True), "min_keep": COUNT,
-                        "full_height_prob": SHARE}
+                        "full_height_prob": SHARE, "full_width_prob": SHARE}
 
     num_targets: int = 4
     target_scale: tuple[float, float] = (0.15, 0.2)
@@ -98,6 +98,7 @@ class BlockMaskConfig:
     context_scale: tuple[float, float] = (0.85, 1.0)
     min_keep: int = 4
     full_height_prob: float = 0.0  # audio: share of batches whose targets span all mel bins
+    full_width_prob: float = 0.0  # audio: share of batches whose targets are mel bands over all time
     pad_context: bool = True  # keep every context token (padded per batch) instead of cutting to the batch minimum
 
 
@@ -417,6 +418,12 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             where = f"{prefix}.{f.name}" if prefix else f.name
             raise ConfigError(f"config key '{where}' is required")
+    data = dict(data)
+    for f in dataclasses.fields(cls):  # a partly given section keeps its field's own defaults,
+        if isinstance(data.get(f.name), dict) and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()  # e.g. the audio mask's full_height_prob=0.75, not the class's 0
+            if dataclasses.is_dataclass(default):
+                data[f.name] = _merge(to_dict(default), data[f.name])
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     obj = cls(**kwargs)
     check_ranges(obj, prefix)
@@ -524,6 +531,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.width={enc.width} must be a multiple of {key}.heads={enc.heads}")
     if cfg.model.image.size % cfg.model.image.patch:
         raise ConfigError("model.image.size must be a multiple of model.image.patch")
+    for key, k in (("model.image.mask", cfg.model.image.mask), ("model.audio.mask", cfg.model.audio.mask)):
+        if k.full_height_prob + k.full_width_prob > 1:
+            raise ConfigError(f"{key}: full_height_prob + full_width_prob = {k.full_height_prob + k.full_width_prob:g}"
+                              " is over 1 (each batch draws one kind of target block)")
     a = cfg.model.audio
     if a.num_mel_bins % a.patch[0] or a.target_frames % a.patch[1]:
         raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch [mel, frames]")

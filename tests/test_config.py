@@ -32,6 +32,16 @@ def test_bad_values_are_named():
         load_config("tiny", ["model.modalities=[image,smell]"])
     with pytest.raises(ConfigError, match="no config named"):
         load_config("nope")
+    with pytest.raises(ConfigError, match="model.audio.mask: full_height_prob \\+ full_width_prob = 1.25"):
+        load_config("demo", ["model.audio.mask.full_width_prob=0.5"])  # full_height_prob is 0.75
+
+
+def test_partly_given_section_keeps_its_field_defaults():
+    # the audio mask's default is BlockMaskConfig(full_height_prob=0.75); overriding one key of it
+    # must not fall back to the class default (0.0) for the others
+    cfg = load_config("demo", ["model.audio.mask.num_targets=2"])
+    assert cfg.model.audio.mask.num_targets == 2 and cfg.model.audio.mask.full_height_prob == 0.75
+    assert load_config("demo").model.audio.mask.full_height_prob == 0.75
 
 
 def test_resolved_config_round_trips(tmp_path):

@@ -91,6 +91,33 @@ def test_full_height_targets_cover_whole_columns(grid):
         assert set(t) == {r * W + c for r in range(H) for c in cols}
 
 
+@pytest.mark.parametrize("grid", [(4, 12), (8, 8), (1, 8), (8, 64)])
+def test_full_width_targets_are_whole_bands(grid):
+    """Band targets cover every column of the rows they take, and still leave a context."""
+    H, W = grid
+    masker = MultiBlockMasker(grid, full_width_prob=1.0, min_keep=2)
+    for seed in range(5):
+        context, targets = masker(16, gen(seed))
+        check_disjoint_sorted(context, targets, H * W)
+        assert context.shape[1] >= 2
+        for t in targets.reshape(-1, targets.shape[-1]).tolist():
+            rows = {i // W for i in t}
+            if H > 1:
+                assert set(t) == {r * W + c for r in rows for c in range(W)}
+            else:  # a one-row grid cannot give up a whole band: the band is cut short
+                assert len(rows) == 1 and len(t) <= W - 2
+
+
+def test_full_height_and_width_share_the_batches():
+    masker = MultiBlockMasker((4, 12), full_height_prob=0.4, full_width_prob=0.4, min_keep=2)
+    kinds = set()
+    for seed in range(60):
+        _, t = masker(4, gen(seed))
+        rows, cols = {i // 12 for i in t[0, 0].tolist()}, {i % 12 for i in t[0, 0].tolist()}
+        kinds.add("time span" if len(rows) == 4 else "band" if len(cols) == 12 else "block")
+    assert kinds == {"time span", "band", "block"}
+
+
 def test_full_height_prob_mixes_batches():
     masker = MultiBlockMasker((8, 12), full_height_prob=0.5)
     full = []
@@ -122,6 +149,7 @@ def test_multiblock_tiny_grid_and_huge_min_keep():
 @pytest.mark.parametrize("kwargs", [
     dict(grid=(1, 1)), dict(grid=(8, 8), num_targets=0), dict(grid=(8, 8), min_keep=0),
     dict(grid=(8, 8), target_scale=(0.3, 0.2)), dict(grid=(8, 8), full_height_prob=1.5),
+    dict(grid=(8, 8), full_height_prob=0.75, full_width_prob=0.5),
 ])
 def test_multiblock_rejects_bad_config(kwargs):
     with pytest.raises(ValueError):

@@ -40,6 +40,7 @@ def build_maskers(cfg: ModelConfig) -> dict:
             context_scale=tuple(k.context_scale),
             min_keep=k.min_keep,
             full_height_prob=k.full_height_prob,
+            full_width_prob=k.full_width_prob,
             pad_context=k.pad_context,
         )
     return maskers
