@@ -15,13 +15,22 @@ from .positions import position_table
 
 
 class PatchTokens(nn.Module):
-    """(B, C, H, W) image or (B, 1, mel, time) spectrogram -> (B, N, D) patch tokens + positions."""
+    """(B, C, H, W) image or (B, 1, mel, time) spectrogram -> (B, N, D) patch tokens + positions.
 
-    def __init__(self, input_size: tuple[int, int], patch: int | tuple[int, int], in_chans: int, dim: int):
+    Tokens are numbered row by row. `scan="columns"` gives a scanning encoder (Mamba) the column-
+    by-column order instead (`scan_rank`): on a spectrogram, time order."""
+
+    def __init__(self, input_size: tuple[int, int], patch: int | tuple[int, int], in_chans: int, dim: int,
+                 scan: str = "rows"):
         super().__init__()
         self.proj = PatchEmbed(img_size=input_size, patch_size=patch, in_chans=in_chans, embed_dim=dim)
         self.grid: tuple[int, ...] = tuple(self.proj.grid_size)
         self.register_buffer("pos", position_table(dim, self.grid), persistent=False)  # (N, D)
+        if scan not in ("rows", "columns"):
+            raise ValueError(f"scan='{scan}': give 'rows' or 'columns'")
+        H, W = self.grid
+        i = torch.arange(H * W)
+        self.register_buffer("scan_rank", (i % W) * H + i // W if scan == "columns" else None, persistent=False)  # (N,)
 
     @property
     def num_tokens(self) -> int:

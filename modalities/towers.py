@@ -1,5 +1,5 @@
 """Pretrained towers as modality encoders, behind the same interface as our own
-`TransformerEncoder` (`forward(x, keep) -> (features, valid)`, `.grid`, `.dim`), so masking,
+`Encoder` (`forward(x, keep) -> (features, valid)`, `.grid`, `.dim`), so masking,
 prediction and binding work over them unchanged:
 
     timm:NAME                 a timm Vision Transformer (images; spectrograms, as AST), weights from the run's checkpoint (or random)

@@ -74,13 +74,36 @@ def check_ranges(obj: Any, prefix: str = "") -> None:
 
 
 @dataclass
+class MambaConfig:
+    """The Mamba blocks of a `mamba` or `hybrid` encoder (Mamba-2's mixer, scanned both ways)."""
+
+    RANGES: ClassVar = {"state": COUNT, "expand": COUNT, "head_dim": COUNT, "conv": COUNT, "chunk": COUNT}
+
+    state: int = 16  # N: size of each head's state per channel
+    expand: int = 2  # inner width = expand * width
+    head_dim: int = 32  # P: channels per head (expand * width must be a multiple)
+    conv: int = 4  # kernel of the short causal depthwise convolution
+    chunk: int = 64  # the scan's chunk length (speed only; the result does not depend on it)
+
+
+ENCODER_KINDS = ("transformer", "mamba", "hybrid")
+
+
+@dataclass
 class EncoderConfig:
-    RANGES: ClassVar = {"width": COUNT, "depth": COUNT, "heads": COUNT, "mlp_ratio": POSITIVE}
+    RANGES: ClassVar = {"width": COUNT, "depth": COUNT, "heads": COUNT, "mlp_ratio": POSITIVE,
+                        "attention_fraction": Range(0, 1, lo_open=True, hi_open=True)}
+    CHOICES: ClassVar = {"kind": ENCODER_KINDS}
 
     width: int = 192
     depth: int = 4
     heads: int = 3
     mlp_ratio: float = 4.0
+    # transformer: attention blocks; mamba: bidirectional Mamba blocks (linear in the token count);
+    # hybrid: Mamba blocks first, then the last round(depth * attention_fraction) blocks attention
+    kind: str = "transformer"
+    attention_fraction: float = 0.5
+    mamba: MambaConfig = field(default_factory=MambaConfig)
 
 
 @dataclass
@@ -529,6 +552,19 @@ def _validate(cfg: Config) -> None:
                      ("model.audio.encoder", cfg.model.audio.encoder), ("model.predictor", cfg.model.predictor)):
         if enc.width % enc.heads:
             raise ConfigError(f"{key}.width={enc.width} must be a multiple of {key}.heads={enc.heads}")
+    for m in MODALITIES:
+        key, c = f"model.{m}", getattr(cfg.model, m)
+        if c.encoder.kind == "transformer":
+            continue
+        if c.pretrained is not None:
+            raise ConfigError(f"{key}.encoder.kind={c.encoder.kind}: a pretrained tower ({key}.pretrained) is a "
+                              "transformer; drop one of the two")
+        if c.encoder.kind == "hybrid" and c.encoder.depth < 2:
+            raise ConfigError(f"{key}.encoder.kind=hybrid needs {key}.encoder.depth >= 2 (Mamba blocks, then attention)")
+        mb = c.encoder.mamba
+        if (mb.expand * c.encoder.width) % mb.head_dim:
+            raise ConfigError(f"{key}.encoder: mamba.expand * width = {mb.expand * c.encoder.width} must be a multiple "
+                              f"of mamba.head_dim={mb.head_dim}")
     if cfg.model.image.size % cfg.model.image.patch:
         raise ConfigError("model.image.size must be a multiple of model.image.patch")
     for key, k in (("model.image.mask", cfg.model.image.mask), ("model.audio.mask", cfg.model.audio.mask)):

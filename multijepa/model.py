@@ -19,7 +19,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from fusion.predictor import CrossModalPredictor
-from modalities.encoder import TransformerEncoder, gather_tokens, init_weights
+from modalities.encoder import Encoder, encoder_blocks, gather_tokens, init_weights
 from modalities.text import TextTokenizer
 from modalities.tokens import PatchTokens, TextTokens
 from modalities.towers import build_tower, file_sha256, load_tower, read_weights, weights_file
@@ -40,7 +40,7 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
         tokens: nn.Module = PatchTokens((c.size, c.size), c.patch, 3, c.encoder.width)
     elif modality == "audio":
         c = cfg.audio
-        tokens = PatchTokens((c.num_mel_bins, c.target_frames), tuple(c.patch), 1, c.encoder.width)
+        tokens = PatchTokens((c.num_mel_bins, c.target_frames), tuple(c.patch), 1, c.encoder.width, scan="columns")
     elif modality == "text":
         c = cfg.text
         if vocab_size is None:
@@ -49,7 +49,10 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
     else:
         raise ValueError(f"unknown modality '{modality}'")
     e = c.encoder
-    return TransformerEncoder(tokens, e.width, e.depth, e.heads, e.mlp_ratio)
+    m = e.mamba
+    blocks = encoder_blocks(e.kind, e.width, e.depth, e.heads, e.mlp_ratio, e.attention_fraction,
+                            state=m.state, expand=m.expand, head_dim=m.head_dim, conv=m.conv, chunk=m.chunk)
+    return Encoder(tokens, e.width, blocks)
 
 
 def load_pretrained_towers(model: MultiJEPA) -> dict:

@@ -44,12 +44,13 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.nn.parallel import DistributedDataParallel
 
 from fusion.attention import AttentionBlock
+from modalities.mamba import MambaBlock
 
 from ..checkpoint import CheckpointError
 from ..config import TrainConfig
 from ..distributed import World
 
-BLOCKS = (Block, AttentionBlock)  # the units that are checkpointed, compiled and sharded
+BLOCKS = (Block, AttentionBlock, MambaBlock)  # the units that are checkpointed, compiled and sharded
 
 
 def blocks() -> tuple[type, ...]:

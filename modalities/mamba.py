@@ -1,0 +1,88 @@
+"""A bidirectional Mamba block: a selective state-space layer scanned forward and backward.
+
+Mamba-2's mixer (Dao & Gu 2024: input projection, short causal depthwise convolution, the SSD
+scan of `ssm.py`, a gated RMS norm, output projection), made bidirectional as Vision Mamba (Vim)
+does for non-causal inputs: the input and output projections are shared, and each direction has
+its own convolution, step sizes, decays and skip, the backward one running over the reversed
+sequence; the two outputs are averaged. Like Mamba's blocks it has no MLP: a block is
+`x + mixer(norm(x))`, and its forward takes timm `Block`'s `attn_mask` so that the encoder calls
+every kind of block alike.
+
+Padding (invalid tokens) is kept out of the state: their inputs are zeroed before the convolution
+and their step size is 0, so a state passes over them unchanged. With padding at the end of a
+sequence (as the encoders lay it out) the valid tokens' outputs are exactly those without it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ssm import ssd_scan
+
+
+class BiMambaMixer(nn.Module):
+    def __init__(self, dim: int, state: int = 16, expand: int = 2, head_dim: int = 32, conv: int = 4,
+                 chunk: int = 64):
+        super().__init__()
+        inner = expand * dim
+        if inner % head_dim:
+            raise ValueError(f"expand * width = {inner} must be a multiple of head_dim={head_dim}")
+        self.inner, self.state, self.heads, self.head_dim, self.chunk = inner, state, inner // head_dim, head_dim, chunk
+        self.conv_dim = inner + 2 * state  # x, B, C go through the convolution
+        self.in_proj = nn.Linear(dim, inner + 2 * (self.conv_dim + self.heads), bias=False)  # z, then per direction x B C dt
+        self.conv = nn.ModuleList(
+            [nn.Conv1d(self.conv_dim, self.conv_dim, conv, groups=self.conv_dim, padding=conv - 1) for _ in range(2)]
+        )
+        # Mamba-2's initialisation: decays A in [1, 16], step sizes dt in [1e-3, 1e-1] (log-uniform)
+        self.A_log = nn.Parameter(torch.log(torch.empty(2, self.heads).uniform_(1, 16)))
+        dt = torch.exp(torch.empty(2, self.heads).uniform_(math.log(1e-3), math.log(1e-1)))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.D = nn.Parameter(torch.ones(2, self.heads))
+        self.norm = nn.RMSNorm(inner)
+        self.out_proj = nn.Linear(inner, dim, bias=False)
+
+    def _scan(self, d: int, part: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """One direction over (B, L, conv_dim + heads) -> (B, L, inner)."""
+        b, L, _ = part.shape
+        xbc, dt = part.split([self.conv_dim, self.heads], -1)
+        if valid is not None:
+            xbc = xbc * valid[..., None]
+        xbc = F.silu(self.conv[d](xbc.transpose(1, 2))[..., :L].transpose(1, 2))  # causal: (B, L, conv_dim)
+        x, B, C = xbc.split([self.inner, self.state, self.state], -1)
+        dt = F.softplus(dt + self.dt_bias[d])  # (B, L, H)
+        if valid is not None:
+            dt = dt * valid[..., None]
+        x = x.reshape(b, L, self.heads, self.head_dim)  # (B, L, H, P)
+        y = ssd_scan(x, dt, -torch.exp(self.A_log[d].float()), B, C, self.chunk).to(x.dtype)
+        y = y + self.D[d][:, None].to(x.dtype) * x
+        return y.reshape(b, L, self.inner)
+
+    def forward(self, u: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """u (B, L, D), valid (B, L) bool or None -> (B, L, D)."""
+        z, fwd, bwd = self.in_proj(u).split([self.inner, self.conv_dim + self.heads, self.conv_dim + self.heads], -1)
+        v = None if valid is None else valid.to(u.dtype)
+        y = self._scan(0, fwd, v)
+        y_back = self._scan(1, bwd.flip(1), None if v is None else v.flip(1)).flip(1)
+        y = (y + y_back) / 2
+        y = y * F.silu(z)
+        y = self.norm(y.to(self.norm.weight.dtype)).to(z.dtype)  # gated RMS norm as Mamba-2 (after the gate), not in bf16
+        return self.out_proj(y)
+
+
+class MambaBlock(nn.Module):
+    """x + BiMambaMixer(LayerNorm(x)), called as timm's `Block`: forward(x, attn_mask=None), where
+    attn_mask (B, 1, 1, L) bool marks the valid tokens."""
+
+    def __init__(self, dim: int, state: int = 16, expand: int = 2, head_dim: int = 32, conv: int = 4,
+                 chunk: int = 64):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mixer = BiMambaMixer(dim, state, expand, head_dim, conv, chunk)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        valid = None if attn_mask is None else attn_mask.reshape(attn_mask.shape[0], -1)  # (B, L)
+        return x + self.mixer(self.norm(x), valid)
