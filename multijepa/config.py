@@ -83,7 +83,7 @@ class MambaConfig:
     expand: int = 2  # inner width = expand * width
     head_dim: int = 32  # P: channels per head (expand * width must be a multiple)
     conv: int = 4  # kernel of the short causal depthwise convolution
-    chunk: int = 64  # the scan's chunk length (speed only; the result does not depend on it)
+    chunk: int = 32  # the scan's chunk length (speed only; the result does not depend on it)
 
 
 ENCODER_KINDS = ("transformer", "mamba", "hybrid")

@@ -3,15 +3,14 @@ token-by-token loop, padding kept out of the state, scan order, every kind train
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
+from modalities import ssm
 from modalities.encoder import Encoder, encoder_blocks
 from modalities.mamba import BiMambaMixer, MambaBlock
-from modalities.ssm import naive_scan, segsum, ssd_scan
+from modalities.ssm import naive_scan, ssd_scan
 from modalities.tokens import PatchTokens, TextTokens
 from multijepa.cli import main
 from multijepa.config import ConfigError, load_config
@@ -29,27 +28,29 @@ def _scan_inputs(b=2, L=37, H=3, P=4, N=5, seed=0, dt_max=0.5, dtype=torch.float
             torch.randn(b, L, N, generator=g, dtype=dtype))
 
 
+@pytest.mark.parametrize("factored", [True, False])
 @pytest.mark.parametrize("L,chunk", [(1, 64), (7, 4), (37, 8), (64, 16), (65, 64), (40, 1)])
-def test_chunked_scan_equals_the_recurrence(L, chunk):
+def test_chunked_scan_equals_the_recurrence(L, chunk, factored, monkeypatch):
+    # both ways of taking the decays inside a chunk: as products (limit 1e9) and as differences (0)
+    monkeypatch.setattr(ssm, "FACTORED_DECAY_LIMIT", 1e9 if factored else 0.0)
     args = _scan_inputs(L=L)
     torch.testing.assert_close(ssd_scan(*args, chunk=chunk), naive_scan(*args), rtol=1e-10, atol=1e-10)
 
 
-def test_scan_stays_finite_and_exact_with_large_decays():
-    # dt * A down to -800 per step: exp of cumulative-sum differences would overflow; segsum does not
+def test_scan_stays_finite_and_exact_with_steep_decays():
+    # dt * A down to -800 per step: exp(-acs) would overflow float32, so these chunks take differences
     args = _scan_inputs(L=70, dt_max=100.0, dtype=torch.float32)
     y = ssd_scan(*args, chunk=32)
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y.double(), naive_scan(*(a.double() for a in args)), rtol=1e-4, atol=1e-4)
 
 
-def test_segsum_sums_the_steps_between():
-    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    out = segsum(a)
-    for ell in range(4):
-        for s in range(4):
-            want = float(a[s + 1: ell + 1].sum()) if s <= ell else -math.inf
-            assert float(out[ell, s]) == want
+def test_the_directions_of_a_batch_decay_by_their_own_A():
+    x, dt, A, B, C = _scan_inputs(b=4)
+    A2 = torch.stack([A, A * 0.3])  # rows 0-1 decay by A, rows 2-3 by 0.3 A
+    y = ssd_scan(x, dt, A2, B, C, chunk=8)
+    torch.testing.assert_close(y[:2], naive_scan(x[:2], dt[:2], A, B[:2], C[:2]))
+    torch.testing.assert_close(y[2:], naive_scan(x[2:], dt[2:], A * 0.3, B[2:], C[2:]))
 
 
 def test_a_zero_step_leaves_the_state_alone():
@@ -69,7 +70,8 @@ def _naive_mixer(mix: BiMambaMixer, u: torch.Tensor, valid: torch.Tensor | None)
     z, *parts = mix.in_proj(u).split(sizes, -1)
     ys = []
     for d, part in enumerate(parts):
-        w, bias = mix.conv[d].weight[:, 0], mix.conv[d].bias  # (C, k), (C,)
+        own = slice(d * mix.conv_dim, (d + 1) * mix.conv_dim)  # this direction's convolution channels
+        w, bias = mix.conv_weight[own], mix.conv_bias[own]  # (C, k), (C,)
         k = w.shape[-1]
         state = u.new_zeros(b, mix.heads, mix.head_dim, mix.state)
         window: list[torch.Tensor] = []
