@@ -100,3 +100,11 @@ def test_fsdp2_trains_as_one_process(demo, single, tmp_path):
     """FSDP2 shards weights, gradients and AdamW state; checkpoints still hold the full state."""
     _pretrain(demo, tmp_path / "fsdp", 2, "train.parallel=fsdp")
     _assert_same_training(single, tmp_path / "fsdp")
+
+
+def test_fsdp2_with_mamba_encoders_trains_as_one_process(demo, tmp_path):
+    """Mamba and hybrid encoders shard block by block like the transformer's."""
+    kinds = ("model.audio.encoder.kind=mamba", "model.image.encoder.kind=hybrid")
+    _pretrain(demo, tmp_path / "one", 1, *kinds)
+    _pretrain(demo, tmp_path / "fsdp", 2, "train.parallel=fsdp", *kinds)
+    _assert_same_training(tmp_path / "one", tmp_path / "fsdp")

@@ -251,3 +251,19 @@ def test_mamba_and_hybrid_runs_train_resume_embed_index_and_fine_tune(demo, tmp_
                  "--no-progress"]) == 0
     assert main(["vqa", "train", "--checkpoint", str(run), "--data", str(demo / "vqa_train.jsonl"), "--out",
                  str(tmp_path / "vqa"), "--config", "vqa_tiny", "--no-progress", "train.max_steps=2"]) == 0
+
+
+def test_activation_checkpointing_of_mamba_blocks_gives_the_same_gradients(tiny_cfg):
+    from tests.test_speed import _loss_and_grads, _twin_models
+
+    tiny_cfg.model.audio.encoder.kind = "mamba"
+    tiny_cfg.model.image.encoder.kind = "hybrid"
+    plain, ckpt = _twin_models(tiny_cfg, True)
+    wrapped = [type(m).__name__ for m in ckpt.encoders["audio"].blocks]
+    assert all("checkpoint" in w.lower() for w in wrapped), wrapped
+    batch = make_batch(tiny_cfg, 8)
+    loss_a, grads_a = _loss_and_grads(tiny_cfg, plain, batch)
+    loss_b, grads_b = _loss_and_grads(tiny_cfg, ckpt, batch)
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    for a, b in zip(grads_a, grads_b):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6, rtol=1e-5))
