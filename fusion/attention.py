@@ -34,11 +34,14 @@ class Attention(nn.Module):
             # (2, slots, D): keys then values, scaled as M2 does (sqrt(d_head) for keys, sqrt(slots) for values)
             self.memory = nn.Parameter(torch.randn(2, memory_slots, dim) * 0.02)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_valid: torch.Tensor | None = None,
+                causal: bool = False) -> torch.Tensor:
         """x (B, N, D) attends to context (B, M, D) [+ memory slots]; context_valid (B, M) bool,
-        True = may be attended."""
+        True = may be attended. causal (self-attention, no memory slots): query i sees keys <= i."""
         b, n, d = x.shape
         h = self.heads
+        if causal and self.memory_slots:
+            raise ValueError("causal attention has no memory slots (they would sit after every position)")
         q = self.q(x).view(b, n, h, d // h).transpose(1, 2)  # (B, h, N, d/h)
         k, v = self.kv(context).chunk(2, dim=-1)  # (B, M, D) each
         if self.memory_slots:
@@ -50,7 +53,12 @@ class Attention(nn.Module):
         k = k.view(b, -1, h, d // h).transpose(1, 2)  # (B, h, M[+S], d/h)
         v = v.view(b, -1, h, d // h).transpose(1, 2)
         mask = None if context_valid is None else context_valid[:, None, None, :]  # (B, 1, 1, M[+S])
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # fused SDPA
+        if causal and mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # fused SDPA
+        else:
+            if causal:
+                mask = mask & torch.ones(n, k.shape[2], dtype=torch.bool, device=x.device).tril()
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # fused SDPA
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -69,9 +77,9 @@ class AttentionBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio)) if mlp_ratio > 0 else None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                context_valid: torch.Tensor | None = None) -> torch.Tensor:
+                context_valid: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         y = self.norm_q(x)
-        x = x + self.attn(y, y if self.norm_kv is None else self.norm_kv(context), context_valid)
+        x = x + self.attn(y, y if self.norm_kv is None else self.norm_kv(context), context_valid, causal)
         if self.mlp is not None:
             x = x + self.mlp(self.norm_mlp(x))
         return x

@@ -66,7 +66,7 @@ class TextTokenizer:
             self.bos_id, self.eos_id = self._sp.bos_id(), self._sp.eos_id()
             if min(self.bos_id, self.eos_id) < 0 or self._sp.pad_id() != 0:
                 raise DataError("sentencepiece model must define bos/eos and pad_id 0 (train with TextTokenizer.train)")
-            self._encode = self._sp.encode
+            self._encode, self._decode = self._sp.encode, self._sp.decode
         elif kind == "clip":
             from open_clip.tokenizer import SimpleTokenizer  # imported here: open_clip is slow to import
 
@@ -74,6 +74,7 @@ class TextTokenizer:
             self.vocab_size = len(bpe.encoder)
             self.bos_id, self.eos_id = bpe.sot_token_id, bpe.eot_token_id
             self._encode = bpe.encode
+            self._decode = lambda ids: bpe.decode(ids).strip()
         else:
             raise ValueError(f"unknown tokenizer kind {kind!r} (expected 'sentencepiece' or 'clip')")
 
@@ -160,6 +161,16 @@ class TextTokenizer:
             ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
             lengths[i] = len(row)
         return ids, lengths
+
+    def with_max_len(self, max_len: int) -> "TextTokenizer":
+        """The same tokenizer, cutting texts to `max_len` ids (bos and eos included)."""
+        return TextTokenizer(self.kind, max_len, self._proto)
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids (a leading bos optional) -> text, cut at the first eos; padding and bos dropped."""
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        return self._decode([i for i in ids if i not in (self.pad_id, self.bos_id)])
 
     def __getstate__(self):  # picklable for DataLoader workers: rebuild from the model bytes
         return {"kind": self.kind, "max_len": self.max_len, "model_proto": self._proto}

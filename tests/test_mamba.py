@@ -267,3 +267,16 @@ def test_activation_checkpointing_of_mamba_blocks_gives_the_same_gradients(tiny_
     assert torch.allclose(loss_a, loss_b, atol=1e-6)
     for a, b in zip(grads_a, grads_b):
         assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6, rtol=1e-5))
+
+
+def test_causal_conv_gradients_are_exact():
+    from modalities.mamba import CausalDepthwiseConv
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(CausalDepthwiseConv.apply, (x, w, b))
+    out = CausalDepthwiseConv.apply(x, w, b)  # out_t = b + sum_i w[:, i] x_{t-3+i}
+    want = b + sum(w[:, i] * F.pad(x, (0, 0, 3 - i, 0))[:, :7] for i in range(4))
+    torch.testing.assert_close(out, want)

@@ -113,7 +113,7 @@ def test_batch_order_is_the_dataloaders_and_skips_for_a_resume():
 
     from torch.utils.data import DataLoader
 
-    from multijepa.vqa.train import shuffled_batches
+    from multijepa.data.sampler import shuffled_batches
 
     loader = DataLoader(range(23), batch_size=5, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(7))
     expected = [b.tolist() for _ in range(3) for b in loader]  # three epochs

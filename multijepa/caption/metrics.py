@@ -161,3 +161,10 @@ def score_captions(references: dict, predictions: dict) -> dict:
     refs = tokenize_captions(references)
     preds = {k: v[0] for k, v in tokenize_captions({k: [p] for k, p in predictions.items()}).items()}
     return caption_scores(refs, preds)
+
+
+def format_scores(result: dict) -> str:
+    """The scores as one table row (percent, as papers print them), with the number of inputs."""
+    names = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"]
+    head = "  ".join(f"{n:>7}" for n in names) + "        n"
+    return head + "\n" + "  ".join(f"{100 * result[n]:7.1f}" for n in names) + f"  {result.get('n', ''):>7}"

@@ -10,9 +10,10 @@ batch is kept, so a checkpoint can save exactly where the data stood.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, RandomSampler, Sampler
 
 from modalities.seeding import EPOCH_ORDER, SLOT_SOURCES, mix_seed
 
@@ -116,3 +117,18 @@ class SequentialBatchSampler(Sampler):
 
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
+
+
+def shuffled_batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[list[int]]:
+    """Row indices batch after batch, epoch after epoch, in exactly the order of
+    DataLoader(shuffle=True, generator=Generator().manual_seed(seed)); the first `start_step`
+    batches are skipped without loading anything, which is how a resumed run continues."""
+    gen = torch.Generator().manual_seed(seed)
+    sampler = BatchSampler(RandomSampler(range(n), generator=gen), batch_size, drop_last=n >= batch_size)
+    step = 0
+    while True:
+        torch.empty((), dtype=torch.int64).random_(generator=gen)  # the DataLoader's per-epoch base seed
+        for batch in sampler:
+            if step >= start_step:
+                yield batch
+            step += 1

@@ -23,6 +23,7 @@ from ..checkpoint import CheckpointError
 from ..config import ModelConfig, load_settings, save_config
 from ..model import build_encoder
 from ..processors import Processors, build_tokenizer
+from ..train.builder import encoder_scaled_groups
 from .answers import AnswerVocab
 from .config import VQAConfig, load_vqa_config
 
@@ -54,20 +55,8 @@ class VQAModel(nn.Module):
         return [self.image_encoder, self.text_encoder]
 
     def param_groups(self, optim) -> list[dict]:
-        """AdamW groups beside the parameters they name: the encoders at lr * optim.encoder_lr_scale
-        (frozen, no gradient, at 0), the rest at lr; no decay on norms and biases (ndim <= 1)."""
-        frozen = optim.encoder_lr_scale == 0
-        enc_ids = {id(p) for e in self.encoders() for p in e.parameters()}
-        groups: dict[tuple, list] = {}
-        for p in self.parameters():
-            is_enc = id(p) in enc_ids
-            if is_enc and frozen:
-                p.requires_grad_(False)
-                continue
-            groups.setdefault((is_enc, p.ndim <= 1), []).append(p)
-        return [{"params": ps, "lr_scale": optim.encoder_lr_scale if is_enc else 1.0,
-                 "weight_decay": 0.0 if no_decay else optim.weight_decay}
-                for (is_enc, no_decay), ps in groups.items()]
+        """The encoders at lr * optim.encoder_lr_scale (0 freezes them), the rest at lr."""
+        return encoder_scaled_groups(self, self.encoders(), optim)
 
     def load_pretrained_encoders(self, pretrained) -> None:
         """Copy the image and text encoders of a MultiJEPA (its EMA target encoders, which I-JEPA

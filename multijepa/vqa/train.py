@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from modalities.errors import DataError
@@ -26,6 +25,7 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..data.bad_samples import raise_first
+from ..data.sampler import shuffled_batches
 from ..distributed import pick_device
 from ..interrupts import StopRequests, TrainingInterrupted
 from ..model import load_run
@@ -36,21 +36,6 @@ from .config import VQAConfig
 from .data import VQACollator, VQADataset
 from .metric import score_predictions
 from .model import VQAModel, VQAPredictor, save_vqa, save_vqa_config
-
-
-def shuffled_batches(n: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[list[int]]:
-    """Row indices batch after batch, epoch after epoch, in exactly the order of
-    DataLoader(shuffle=True, generator=Generator().manual_seed(seed)); the first `start_step`
-    batches are skipped without loading anything, which is how a resumed run continues."""
-    gen = torch.Generator().manual_seed(seed)
-    sampler = BatchSampler(RandomSampler(range(n), generator=gen), batch_size, drop_last=n >= batch_size)
-    step = 0
-    while True:
-        torch.empty((), dtype=torch.int64).random_(generator=gen)  # the DataLoader's per-epoch base seed
-        for batch in sampler:
-            if step >= start_step:
-                yield batch
-            step += 1
 
 
 def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, cfg: VQAConfig,

@@ -1,0 +1,98 @@
+"""Captioning settings: dataclasses filled from YAML (configs/caption_*.yaml) plus key=value
+overrides, by the same loader as the run config (`multijepa.config.load_settings`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from fusion.decoder import DECODER_KINDS
+
+from ..config import COUNT, DEVICES, NON_NEGATIVE, POSITIVE, ConfigError, Range, load_settings
+
+
+@dataclass
+class DecoderConfig:
+    RANGES: ClassVar = {"width": COUNT, "depth": COUNT, "heads": COUNT, "memory_layers": COUNT,
+                        "memory_slots": NON_NEGATIVE, "max_len": Range(2)}
+    CHOICES: ClassVar = {"kind": DECODER_KINDS}
+
+    kind: str = "transformer"  # transformer | meshed (M2)
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    memory_layers: int = 2  # meshed: M2's memory-augmented encoder layers on the encoder's tokens
+    memory_slots: int = 16  # meshed: learned key/value slots per such layer
+    max_len: int = 32  # tokens per caption, bos and eos included
+
+
+@dataclass
+class DecodeConfig:
+    RANGES: ClassVar = {"beam": COUNT, "max_len": Range(2), "length_penalty": NON_NEGATIVE,
+                        "no_repeat_ngram": NON_NEGATIVE}
+
+    beam: int = 3  # 1 = greedy
+    max_len: int = 24  # generated tokens at most, eos included
+    length_penalty: float = 1.0  # finished beams rank by log-prob / length ** this (0 = raw sum)
+    no_repeat_ngram: int = 0  # > 0: never repeat an n-gram of this size within a caption
+
+
+@dataclass
+class CaptionOptimConfig:
+    RANGES: ClassVar = {"lr": NON_NEGATIVE, "encoder_lr_scale": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+                        "betas": Range(0, 1, hi_open=True), "eps": POSITIVE, "warmup_steps": NON_NEGATIVE,
+                        "min_lr": NON_NEGATIVE, "grad_clip": POSITIVE, "label_smoothing": Range(0, 1, hi_open=True)}
+
+    lr: float = 1.0e-3
+    encoder_lr_scale: float = 0.1  # pretrained encoder learns at lr * scale; 0 (or --freeze-encoders) freezes it
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_steps: int = 50
+    min_lr: float = 1.0e-5
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class CaptionTrainConfig:
+    RANGES: ClassVar = {"max_steps": COUNT, "scst_steps": NON_NEGATIVE, "scst_lr": NON_NEGATIVE,
+                        "scst_samples": COUNT, "batch_size": COUNT, "seed": NON_NEGATIVE, "log_every": COUNT,
+                        "ckpt_every": COUNT, "threads": NON_NEGATIVE, "num_workers": NON_NEGATIVE}
+    CHOICES: ClassVar = {"device": DEVICES}
+
+    max_steps: int = 600  # cross-entropy (teacher forcing) steps
+    scst_steps: int = 0  # then self-critical steps (caption train --scst sets them when 0)
+    scst_lr: float = 5.0e-5
+    scst_samples: int = 5  # sampled captions per input, rewarded by CIDEr-D minus the greedy caption's
+    batch_size: int = 64
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 200  # full-state checkpoints for --resume
+    device: str = "auto"
+    threads: int = 0  # torch threads (0 = torch's default)
+    num_workers: int = 0
+
+
+@dataclass
+class CaptionConfig:
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    optim: CaptionOptimConfig = field(default_factory=CaptionOptimConfig)
+    train: CaptionTrainConfig = field(default_factory=CaptionTrainConfig)
+    # column names when they differ from image / audio / text
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        d = self.decoder
+        if d.width % d.heads:
+            raise ConfigError(f"decoder.width {d.width} is not divisible by decoder.heads {d.heads}")
+        if self.decode.max_len > d.max_len:
+            raise ConfigError(f"decode.max_len {self.decode.max_len} is over decoder.max_len {d.max_len}")
+
+
+def load_caption_config(name_or_path: str | Path | dict | None = "caption_demo",
+                        overrides: list[str] | None = None) -> CaptionConfig:
+    """A shipped captioning config by name (caption_demo, caption_tiny), a YAML path or a dict, plus overrides."""
+    return load_settings(CaptionConfig, name_or_path, overrides)
