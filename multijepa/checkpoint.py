@@ -117,6 +117,21 @@ def remove_partial_checkpoints(run_dir: str | Path) -> int:
     return len(partial)
 
 
+def finetune_checkpoint(out: Path, resume: bool, what: str) -> Path | None:
+    """A fine-tuning folder about to be (re)used -> its last checkpoint when resuming, else None.
+    Refuses a finished folder, and an unfinished one without `resume`; clears half-written
+    checkpoints of a run killed while saving. `what`: "VQA", "captioning"."""
+    if (out / "model.safetensors").exists():
+        raise FileExistsError(f"{out} already holds a {what} model; choose another --out")
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not resume:
+        raise FileExistsError(f"{out} holds an unfinished {what} run (last checkpoint {ckpt.name}): pass --resume, "
+                              "or choose another --out")
+    if n := remove_partial_checkpoints(out):
+        print(f"removed {n} half-written checkpoint folder(s) of a run killed while saving")
+    return ckpt
+
+
 def load_weights(model: torch.nn.Module, ckpt: str | Path) -> None:
     path = Path(ckpt) / "model.safetensors"
     if not path.is_file():

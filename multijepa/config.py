@@ -392,6 +392,45 @@ class Config:
 
 MODALITIES = ("image", "text", "audio")
 
+# ----------------------------------------------------------------------------- fine-tuning wings
+
+
+@dataclass
+class FinetuneOptimConfig:
+    """AdamW and its schedule for a fine-tuning wing (VQA, captioning) over a pretrained encoder."""
+
+    RANGES: ClassVar = {"lr": NON_NEGATIVE, "encoder_lr_scale": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
+                        "betas": Range(0, 1, hi_open=True), "eps": POSITIVE, "warmup_steps": NON_NEGATIVE,
+                        "min_lr": NON_NEGATIVE, "grad_clip": POSITIVE}
+
+    lr: float = 1.0e-3
+    encoder_lr_scale: float = 0.1  # pretrained encoders learn at lr * scale; 0 freezes them
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 50
+    min_lr: float = 1.0e-5
+    grad_clip: float = 1.0
+
+
+@dataclass
+class FinetuneTrainConfig:
+    """The loop of a fine-tuning wing: steps, batch, checkpoints, device."""
+
+    RANGES: ClassVar = {"max_steps": COUNT, "batch_size": COUNT, "seed": NON_NEGATIVE, "log_every": COUNT,
+                        "ckpt_every": COUNT, "threads": NON_NEGATIVE, "num_workers": NON_NEGATIVE}
+    CHOICES: ClassVar = {"device": DEVICES}
+
+    max_steps: int = 600
+    batch_size: int = 64
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 200  # full-state checkpoints for --resume
+    device: str = "auto"
+    threads: int = 0  # torch threads (0 = torch's default)
+    num_workers: int = 0
+
+
 # ----------------------------------------------------------------------------- loading
 
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from fusion.decoder import DECODER_KINDS
 
-from ..config import COUNT, DEVICES, NON_NEGATIVE, POSITIVE, ConfigError, Range, load_settings
+from ..config import COUNT, NON_NEGATIVE, ConfigError, FinetuneOptimConfig, FinetuneTrainConfig, Range, load_settings
 
 
 @dataclass
@@ -39,40 +39,21 @@ class DecodeConfig:
 
 
 @dataclass
-class CaptionOptimConfig:
-    RANGES: ClassVar = {"lr": NON_NEGATIVE, "encoder_lr_scale": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
-                        "betas": Range(0, 1, hi_open=True), "eps": POSITIVE, "warmup_steps": NON_NEGATIVE,
-                        "min_lr": NON_NEGATIVE, "grad_clip": POSITIVE, "label_smoothing": Range(0, 1, hi_open=True)}
+class CaptionOptimConfig(FinetuneOptimConfig):
+    RANGES: ClassVar = {**FinetuneOptimConfig.RANGES, "label_smoothing": Range(0, 1, hi_open=True)}
 
-    lr: float = 1.0e-3
-    encoder_lr_scale: float = 0.1  # pretrained encoder learns at lr * scale; 0 (or --freeze-encoders) freezes it
-    weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    warmup_steps: int = 50
-    min_lr: float = 1.0e-5
-    grad_clip: float = 1.0
     label_smoothing: float = 0.1
 
 
 @dataclass
-class CaptionTrainConfig:
-    RANGES: ClassVar = {"max_steps": COUNT, "scst_steps": NON_NEGATIVE, "scst_lr": NON_NEGATIVE,
-                        "scst_samples": COUNT, "batch_size": COUNT, "seed": NON_NEGATIVE, "log_every": COUNT,
-                        "ckpt_every": COUNT, "threads": NON_NEGATIVE, "num_workers": NON_NEGATIVE}
-    CHOICES: ClassVar = {"device": DEVICES}
+class CaptionTrainConfig(FinetuneTrainConfig):
+    RANGES: ClassVar = {**FinetuneTrainConfig.RANGES, "scst_steps": NON_NEGATIVE, "scst_lr": NON_NEGATIVE,
+                        "scst_samples": COUNT}
 
-    max_steps: int = 600  # cross-entropy (teacher forcing) steps
-    scst_steps: int = 0  # then self-critical steps (caption train --scst sets them when 0)
+    scst_steps: int = 0  # after max_steps of cross-entropy, self-critical steps (--scst sets max_steps // 5 when 0)
     scst_lr: float = 5.0e-5
     scst_samples: int = 5  # sampled captions per input, rewarded by CIDEr-D minus the greedy caption's
-    batch_size: int = 64
-    seed: int = 0
-    log_every: int = 50
-    ckpt_every: int = 200  # full-state checkpoints for --resume
-    device: str = "auto"
-    threads: int = 0  # torch threads (0 = torch's default)
-    num_workers: int = 0
 
 
 @dataclass

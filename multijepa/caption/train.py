@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ..checkpoint import CKPT_DIR, latest_checkpoint, load_train_state, load_weights, remove_partial_checkpoints, save_checkpoint
+from ..checkpoint import CKPT_DIR, finetune_checkpoint, load_train_state, load_weights, save_checkpoint
 from ..data.bad_samples import raise_first
 from ..data.sampler import shuffled_batches
 from ..distributed import pick_device
@@ -46,14 +46,7 @@ def train_caption(checkpoint: str | Path, train_data: str | Path, out: str | Pat
 
 def _train(checkpoint, train_data, out: Path, cfg: CaptionConfig, modality: str, eval_data, from_scratch: bool,
            resume: bool, progress: bool, stop: StopRequests) -> dict:
-    if (out / "model.safetensors").exists():
-        raise FileExistsError(f"{out} already holds a captioning model; choose another --out")
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None and not resume:
-        raise FileExistsError(f"{out} holds an unfinished captioning run (last checkpoint {ckpt.name}): "
-                              "pass --resume, or choose another --out")
-    if n := remove_partial_checkpoints(out):
-        print(f"removed {n} half-written checkpoint folder(s) of a run killed while saving")
+    ckpt = finetune_checkpoint(out, resume, "captioning")
     t = cfg.train
     torch.manual_seed(t.seed)
     if t.threads:

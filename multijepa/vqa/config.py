@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from fusion.registry import FUSION_KINDS
 
-from ..config import COUNT, DEVICES, NON_NEGATIVE, POSITIVE, ConfigError, Range, load_settings
+from ..config import COUNT, NON_NEGATIVE, ConfigError, FinetuneOptimConfig, FinetuneTrainConfig, load_settings
 
 
 @dataclass
@@ -33,46 +33,14 @@ class AnswerConfig:
 
 
 @dataclass
-class VQAOptimConfig:
-    RANGES: ClassVar = {"lr": NON_NEGATIVE, "encoder_lr_scale": NON_NEGATIVE, "weight_decay": NON_NEGATIVE,
-                        "betas": Range(0, 1, hi_open=True), "eps": POSITIVE, "warmup_steps": NON_NEGATIVE,
-                        "min_lr": NON_NEGATIVE, "grad_clip": POSITIVE}
-
-    lr: float = 1.0e-3
-    encoder_lr_scale: float = 0.1  # pretrained encoders learn at lr * scale; 0 freezes them
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 50
-    min_lr: float = 1.0e-5
-    grad_clip: float = 1.0
-
-
-@dataclass
-class VQATrainConfig:
-    RANGES: ClassVar = {"max_steps": COUNT, "batch_size": COUNT, "seed": NON_NEGATIVE, "log_every": COUNT,
-                        "ckpt_every": COUNT, "threads": NON_NEGATIVE, "num_workers": NON_NEGATIVE}
-    CHOICES: ClassVar = {"device": DEVICES}
-
-    max_steps: int = 600
-    batch_size: int = 64
-    seed: int = 0
-    log_every: int = 50
-    ckpt_every: int = 200  # full-state checkpoints for --resume
-    device: str = "auto"
-    threads: int = 0  # torch threads (0 = torch's default)
-    num_workers: int = 0
-
-
-@dataclass
 class VQAConfig:
     RANGES: ClassVar = {"head_hidden": COUNT}
 
     fusion: FusionConfig = field(default_factory=FusionConfig)
     head_hidden: int = 256  # the answer MLP's hidden width
     answers: AnswerConfig = field(default_factory=AnswerConfig)
-    optim: VQAOptimConfig = field(default_factory=VQAOptimConfig)
-    train: VQATrainConfig = field(default_factory=VQATrainConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
     # column names when they differ from image / question / answers / question_type / answer_type
     columns: dict[str, str] = field(default_factory=dict)
 

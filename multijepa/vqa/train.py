@@ -18,10 +18,9 @@ from modalities.errors import DataError
 
 from ..checkpoint import (
     CKPT_DIR,
-    latest_checkpoint,
+    finetune_checkpoint,
     load_train_state,
     load_weights,
-    remove_partial_checkpoints,
     save_checkpoint,
 )
 from ..data.bad_samples import raise_first
@@ -52,13 +51,7 @@ def train_vqa(checkpoint: str | Path, train_data: str | Path, out: str | Path, c
 
 def _train_vqa(checkpoint, train_data, out: Path, cfg: VQAConfig, eval_data, from_scratch: bool, resume: bool,
                progress: bool, stop: StopRequests) -> dict:
-    if (out / "model.safetensors").exists():
-        raise FileExistsError(f"{out} already holds a VQA model; choose another --out")
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None and not resume:
-        raise FileExistsError(f"{out} holds an unfinished VQA run (last checkpoint {ckpt.name}): pass --resume, or choose another --out")
-    if n := remove_partial_checkpoints(out):
-        print(f"removed {n} half-written checkpoint folder(s) of a run killed while saving")
+    ckpt = finetune_checkpoint(out, resume, "VQA")
     t = cfg.train
     torch.manual_seed(t.seed)
     if t.threads:
