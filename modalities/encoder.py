@@ -38,9 +38,9 @@ def encoder_blocks(kind: str, dim: int, depth: int, heads: int, mlp_ratio: float
     (at least one, and at least one Mamba block before them). `ssm`: MambaBlock's keywords."""
     if kind not in KINDS:
         raise ValueError(f"encoder kind '{kind}': known kinds are {', '.join(KINDS)}")
-    n_attn = {"transformer": depth, "mamba": 0}.get(kind, min(depth - 1, max(1, round(depth * attention_fraction))))
     if kind == "hybrid" and depth < 2:
         raise ValueError(f"a hybrid encoder needs depth >= 2 (a Mamba block and an attention block), got {depth}")
+    n_attn = {"transformer": depth, "mamba": 0}.get(kind, min(depth - 1, max(1, round(depth * attention_fraction))))
     attn = partial(Block, dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm)
     return [MambaBlock(dim, **ssm) for _ in range(depth - n_attn)] + [attn() for _ in range(n_attn)]
 
