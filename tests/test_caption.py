@@ -161,3 +161,12 @@ def test_from_scratch_keeps_the_shapes_but_not_the_weights(run, demo, tmp_path):
     enc = [k for k in pre if k.startswith("encoder.")]
     assert all(torch.equal(pre[k], online[k.removeprefix("encoder.")]) for k in enc)
     assert not all(torch.equal(scratch[k], pre[k]) for k in enc)
+
+
+def test_decoding_must_fit_the_decoder():
+    from multijepa.config import ConfigError
+
+    with pytest.raises(ConfigError, match="decode.max_len 24 must be below decoder.max_len 24"):
+        load_caption_config("caption_tiny", ["decode.max_len=24"])
+    with pytest.raises(ConfigError, match="decoder.kind"):
+        load_caption_config("caption_tiny", ["decoder.kind=lstm"])

@@ -24,7 +24,7 @@ class DecoderConfig:
     heads: int = 4
     memory_layers: int = 2  # meshed: M2's memory-augmented encoder layers on the encoder's tokens
     memory_slots: int = 16  # meshed: learned key/value slots per such layer
-    max_len: int = 32  # tokens per caption, bos and eos included
+    max_len: int = 40  # tokens per caption, bos and eos included (longer training captions are cut)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class DecodeConfig:
                         "no_repeat_ngram": NON_NEGATIVE}
 
     beam: int = 3  # 1 = greedy
-    max_len: int = 24  # generated tokens at most, eos included
+    max_len: int = 39  # generated tokens at most, eos included (at most decoder.max_len - 1: bos takes a place)
     length_penalty: float = 1.0  # finished beams rank by log-prob / length ** this (0 = raw sum)
     no_repeat_ngram: int = 0  # > 0: never repeat an n-gram of this size within a caption
 
@@ -69,8 +69,9 @@ class CaptionConfig:
         d = self.decoder
         if d.width % d.heads:
             raise ConfigError(f"decoder.width {d.width} is not divisible by decoder.heads {d.heads}")
-        if self.decode.max_len > d.max_len:
-            raise ConfigError(f"decode.max_len {self.decode.max_len} is over decoder.max_len {d.max_len}")
+        if self.decode.max_len >= d.max_len:
+            raise ConfigError(f"decode.max_len {self.decode.max_len} must be below decoder.max_len {d.max_len} "
+                              "(bos takes the first place)")
 
 
 def load_caption_config(name_or_path: str | Path | dict | None = "caption_demo",
