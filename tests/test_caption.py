@@ -170,3 +170,22 @@ def test_decoding_must_fit_the_decoder():
         load_caption_config("caption_tiny", ["decode.max_len=24"])
     with pytest.raises(ConfigError, match="decoder.kind"):
         load_caption_config("caption_tiny", ["decoder.kind=lstm"])
+
+
+def test_references_group_rows_and_a_blank_caption_is_named_in_training(run, demo, tmp_path, capsys):
+    rows = [json.loads(line) for line in (demo / "test.jsonl").read_text().splitlines()][:4]
+    extra = {**rows[0], "text": "another caption of the first scene"}
+    rows[0] = {**rows[0], "text": " "}  # blank: no reference, but the image is still captioned
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps({**r, "image": str(demo / r["image"])}) for r in [*rows, extra]) + "\n")
+    from multijepa.caption.data import CaptionDataset
+
+    pretrained = load_run(run)
+    ds = CaptionDataset(manifest, pretrained.processors, "image", pretrained.processors.tokenizer, train=False)
+    refs = ds.references()
+    assert len(ds.first_rows()) == 4 and refs[str(demo / rows[0]["image"])] == ["another caption of the first scene"]
+    out = tmp_path / "cap"
+    code = main(["caption", "train", "--checkpoint", str(run), "--data", str(manifest), "--config", "caption_tiny",
+                 "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "row 0" in err and "blank" in err and len(err.strip().splitlines()) == 1

@@ -25,7 +25,8 @@ from ..processors import Processors
 
 
 class CaptionDataset(Dataset):
-    """Rows -> {"row", "key", m: input, "tokens" (ids, length), "caption"} or {"error": record}.
+    """Rows -> {"row", "key", m: input, "tokens" (ids, length), "caption"} or {"error": record}
+    (at evaluation a row without a caption still gives its input).
     train=True crops long audio at random (seeded by the row); otherwise audio comes as the
     run's `eval_clips` windows (clips, mel, T)."""
 
@@ -59,13 +60,16 @@ class CaptionDataset(Dataset):
         caption = row.get(self.text_col)
         if m not in item:
             return self.paired.decoder.error(i, row, m, None, DataError(f"the row has no {m}", reason=EMPTY_ROW))
+        rng = torch.Generator().manual_seed(i) if self.train else None
+        item[m] = self.paired.processors.finish(m, item[m], train=self.train, rng=rng)
+        item["key"] = self.keys[i]
         if not isinstance(caption, str) or not caption.strip():
+            if not self.train:  # evaluation captions the input; its references come from every row
+                return item
             return self.paired.decoder.error(i, row, self.text_col, caption,
                                              DataError("the caption is missing or blank", reason=INVALID))
         ids, length = self.tokenizer([caption])
-        rng = torch.Generator().manual_seed(i) if self.train else None
-        item[m] = self.paired.processors.finish(m, item[m], train=self.train, rng=rng)
-        return {**item, "key": self.keys[i], "tokens": (ids[0], length[0]), "caption": caption}
+        return {**item, "tokens": (ids[0], length[0]), "caption": caption}
 
     def references(self) -> dict[str, list[str]]:
         """{input key: [its captions]} over the rows with a caption, in row order."""
@@ -84,7 +88,8 @@ class CaptionDataset(Dataset):
 
 
 class CaptionCollator:
-    """items -> {"rows", "keys", "captions", "x" (B, ...), "tokens" (B, T)}; error records go to "errors"."""
+    """items -> {"rows", "keys", "x" (B, ...), "tokens" (B, T) when every item has a caption};
+    error records go to "errors"."""
 
     def __init__(self, modality: str):
         self.modality = modality
@@ -95,10 +100,10 @@ class CaptionCollator:
         batch: dict = {"errors": errors, "size": len(items), "rows": [it["row"] for it in items]}
         if not items:
             return batch
-        lengths = torch.stack([it["tokens"][1] for it in items])
-        batch["tokens"] = torch.stack([it["tokens"][0] for it in items])[:, : int(lengths.max())]  # (B, T)
         batch["x"] = torch.stack([it[self.modality] for it in items])
         batch["keys"] = [it["key"] for it in items]
-        batch["captions"] = [it["caption"] for it in items]
+        if all("tokens" in it for it in items):
+            lengths = torch.stack([it["tokens"][1] for it in items])
+            batch["tokens"] = torch.stack([it["tokens"][0] for it in items])[:, : int(lengths.max())]  # (B, T)
         return batch
 

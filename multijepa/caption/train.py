@@ -185,5 +185,8 @@ def evaluate_captions(captioner: Captioner, data: str | Path, batch_size: int = 
         with open(predictions_out, "w") as f:
             for key, text in preds.items():
                 f.write(json.dumps({"input": key, "caption": text, "references": refs[key]}) + "\n")
-    scores = score_captions({k: v for k, v in refs.items() if k in preds}, preds)
-    return {**scores, "n": len(preds), "beam": captioner.cfg.decode.beam}
+    scored = {k: p for k, p in preds.items() if k in refs}  # an input none of whose rows has a caption has no references
+    if not scored:
+        raise ValueError(f"{data}: no input with a caption to score against")
+    scores = score_captions({k: refs[k] for k in scored}, scored)
+    return {**scores, "n": len(scored), "beam": captioner.cfg.decode.beam}
