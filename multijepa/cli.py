@@ -234,6 +234,15 @@ def _parser() -> argparse.ArgumentParser:
     vs.add_argument("--data", required=True, help="VQA manifest with the human answers")
     vs.add_argument("--json", help="also write {accuracy, n, per_type} to this file")
 
+    pl = sub.add_parser(
+        "plot", help="draw a run's curves (losses, std, RankMe, LR, gradients, throughput) as one PNG",
+        description="Reads RUN/metrics.jsonl and writes a 1600x900 figure of twelve panels; with --compare, "
+        "several runs overlaid (a colour per run). `pretrain` writes the same figure to RUN/metrics.png.")
+    pl.set_defaults(func=_cmd_plot)
+    pl.add_argument("run", help="run folder (or a metrics.jsonl)")
+    pl.add_argument("--compare", nargs="+", default=[], metavar="RUN", help="more runs drawn over it")
+    pl.add_argument("--out", help="PNG to write [RUN/metrics.png]")
+
     cap = sub.add_parser("caption", help="caption images or sounds: train a decoder, evaluate, predict")
     cap_sub = cap.add_subparsers(dest="caption_command", required=True, metavar="SUBCOMMAND")
     ct = cap_sub.add_parser(
@@ -667,6 +676,16 @@ def _cmd_vqa_predict(args: argparse.Namespace) -> None:
     print(f"Q: {args.question}")
     for a, s in top:
         print(f"  {s:6.3f}  {a}")
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    for run in [args.run, *args.compare]:
+        _need(run, "a run folder or metrics file")
+    from .plot import plot_runs
+
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent) / "metrics.png"
+    print(f"wrote {plot_runs([args.run, *args.compare], out)}")
 
 
 def _cmd_caption_train(args: argparse.Namespace) -> None:

@@ -372,6 +372,7 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 200
     keep_checkpoints: int = 2
+    plot: bool = True  # RUN/metrics.png (`multijepa plot`) at checkpoints at most once a minute, and at the end
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory
     compile: bool = False  # torch.compile each transformer block (CUDA mostly; needs a C++ compiler on CPU)
     grad_accum: int = 1  # micro-steps per optimizer step; the binding loss sees one micro-batch (x processes) at a time

@@ -12,6 +12,7 @@ rank 0 logs and writes.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -53,7 +54,8 @@ from .parallelize import full_state, load_optimizer_state
 from .step import SUMMED_LOGS
 
 CALIBRATION_STEPS = 10  # a time-limited run measures its rate over these steps (the first two not counted)
-RUN_FILES = ("config.yaml", "metrics.jsonl", "tokenizer.model", "checkpoints", "bad_samples.jsonl", "towers.json")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.png", "tokenizer.model", "checkpoints", "bad_samples.jsonl",
+             "towers.json")
 # what --resume may change; any other model.* or data.* key would continue the run as another one
 RESUMABLE_DATA_KEYS = ("data.num_workers", "data.persistent_workers", "data.prefetch_factor", "data.pin_memory",
                        "data.cache_decoded")
@@ -138,6 +140,19 @@ def _stop_reasons(over_time: bool, stop: StopRequests, world: World, device: tor
         return over_time, stop.signum or 0
     flags = gather_counts(torch.tensor([int(over_time), stop.signum or 0]), world, device)  # (W, 2)
     return bool(flags[0, 0]), int(flags[:, 1].max())
+
+
+def _plot(out: Path, metrics_file) -> None:
+    """RUN/metrics.png from what is logged so far; a figure that fails is a warning, never a stop."""
+    if metrics_file is None:
+        return
+    metrics_file.flush()
+    try:
+        from ..plot import plot_runs
+
+        plot_runs([out], out / "metrics.png")
+    except Exception as e:  # matplotlib missing or broken, a full disk: training goes on
+        print(f"warning: could not draw {out / 'metrics.png'} ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
 
 
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -272,7 +287,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     start_step, clock = step, TrainingClock(trained_seconds)
     rate_from = (step, 0.0)  # the rate is measured from the end of the second step
 
-    def checkpoint(step: int) -> None:
+    plotted = [time.perf_counter()]  # when RUN/metrics.png was last drawn
+
+    def checkpoint(step: int, last: bool = False) -> None:
         clock.pause()
         weights, optim_state = full_state(model, optimizer)  # a collective under FSDP
         if data.sampler is not None:
@@ -288,6 +305,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             if device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state()
             save_checkpoint(out, step, weights, state, keep=t.keep_checkpoints)
+            if t.plot and (last or time.perf_counter() - plotted[0] >= 60):
+                plotted[0] = time.perf_counter()
+                _plot(out, metrics_file)
         barrier(world)
         clock.resume()
 
@@ -316,7 +336,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                     "the schedules are laid out over them")
             if result is None:  # every row of the step was bad: nothing to learn from, keep the numbering
                 if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
-                    checkpoint(step)  # a checkpoint (the final one too) is due whatever the batch held
+                    checkpoint(step, step == t.max_steps or out_of_time or bool(signum))  # due whatever the batch held
                 if out_of_time or signum:
                     break
                 continue
@@ -350,7 +370,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                     )
 
             if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
-                checkpoint(step)
+                checkpoint(step, step == t.max_steps or out_of_time or bool(signum))
             if out_of_time:
                 say(f"train.max_seconds={t.max_seconds:g} reached at step {step}")
                 break
