@@ -92,7 +92,11 @@ def test_weight_decay_skips_norms_biases_and_tokens(tiny_cfg):
     assert len(decay["params"]) + len(no_decay["params"]) == n_trainable
 
 
-def test_loss_falls_when_overfitting_one_batch(tiny_cfg):
+@pytest.mark.parametrize("kind", ["transformer", "mamba", "hybrid"])
+def test_loss_falls_when_overfitting_one_batch(tiny_cfg, kind):
+    for m in ("image", "text", "audio"):  # every encoder of this kind (text 2 blocks deep, so a hybrid fits)
+        getattr(tiny_cfg.model, m).encoder.kind = kind
+        getattr(tiny_cfg.model, m).encoder.depth = 2
     torch.manual_seed(0)
     model = MultiJEPA(tiny_cfg.model, VOCAB)
     batch = make_batch(tiny_cfg, n=8)
