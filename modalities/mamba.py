@@ -73,6 +73,10 @@ class BiMambaMixer(nn.Module):
         self.norm = nn.RMSNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)
 
+    def no_weight_decay(self) -> set[str]:
+        """Decays, step sizes and skips are not shrunk toward 0 (Mamba's `_no_weight_decay`)."""
+        return {"A_log", "dt_bias", "D"}
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """Causal depthwise convolution of (B, L, C)."""
         return CausalDepthwiseConv.apply(x, self.conv_weight.to(x.dtype), self.conv_bias.to(x.dtype))

@@ -258,3 +258,18 @@ def test_causal_conv_gradients_are_exact():
     out = CausalDepthwiseConv.apply(x, w, b)  # out_t = b + sum_i w[:, i] x_{t-3+i}
     want = b + sum(w[:, i] * F.pad(x, (0, 0, 3 - i, 0))[:, :7] for i in range(4))
     torch.testing.assert_close(out, want)
+
+
+def test_decays_step_sizes_and_skips_are_not_weight_decayed(tiny_cfg):
+    from multijepa.train.builder import encoder_scaled_groups
+
+    tiny_cfg.model.audio.encoder.kind = "mamba"
+    model = MultiJEPA(tiny_cfg.model, VOCAB)
+    mixer = model.encoders["audio"].blocks[0].mixer
+    no_decay = {id(p) for g in model.param_groups() if not g["apply_wd"] for p in g["params"]}
+    assert {id(mixer.A_log), id(mixer.dt_bias), id(mixer.D)} <= no_decay
+    assert id(mixer.conv_weight) not in no_decay and id(mixer.in_proj.weight) not in no_decay
+    from multijepa.config import FinetuneOptimConfig
+
+    groups = encoder_scaled_groups(model, [model.encoders["audio"]], FinetuneOptimConfig())
+    assert all(g["weight_decay"] == 0.0 for g in groups if any(p is mixer.A_log for p in g["params"]))

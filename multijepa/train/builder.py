@@ -52,16 +52,18 @@ def init_opt(model: nn.Module, optim, total_steps: int, ema: tuple[float, float]
 def encoder_scaled_groups(model: nn.Module, encoders: list[nn.Module], optim) -> list[dict]:
     """AdamW groups of a fine-tuned model (VQA, captioning): the pretrained `encoders` at
     lr * optim.encoder_lr_scale (frozen, no gradient, at 0), the rest at lr; no decay on norms and
-    biases (ndim <= 1)."""
+    biases (ndim <= 1), nor on what a submodule lists in `no_weight_decay()`."""
     frozen = optim.encoder_lr_scale == 0
     enc_ids = {id(p) for e in encoders for p in e.parameters()}
+    skip = {f"{prefix}.{name}" for prefix, mod in model.named_modules()  # timm's no_weight_decay() convention
+            if mod is not model and hasattr(mod, "no_weight_decay") for name in mod.no_weight_decay()}
     groups: dict[tuple, list] = {}
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         is_enc = id(p) in enc_ids
         if is_enc and frozen:
             p.requires_grad_(False)
             continue
-        groups.setdefault((is_enc, p.ndim <= 1), []).append(p)
+        groups.setdefault((is_enc, p.ndim <= 1 or name in skip), []).append(p)
     return [{"params": ps, "lr_scale": optim.encoder_lr_scale if is_enc else 1.0,
              "weight_decay": 0.0 if no_decay else optim.weight_decay}
             for (is_enc, no_decay), ps in groups.items()]
