@@ -599,6 +599,21 @@ def _cmd_search(args: argparse.Namespace) -> None:
     print(format_results(results, index))
 
 
+def _finetune_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides a fine-tuning command's options stand for (vqa train, caption train)."""
+    overrides = list(args.overrides)
+    if args.freeze_encoders:
+        overrides.append("optim.encoder_lr_scale=0")
+    elif getattr(args, "encoder_lr_scale", None) is not None:
+        overrides.append(f"optim.encoder_lr_scale={args.encoder_lr_scale}")
+    elif args.from_scratch and not any(o.startswith("optim.encoder_lr_scale") for o in overrides):
+        # random encoders at a tenth of the LR would be a handicapped baseline: full LR for them
+        overrides.append("optim.encoder_lr_scale=1")
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    return overrides
+
+
 def _cmd_vqa_train(args: argparse.Namespace) -> None:
     _need(args.checkpoint, "the --checkpoint pretraining run folder", "config.yaml")
     from .data.demo_paths import resolve_manifest
@@ -606,17 +621,7 @@ def _cmd_vqa_train(args: argparse.Namespace) -> None:
     from .vqa.metric import format_vqa
     from .vqa.train import train_vqa
 
-    overrides = list(args.overrides)
-    if args.freeze_encoders:
-        overrides.append("optim.encoder_lr_scale=0")
-    elif args.encoder_lr_scale is not None:
-        overrides.append(f"optim.encoder_lr_scale={args.encoder_lr_scale}")
-    elif args.from_scratch and not any(o.startswith("optim.encoder_lr_scale") for o in overrides):
-        # random encoders at a tenth of the LR would be a handicapped baseline: full LR for them
-        overrides.append("optim.encoder_lr_scale=1")
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    cfg = _run_config(load_vqa_config, args, "vqa_config.yaml", overrides)
+    cfg = _run_config(load_vqa_config, args, "vqa_config.yaml", _finetune_overrides(args))
     train = resolve_manifest(args.data, "vqa_train")
     held_out = args.eval_data or (resolve_manifest(None, "vqa_test") if args.data is None else None)
     t0 = time.perf_counter()
@@ -695,14 +700,7 @@ def _cmd_caption_train(args: argparse.Namespace) -> None:
     from .caption.train import train_caption
     from .data.demo_paths import resolve_manifest
 
-    overrides = list(args.overrides)
-    if args.freeze_encoders:
-        overrides.append("optim.encoder_lr_scale=0")
-    elif args.from_scratch and not any(o.startswith("optim.encoder_lr_scale") for o in overrides):
-        overrides.append("optim.encoder_lr_scale=1")  # a random encoder at a tenth of the LR would be a handicap
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    cfg = _run_config(load_caption_config, args, "caption_config.yaml", overrides)
+    cfg = _run_config(load_caption_config, args, "caption_config.yaml", _finetune_overrides(args))
     if args.scst and cfg.train.scst_steps == 0:
         cfg.train.scst_steps = max(1, cfg.train.max_steps // 5)
     train = resolve_manifest(args.data, "train")
