@@ -117,6 +117,28 @@ def _probe(source) -> tuple[object, int, int, str]:
     return info.samplerate, info.frames, info.channels, info.format
 
 
+def _wav_shortfall(source) -> tuple[int, int] | None:
+    """A RIFF WAVE whose data chunk declares more bytes than the file holds -> (declared, present).
+    libsndfile reads such a cut-short file without a word, as a shorter clip."""
+    if isinstance(source, bytes):
+        head, total = source[: 1 << 16], len(source)
+    else:
+        with open(source, "rb") as f:
+            head = f.read(1 << 16)
+        total = Path(source).stat().st_size
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None  # RF64, Wave64: left to libsndfile
+    pos = 12
+    while pos + 8 <= len(head):
+        size = int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if head[pos : pos + 4] == b"data":
+            present = total - pos - 8
+            streamed = size in (0, 0xFFFFFFFF)  # written before its length was known
+            return (size, present) if not streamed and present < size else None
+        pos += 8 + size + (size & 1)
+    return None
+
+
 def _validate(name: str, sr, frames: int, channels: int) -> int:
     """Header checks (rate, length) before any sample is decoded; -> the rate as an int."""
     try:
@@ -234,6 +256,10 @@ class AudioPreprocessor:
         try:
             sr, frames, channels, fmt = _probe(source)
             sr = _validate(name, sr, frames, channels)
+            cut = _wav_shortfall(source) if fmt == "WAV" else None
+            if cut:
+                raise DataError(f"audio {name}: truncated WAV (its header declares {cut[0]} bytes of samples, "
+                                f"{cut[1]} are there)", UNDECODABLE)
             if frames / sr <= self.max_full_seconds:
                 wav = _read(source, fmt)
                 _check_samples(name, wav)

@@ -178,6 +178,23 @@ def _parser() -> argparse.ArgumentParser:
     srch.add_argument("--top-k", type=int, default=5, help="results per searched modality [5]")
     srch.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    srv = sub.add_parser(
+        "serve",
+        parents=[DEVICE],
+        help="a search page and JSON API over an index, in your browser",
+        description="Load an index and its model once, then serve a search page at http://HOST:PORT/ (type a "
+        "caption, drop in an image or a sound, see the images and hear the sounds; 'more like this' on any "
+        "result) and a JSON API: GET /api/search?text=...&modality=image&k=10, POST /api/search (multipart: "
+        "text, image, audio, modality, k, like), GET /api/item/ROW, GET /api/health. Answers are those of "
+        "`search --json`. Only the files of the index's own rows are served, by row id.",
+    )
+    srv.set_defaults(func=_cmd_serve)
+    srv.add_argument("--index", required=True, help="index folder (from `multijepa index`)")
+    srv.add_argument("--checkpoint", help="pretraining run folder [the one the index was built with]")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1: this machine only]")
+    srv.add_argument("--port", type=int, default=8000, help="[8000]")
+    srv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (uploads) accepted [20]")
+
     vqa = sub.add_parser("vqa", help="fine-tune for visual question answering, evaluate, predict")
     vqa_sub = vqa.add_subparsers(dest="vqa_command", required=True, metavar="SUBCOMMAND")
     vt = vqa_sub.add_parser(
@@ -597,6 +614,31 @@ def _cmd_search(args: argparse.Namespace) -> None:
         return
     print("query: " + " + ".join(f"{m} {v!r}" for m, v in queries.items()))
     print(format_results(results, index))
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    _need(args.index, "the --index folder", "index.json")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be 0-65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise UsageError("--max-upload-mb must be positive")
+    import uvicorn
+
+    from .retrieval.index import EmbeddingIndex
+    from .serve.app import create_app
+
+    print(f"loading the index {args.index} ...", flush=True)
+    index = EmbeddingIndex(args.index)
+    args.checkpoint = args.checkpoint or index.info["checkpoint"]
+    print(f"loading the model {args.checkpoint} ...", flush=True)
+    model = _load(args)
+    index.check_model(model)
+    app = create_app(index, model, args.max_upload_mb)
+    counts = ", ".join(f"{n} {m}" for m, n in index.info["modalities"].items())
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {args.host}: other machines can reach this server", flush=True)
+    print(f"serving {len(index)} rows ({counts}) at http://{args.host}:{args.port}/  (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 def _finetune_overrides(args: argparse.Namespace) -> list[str]:

@@ -155,6 +155,7 @@ class EmbeddingIndex:
                 raise IndexFolderError(f"{self.root / f'{m}_rows.npy'} lists {len(self.rows[m])} rows, "
                                        f"{m}.faiss holds {self.indexes[m].ntotal}: rebuild the index")
         self._offsets = _read(self.root / "rows_offsets.npy", np.load)
+        self._order: dict[str, np.ndarray] = {}
         base = self.info.get("base_dir")
         # the fields holding a file path, shown absolute whatever folder the search runs from
         self._paths = {c for m, c in self.info.get("columns", {}).items() if m in ("image", "audio")} if base else set()
@@ -183,7 +184,33 @@ class EmbeddingIndex:
         rows = np.where(found, self.rows[modality][np.clip(ids, 0, None)], -1)
         return np.where(found, scores, -np.inf), rows
 
+    def position(self, row: int, modality: str) -> int | None:
+        """Where manifest row `row` sits in `modality`'s faiss index, or None if it has no such vector."""
+        if modality not in self.indexes:
+            return None
+        if modality not in self._order:  # rows are in build order: sort once, then binary search
+            self._order[modality] = np.argsort(self.rows[modality], kind="stable")
+        order, rows = self._order[modality], self.rows[modality]
+        i = int(np.searchsorted(rows, row, sorter=order))
+        return int(order[i]) if i < len(rows) and rows[order[i]] == row else None
+
+    def vector(self, row: int, modality: str) -> np.ndarray | None:
+        """The indexed (E,) embedding of manifest row `row` in `modality`, or None if it has none."""
+        at = self.position(row, modality)
+        if at is None:
+            return None
+        index = self.indexes[modality]
+        if isinstance(index, faiss.IndexIVF) and not index.direct_map.type:
+            index.make_direct_map()  # IVF lists do not know positions until asked
+        return index.reconstruct(at)
+
+    def __len__(self) -> int:
+        """Manifest rows (indexed or not: rows without a modality, bad rows)."""
+        return len(self._offsets)
+
     def metadata(self, row: int) -> dict:
+        if not 0 <= row < len(self._offsets):
+            raise KeyError(f"{self.root} has no row {row} (rows 0 to {len(self._offsets) - 1})")
         path = self.root / "rows.jsonl"
         try:
             with open(path, "rb") as f:
