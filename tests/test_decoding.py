@@ -239,3 +239,21 @@ def test_lazy_audio_reports_nan_when_the_window_is_read(tmp_path):
     wav[100] = np.nan  # in the first window: decode finds it
     sf.write(tmp_path / "early_nan.wav", wav, 16000, subtype="FLOAT")
     assert _reason(pre.decode, "early_nan.wav", tmp_path).reason == "non_finite_audio"
+
+
+def test_a_cut_short_wav_is_bad_but_a_streamed_one_is_not(tmp_path):
+    """libsndfile reads a WAV cut short as a shorter clip; we call it what it is. A header written
+    before the length was known (data size 0 or 0xFFFFFFFF) is not a cut."""
+    buf = io.BytesIO()
+    sf.write(buf, (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000,
+             format="WAV", subtype="PCM_16")
+    whole = buf.getvalue()
+    pre = AudioPreprocessor(FRAMES, 16000, 32)
+    assert pre.decode(whole).num_samples == 16000
+    (tmp_path / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    for value in (whole[: len(whole) // 2], str(tmp_path / "cut.wav")):
+        e = _reason(pre.decode, value)
+        assert e.reason == "undecodable" and "truncated WAV" in str(e) and "32000 bytes" in str(e)
+    at = whole.index(b"data")
+    streamed = whole[: at + 4] + struct.pack("<I", 0xFFFFFFFF) + whole[at + 8 : len(whole) // 2]
+    assert pre.decode(streamed).num_samples > 0
