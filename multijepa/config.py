@@ -373,6 +373,7 @@ class TrainConfig:
     ckpt_every: int = 200
     keep_checkpoints: int = 2
     plot: bool = True  # RUN/metrics.png (`multijepa plot`) at checkpoints at most once a minute, and at the end
+    tensorboard: bool = False  # also write RUN/tensorboard event files (needs `pip install tensorboard`)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory
     compile: bool = False  # torch.compile each transformer block (CUDA mostly; needs a C++ compiler on CPU)
     grad_accum: int = 1  # micro-steps per optimizer step; the binding loss sees one micro-batch (x processes) at a time

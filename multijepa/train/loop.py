@@ -55,7 +55,7 @@ from .step import SUMMED_LOGS
 
 CALIBRATION_STEPS = 10  # a time-limited run measures its rate over these steps (the first two not counted)
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.png", "tokenizer.model", "checkpoints", "bad_samples.jsonl",
-             "towers.json")
+             "towers.json", "tensorboard")
 # what --resume may change; any other model.* or data.* key would continue the run as another one
 RESUMABLE_DATA_KEYS = ("data.num_workers", "data.persistent_workers", "data.prefetch_factor", "data.pin_memory",
                        "data.cache_decoded")
@@ -153,6 +153,16 @@ def _plot(out: Path, metrics_file) -> None:
         plot_runs([out], out / "metrics.png")
     except Exception as e:  # matplotlib missing or broken, a full disk: training goes on
         print(f"warning: could not draw {out / 'metrics.png'} ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
+
+
+def _tensorboard(out: Path, step: int):
+    """A TensorBoard writer of RUN/tensorboard (train.tensorboard=true). On resume, events past the
+    checkpoint's step are purged, as metrics.jsonl's lines are: those steps are trained again."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
 
 
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -279,6 +289,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     stream_positions: dict[str, dict] = dict((data_position or {}).get("streams", {}))
     names = [s.name for s in sources]
     metrics_file = open(out / "metrics.jsonl", "a") if world.main else None
+    board = _tensorboard(out, step) if t.tensorboard and world.main else None
     bar = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not (progress and world.main),
                dynamic_ncols=True)
     last: dict = {}
@@ -357,6 +368,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(rec) + "\n")
                     metrics_file.flush()
+                if board is not None:
+                    for k, v in rec.items():
+                        if k != "step":
+                            board.add_scalar(k, v, step)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
                 last = rec
                 samples, tic = 0, time.perf_counter()
@@ -382,6 +397,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
         bar.close()
         if metrics_file is not None:
             metrics_file.close()
+        if board is not None:
+            board.close()
     if bad.skipped:
         say(f"data: {bad.summary()} of {bad.drawn} drawn; listed in {out / 'bad_samples.jsonl'}")
     return last
