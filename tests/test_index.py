@@ -74,6 +74,23 @@ def test_built_index_loads_and_searches_like_torch(run, demo, tmp_path):
     rows = [json.loads(line) for line in (demo / "test.jsonl").read_text().splitlines()]
     assert meta["row"] == 3 and meta["text"] == rows[3]["text"] and meta["image"] == str(demo.resolve() / rows[3]["image"])  # absolute
     assert meta["label"] == rows[3]["label"]
+    with pytest.raises(KeyError, match="no row 24"):
+        index.metadata(24)
+    with pytest.raises(KeyError, match="no row -1"):  # not the last row, as a numpy index would give
+        index.metadata(-1)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_an_indexed_rows_vector_comes_back(run, demo, tmp_path, kind):
+    """`vector(row, m)` (what "more like this" searches with) is the row's embedding, for every kind."""
+    model = MultiJEPA.from_pretrained(run)
+    index = build_index(model, demo / "test.jsonl", tmp_path / "idx", index_config([f"kind={kind}"]), progress=False)
+    embs = embed_manifest(model, demo / "test.jsonl", progress=False)
+    for m, (z, rows) in embs.items():
+        for i in (0, 5, len(rows) - 1):
+            assert index.position(int(rows[i]), m) is not None
+            assert np.allclose(index.vector(int(rows[i]), m), z[i].numpy(), atol=1e-5)
+    assert index.vector(24, "image") is None and index.vector(3, "smell") is None
 
 
 def test_a_killed_build_resumes_with_the_missing_parts_only(run, demo, tmp_path, monkeypatch):

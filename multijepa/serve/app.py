@@ -96,13 +96,15 @@ class SearchService:
             raise _bad(f"text query longer than {MAX_TEXT} characters")
         query: dict = {"text": text} if text else {}
         query |= {m: f"{name} ({len(data)} bytes)" for m, (name, data) in uploads.items()}
-        used = [m for m in query]
+        used = list(query)
         like_vector = None
         if like is not None:
-            m = like_modality or next(iter(self.indexed(like) if 0 <= like < len(self.index) else []), "")
-            like_vector = self.index.vector(like, m) if 0 <= like < len(self.index) else None
+            if not 0 <= like < len(self.index):
+                raise _bad(f"no row {like} (the index has rows 0 to {len(self.index) - 1})")
+            m = like_modality or next(iter(self.indexed(like)), "")
+            like_vector = self.index.vector(like, m)
             if like_vector is None:
-                raise _bad(f"row {like} has no indexed {like_modality or 'item'} to search with")
+                raise _bad(f"row {like} has no indexed {m or 'vector'} to search with")
             query["like"] = {"row": like, "modality": m}
             used.append(m)
         if not query:
