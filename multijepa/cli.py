@@ -50,6 +50,8 @@ RUN = _parent((("--checkpoint",), dict(required=True, help="pretraining run fold
 DEVICE = _parent((("--device",), dict(default="auto", help="auto | cpu | cuda [auto: CUDA when there is one]")))
 BATCH = _parent((("--batch-size",), dict(type=int, default=128, help="rows per forward pass [128]")))
 PROGRESS = _parent((("--no-progress",), dict(action="store_true", help="no progress bar")))
+INDEX = _parent((("--index",), dict(required=True, help="index folder (from `multijepa index`)")),
+                (("--checkpoint",), dict(help="pretraining run folder [the one the index was built with]")))
 
 
 def _overrides(what: str) -> argparse.ArgumentParser:
@@ -162,15 +164,13 @@ def _parser() -> argparse.ArgumentParser:
 
     srch = sub.add_parser(
         "search",
-        parents=[DEVICE],
+        parents=[INDEX, DEVICE],
         help="search an index with a text, an image, a sound, or their sum",
         description="Embed the query and print the top-k rows of the index. Several of --text, --image, "
         "--audio at once are summed (ImageBind's embedding arithmetic: the sum of the normalised "
         "embeddings). By default every indexed modality the query does not use is searched.",
     )
     srch.set_defaults(func=_cmd_search)
-    srch.add_argument("--index", required=True, help="index folder (from `multijepa index`)")
-    srch.add_argument("--checkpoint", help="pretraining run folder [the one the index was built with]")
     srch.add_argument("--text", help="query caption")
     srch.add_argument("--image", help="query image file")
     srch.add_argument("--audio", help="query audio file")
@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser(
         "serve",
-        parents=[DEVICE],
+        parents=[INDEX, DEVICE],
         help="a search page and JSON API over an index, in your browser",
         description="Load an index and its model once, then serve a search page at http://HOST:PORT/ (type a "
         "caption, drop in an image or a sound, see the images and hear the sounds; 'more like this' on any "
@@ -189,8 +189,6 @@ def _parser() -> argparse.ArgumentParser:
         "`search --json`. Only the files of the index's own rows are served, by row id.",
     )
     srv.set_defaults(func=_cmd_serve)
-    srv.add_argument("--index", required=True, help="index folder (from `multijepa index`)")
-    srv.add_argument("--checkpoint", help="pretraining run folder [the one the index was built with]")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1: this machine only]")
     srv.add_argument("--port", type=int, default=8000, help="[8000]")
     srv.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (uploads) accepted [20]")
@@ -583,6 +581,19 @@ def _cmd_index(args: argparse.Namespace) -> None:
         print(f"  {index.info['bad_rows']} bad rows left out, listed in {Path(args.out) / 'bad_rows.jsonl'}")
 
 
+def _load_index(args: argparse.Namespace, say=lambda line: None):
+    """--index and the model it was built with (--checkpoint, else the one it names) -> (index, model)."""
+    from .retrieval.index import EmbeddingIndex  # torch and faiss: only once the arguments hold
+
+    say(f"loading the index {args.index} ...")
+    index = EmbeddingIndex(args.index)
+    args.checkpoint = args.checkpoint or index.info["checkpoint"]
+    say(f"loading the model {args.checkpoint} ...")
+    model = _load(args)
+    index.check_model(model)
+    return index, model
+
+
 def _cmd_search(args: argparse.Namespace) -> None:
     _need(args.index, "the --index folder", "index.json")
     queries = {m: v for m, v in (("text", args.text), ("image", args.image), ("audio", args.audio)) if v is not None}
@@ -593,13 +604,9 @@ def _cmd_search(args: argparse.Namespace) -> None:
     for m, v in queries.items():
         if m != "text":
             _need(v, f"the --{m} query")
-    from .retrieval.index import EmbeddingIndex  # torch and faiss: only once the arguments hold
     from .retrieval.search import embed_query, format_results, search, target_modalities
 
-    index = EmbeddingIndex(args.index)
-    args.checkpoint = args.checkpoint or index.info["checkpoint"]
-    model = _load(args)
-    index.check_model(model)
+    index, model = _load_index(args)
     wanted = args.modality.split(",") if args.modality else None
     try:
         targets = target_modalities(index, list(queries), wanted)
@@ -624,15 +631,9 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         raise UsageError("--max-upload-mb must be positive")
     import uvicorn
 
-    from .retrieval.index import EmbeddingIndex
     from .serve.app import create_app
 
-    print(f"loading the index {args.index} ...", flush=True)
-    index = EmbeddingIndex(args.index)
-    args.checkpoint = args.checkpoint or index.info["checkpoint"]
-    print(f"loading the model {args.checkpoint} ...", flush=True)
-    model = _load(args)
-    index.check_model(model)
+    index, model = _load_index(args, say=lambda line: print(line, flush=True))
     app = create_app(index, model, args.max_upload_mb)
     counts = ", ".join(f"{n} {m}" for m, n in index.info["modalities"].items())
     if args.host not in ("127.0.0.1", "localhost", "::1"):
