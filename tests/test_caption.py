@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from fusion.decoder import CaptionDecoder, MemoryEncoder
 from multijepa.caption.config import load_caption_config
-from multijepa.caption.decode import beam_search, sample
+from multijepa.caption.decode import beam_search, sample, sequence_logprob
 from multijepa.caption.model import CaptionModel, load_captioner
 from multijepa.cli import main
 from multijepa.config import load_config
@@ -97,8 +97,31 @@ def test_no_repeat_ngram_and_sampling():
         row = [t for t in row if t not in (model.pad_id, model.eos_id)]
         pairs = list(zip(row, row[1:]))
         assert len(pairs) == len(set(pairs)), row
-    seqs, logp = sample(model.train(), x, n=3, max_len=6)
-    assert seqs.shape[0] == 6 and logp.shape == (6,) and logp.requires_grad and torch.all(logp <= 0)
+
+
+
+def test_sampled_captions_are_scored_in_one_pass_as_the_loop_would():
+    """SCST's log p(sample): one teacher-forced pass equals the decoding loop's per-step sum, up to
+    and with the first eos (padding after it counts nothing), and its gradient reaches the encoder."""
+    model = _tiny_model().train()
+    x = torch.randn(2, 3, 16, 16)
+    ids = sample(model, x, n=3, max_len=6, generator=torch.Generator().manual_seed(0))
+    assert ids.shape[0] == 6 and not ids.requires_grad
+    assert torch.equal(ids, sample(model, x, 3, 6, torch.Generator().manual_seed(0)))  # seeded: repeatable
+    ids[0, :3] = torch.tensor([7, model.eos_id, model.pad_id])  # one that ends early, for sure
+    ids[0, 3:] = model.pad_id
+    logp = sequence_logprob(model, x, ids, n=3)
+    memories, valid = model.encode(x)
+    memories = [m.repeat_interleave(3, 0) for m in memories]
+    ref, done = torch.zeros(6), torch.zeros(6, dtype=torch.bool)
+    for t in range(ids.shape[1]):
+        prefix = torch.cat([torch.full((6, 1), model.bos_id), ids[:, :t]], 1)
+        step = model.decoder(prefix, memories, valid)[:, -1].log_softmax(-1).gather(1, ids[:, t : t + 1]).squeeze(1)
+        ref = ref + torch.where(done, 0.0, step)
+        done = done | (ids[:, t] == model.eos_id)
+    assert torch.allclose(logp, ref, atol=1e-5) and torch.all(logp <= 0)
+    logp.sum().backward()
+    assert all(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)
 
 
 def test_train_eval_predict_on_the_tiny_config(run, demo, tmp_path, capsys):

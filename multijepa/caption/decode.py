@@ -6,7 +6,8 @@ its score and only ever extends with padding. Hypotheses rank by their summed lo
 while searching, and finished ones by log-probability / length ** length_penalty at the end
 (length counts the tokens after bos, eos included). `no_repeat_ngram` = n forbids a token that
 would repeat an n-gram already in the hypothesis. The decoder runs on the whole prefix at every
-step (no cache): captions are tens of tokens.
+step (no cache): captions are tens of tokens. Sampling for self-critical training keeps no graph;
+the sampled captions are scored in one teacher-forced pass (`sequence_logprob`).
 """
 
 from __future__ import annotations
@@ -61,25 +62,39 @@ def beam_search(model, x: torch.Tensor, beam: int = 3, max_len: int = 24, length
     return seqs[best, 1:]
 
 
-def sample(model, x: torch.Tensor, n: int, max_len: int,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n captions sampled per input -> ids (B*n, T) after bos (eos, then padding) and the summed
-    log-probability of each (B*n,), differentiable (self-critical training). `generator` (on the
-    model's device) makes the draws repeatable, e.g. seeded by the step for an exact resume."""
+@torch.no_grad()
+def sample(model, x: torch.Tensor, n: int, max_len: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n captions sampled per input -> ids (B*n, T) after bos: eos, then padding (self-critical
+    training). `generator` (on the model's device) makes the draws repeatable, e.g. seeded by the
+    step for an exact resume. Drawn without a graph; `sequence_logprob` scores them with one."""
     memories, valid = model.encode(x)
     memories = [m.repeat_interleave(n, 0) for m in memories]
     valid = None if valid is None else valid.repeat_interleave(n, 0)
     R = memories[0].shape[0]
     seqs = torch.full((R, 1), model.bos_id, dtype=torch.long, device=memories[0].device)
-    logp_sum = torch.zeros(R, device=seqs.device)
     done = torch.zeros(R, dtype=torch.bool, device=seqs.device)
     for _ in range(max_len):
         logp = model.decoder(seqs, memories, valid)[:, -1].float().log_softmax(-1)  # (R, V)
-        token = torch.multinomial(logp.detach().exp(), 1, generator=generator).view(-1)
+        token = torch.multinomial(logp.exp(), 1, generator=generator).view(-1)
         token = torch.where(done, torch.full_like(token, model.pad_id), token)
-        logp_sum = logp_sum + torch.where(done, 0.0, logp.gather(1, token[:, None]).view(-1))
         seqs = torch.cat([seqs, token[:, None]], 1)
         done = done | (token == model.eos_id)
         if bool(done.all()):
             break
-    return seqs[:, 1:], logp_sum
+    return seqs[:, 1:]
+
+
+def sequence_logprob(model, x: torch.Tensor, ids: torch.Tensor, n: int = 1) -> torch.Tensor:
+    """The summed log-probability (R,) of each caption ids (R = B*n, T; after bos, up to and with
+    its eos) given its input (each input's n captions in a row), in one teacher-forced pass that
+    keeps the graph: with no dropout anywhere it equals the sum of the per-step log-probabilities
+    of the decoding loop, at 1/T of the backward's cost."""
+    memories, valid = model.encode(x)
+    memories = [m.repeat_interleave(n, 0) for m in memories]
+    valid = None if valid is None else valid.repeat_interleave(n, 0)
+    bos = torch.full_like(ids[:, :1], model.bos_id)
+    logp = model.decoder(torch.cat([bos, ids[:, :-1]], 1), memories, valid).float().log_softmax(-1)  # (R, T, V)
+    picked = logp.gather(2, ids[:, :, None]).squeeze(2)  # (R, T)
+    eos = (ids == model.eos_id).long()
+    live = (eos.cumsum(1) - eos) == 0  # up to and with the first eos
+    return (picked * live).sum(1)

@@ -26,7 +26,7 @@ from ..run_folder import hold_run_folder
 from ..train.builder import init_opt
 from .config import CaptionConfig
 from .data import CaptionCollator, CaptionDataset
-from .decode import beam_search, sample
+from .decode import beam_search, sample, sequence_logprob
 from .metrics import CiderD, score_captions
 from .model import Captioner, CaptionModel, save_caption_config, save_captioner
 from .ptb import tokenize_captions
@@ -152,7 +152,8 @@ def _scst_loss(model: CaptionModel, x: torch.Tensor, keys: list[str], cider: Cid
     model.train()
     model.encoder.train(cfg.optim.encoder_lr_scale > 0)
     draws = torch.Generator(x.device).manual_seed(cfg.train.seed * 1_000_003 + step)  # a resume draws the same
-    ids, logp = sample(model, x, n, d.max_len, draws)
+    ids = sample(model, x, n, d.max_len, draws)
+    logp = sequence_logprob(model, x, ids, n)  # (B*n,) with the graph
 
     def rewards(rows: list[list[int]], row_keys: list[str]) -> torch.Tensor:
         texts = tokenize_captions({i: [tokenizer.decode(r)] for i, r in enumerate(rows)})
