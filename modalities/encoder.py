@@ -62,9 +62,12 @@ class Encoder(nn.Module):
         """The token grid the maskers and predictors lay positions on."""
         return self.tokens.grid
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None,
+                layers: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """keep (B, K): token indices to encode, -1 = padding. Returns features (B, N or K, D) and
-        the valid mask (B, N or K) (None when all are valid)."""
+        the valid mask (B, N or K) (None when all are valid). layers > 0: instead of the features,
+        the last `layers` blocks' outputs (layers, B, N or K, D), before the final norm (data2vec's
+        targets average them)."""
         h, valid = self.tokens(x)  # (B, N, D), (B, N) | None
         if keep is not None:
             kept = keep >= 0  # (B, K)
@@ -80,11 +83,14 @@ class Encoder(nn.Module):
         attn_mask = None
         if valid is not None and not bool(valid.all()):
             attn_mask = valid[:, None, None, :]  # (B, 1, 1, N): keys that may be attended
-        for blk in self.blocks:
+        outs = []
+        for i, blk in enumerate(self.blocks):
             h = blk(h, attn_mask=attn_mask)
-        h = self.norm(h)
-        if order is not None:  # back to the caller's order
-            h = torch.empty_like(h).scatter_(1, order.unsqueeze(-1).expand_as(h), h)
+            if i >= len(self.blocks) - layers:
+                outs.append(h)
+        h = torch.stack(outs) if layers else self.norm(h)
+        if order is not None:  # back to the caller's order (tokens are dim -2)
+            h = torch.empty_like(h).scatter_(-2, order.unsqueeze(-1).expand_as(h), h)
             valid = None if valid is None else torch.empty_like(valid).scatter_(1, order, valid)
         return h, valid
 

@@ -206,7 +206,7 @@ class PredictorConfig:
 
 @dataclass
 class ModelConfig:
-    RANGES: ClassVar = {"embed_dim": COUNT, "ema_momentum": Range(0, 1, ordered=True),
+    RANGES: ClassVar = {"embed_dim": COUNT, "target_layers": COUNT, "ema_momentum": Range(0, 1, ordered=True),
                         "ema_horizon": Range(0, 1, hi_open=True), "init_temperature": POSITIVE}
     CHOICES: ClassVar = {"target": ("ema", "sigreg"), "target_norm": ("layer", "instance", "position", "instance_position")}
 
@@ -232,6 +232,9 @@ class ModelConfig:
     # "position": first each token minus the batch's mean token at its place (what every input has
     # there, e.g. a mel band's level, cannot be predicted); "instance_position": both, in that order
     target_norm: str = "layer"
+    # > 1: targets are the mean of the target encoder's last `target_layers` block outputs, each
+    # instance-normalised first (data2vec), instead of its last output alone
+    target_layers: int = 1
     init_temperature: float = 0.07
     # Fixed by default: a learned one drifts up while embeddings are poor, and binding stalls. ImageBind
     # fixes the logit scale of what it binds to images (audio 20, i.e. T = 0.05; depth 5; thermal 10; IMU 5)
@@ -595,6 +598,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.width={enc.width} must be a multiple of {key}.heads={enc.heads}")
     for m in MODALITIES:
         key, c = f"model.{m}", getattr(cfg.model, m)
+        if cfg.model.target_layers > 1 and c.pretrained is not None and m in cfg.model.modalities and not c.freeze:
+            raise ConfigError(f"model.target_layers={cfg.model.target_layers} averages our encoders' blocks; {key}.pretrained "
+                              "is an open_clip/timm tower: keep model.target_layers=1 with it")
         if c.encoder.kind == "transformer":
             continue
         if c.pretrained is not None:

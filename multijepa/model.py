@@ -319,6 +319,9 @@ class MultiJEPA(nn.Module):
                 if m in unmasked:
                     t = unmasked[m].detach()  # the binding forward's features under stop-gradient
                     t_valid = unmasked_valid.get(m)
+                elif self.cfg.target_layers > 1:  # data2vec: the mean of the last blocks, each normalised
+                    hs, t_valid = self.feature_encoder(m)(entry["x"], layers=self.cfg.target_layers)  # (L, B_m, N, D)
+                    t = torch.stack([instance_norm(h.float(), t_valid) for h in hs]).mean(0)
                 else:
                     t, t_valid = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
                 if self.cfg.target_norm in ("instance", "instance_position"):

@@ -325,6 +325,38 @@ def test_instance_target_norm_removes_what_all_tokens_share(tiny_cfg):
     assert torch.allclose(shifted, instance_norm(t), atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["transformer", "mamba"])
+def test_data2vec_targets_average_the_last_blocks_each_normalised(tiny_cfg, kind):
+    """model.target_layers=2: the targets are layer_norm(mean of instance_norm(block output)) over
+    the target encoder's last two blocks, read back in the caller's token order (a Mamba audio
+    encoder scans in time order)."""
+    from modalities.encoder import gather_tokens
+    from multijepa.model import instance_norm
+
+    tiny_cfg.model.target_layers = 2
+    tiny_cfg.model.audio.encoder.kind = kind
+    torch.manual_seed(0)
+    model = create_model(tiny_cfg, vocab_size=VOCAB).train()
+    batch = make_batch(tiny_cfg, 8)
+    out = model(batch)
+    for m in ("image", "audio"):
+        enc = model.target_encoders[m]
+        with torch.no_grad():
+            h = enc.tokens(batch[m]["x"])[0]
+            blocks = []
+            order = enc._scan_order(h, None, None) if enc.scans else None
+            h = h if order is None else gather_tokens(h, order)
+            for blk in enc.blocks:
+                h = blk(h)
+                blocks.append(h if order is None else torch.empty_like(h).scatter_(1, order[..., None].expand_as(h), h))
+            t = torch.stack([instance_norm(b) for b in blocks[-2:]]).mean(0)
+            t = torch.nn.functional.layer_norm(t, t.shape[-1:])
+        assert torch.allclose(out[m]["target"], gather_tokens(t, batch[m]["targets"].flatten(1)), atol=1e-4), m
+    out["image"]["pred"].sum().backward()  # the predictions still train the online encoder
+    with pytest.raises(ConfigError, match="target_layers=2 averages our encoders"):
+        load_config("tiny", ["model.target_layers=2", "model.image.pretrained=timm:vit_tiny_patch16_224"])
+
+
 def test_position_centre_removes_what_every_sample_carries_at_a_place():
     from multijepa.model import position_centre
 
