@@ -16,25 +16,21 @@ from ..model import MultiJEPA
 from .index import EmbeddingIndex
 
 
-def embed_query(model: MultiJEPA, text: str | None = None, image: str | Path | bytes | None = None,
-                audio: str | Path | bytes | None = None, vectors: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """The query embedding (E,): the normalised sum of the given inputs' normalised embeddings.
-    image / audio: a file path or the file's bytes; `vectors`: (E,) embeddings already made (an
-    indexed item's, for "more like this")."""
+def embed_query(model: MultiJEPA, text: str | None = None, image: str | Path | None = None,
+                audio: str | Path | None = None, vectors: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The query embedding (E,): the normalised sum of the given inputs' normalised embeddings;
+    `vectors`: (E,) normalised embeddings already made (an upload's, an indexed item's)."""
     parts = [v.reshape(1, -1).float() for v in vectors or []]
     if text is not None:
         parts.append(model.embed_texts([text]))
     if image is not None:
-        parts.append(model.embed_images([_value(image)]))
+        parts.append(model.embed_images([str(image)]))
     if audio is not None:
-        parts.append(model.embed_audio([_value(audio)]))
+        parts.append(model.embed_audio([str(audio)]))
     if not parts:
         raise ValueError("give at least one of text, image, audio")
     return F.normalize(torch.cat(parts).sum(0), dim=-1)
 
-
-def _value(x: str | Path | bytes) -> str | bytes:
-    return x if isinstance(x, (bytes, bytearray)) else str(x)
 
 
 def target_modalities(index: EmbeddingIndex, query_modalities: list[str], wanted: list[str] | None) -> list[str]:
