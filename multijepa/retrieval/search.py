@@ -32,7 +32,6 @@ def embed_query(model: MultiJEPA, text: str | None = None, image: str | Path | N
     return F.normalize(torch.cat(parts).sum(0), dim=-1)
 
 
-
 def target_modalities(index: EmbeddingIndex, query_modalities: list[str], wanted: list[str] | None) -> list[str]:
     """What to search: `wanted`, else the indexed modalities the query does not use (all of them
     if the query uses every one)."""
