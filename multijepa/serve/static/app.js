@@ -121,4 +121,7 @@ const drop = $("drop");
 for (const ev of ["dragenter", "dragover"]) drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
 for (const ev of ["dragleave", "drop"]) drop.addEventListener(ev, () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); dropFiles(e.dataTransfer.files); });
+// a file dropped anywhere else is taken as a query too, instead of the browser leaving the page for it
+document.addEventListener("dragover", (e) => e.preventDefault());
+document.addEventListener("drop", (e) => { if (!drop.contains(e.target)) { e.preventDefault(); dropFiles(e.dataTransfer.files); } });
 health().catch((e) => showError(`cannot reach the server (${e})`));
