@@ -257,7 +257,27 @@ def test_the_search_page_in_a_real_browser(server, demo, tmp_path):
         wait.until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
         assert img.get_attribute("src").endswith("/media/9/image")
 
-        # "more like this" on the third result searches with that row
+        # a sound dropped on the page (a synthetic drop event carrying a file) becomes the audio query
+        browser.find_element(By.ID, "clear").click()
+        dropped = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            fetch('/media/4/audio').then(r => r.blob()).then(b => {
+              const dt = new DataTransfer();
+              dt.items.add(new File([b], 'dropped.wav', {type: 'audio/wav'}));
+              document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+              done(document.getElementById('audio').files[0].name);
+            });""")
+        assert dropped == "dropped.wav"
+        browser.find_element(By.CSS_SELECTOR, "input[name=modality][value=audio]").click()
+        browser.find_element(By.ID, "go").click()
+        assert results("audio", 10)[0].get_attribute("data-row") == "4"
+
+        # "more like this" on the third image result searches with that row
+        browser.find_element(By.ID, "clear").click()
+        browser.find_element(By.ID, "image").send_keys(str(demo / "images" / "test_00009.png"))
+        browser.find_element(By.CSS_SELECTOR, "input[name=modality][value=image]").click()
+        browser.find_element(By.ID, "go").click()
+        cards = results("image", 10)
         row = cards[2].get_attribute("data-row")
         cards[2].find_element(By.CLASS_NAME, "more").click()
         wait.until(lambda b: f"like row {row}" in b.find_element(By.ID, "like").text)
