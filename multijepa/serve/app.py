@@ -53,14 +53,18 @@ class SearchService:
         self.lock = threading.Lock()
         self.columns = {m: index.info.get("columns", {}).get(m, m) for m in index.modalities}
 
-    def media_path(self, row: int, modality: str) -> Path:
+    def check_row(self, row: int, status: int = 400) -> None:
+        if not 0 <= row < len(self.index):
+            raise _bad(f"no row {row} (the index has rows 0 to {len(self.index) - 1})", status)
+
+    def media_path(self, row: int, modality: str, meta: dict | None = None) -> Path:
         """The file of an indexed row, or 404: the row must hold a vector of that modality and a
-        local file path in the index's metadata."""
+        local file path in the index's metadata (`meta`: the row's record, when already read)."""
         if modality not in MEDIA:
             raise _bad(f"no media of kind '{modality}' (image or audio)", 404)
         if self.index.position(row, modality) is None:
             raise _bad(f"row {row} has no indexed {modality}", 404)
-        value = self.index.metadata(row).get(self.columns.get(modality, modality))
+        value = (meta if meta is not None else self.index.metadata(row)).get(self.columns.get(modality, modality))
         if not isinstance(value, str) or "://" in value or not Path(value).is_absolute():
             raise _bad(f"row {row}'s {modality} is not a file on this machine (stored in a shard or remote)", 404)
         path = Path(value)
@@ -69,18 +73,19 @@ class SearchService:
         return path
 
     def item(self, row: int) -> dict:
-        if not 0 <= row < len(self.index):
-            raise _bad(f"no row {row} (the index has rows 0 to {len(self.index) - 1})", 404)
-        return {**self.index.metadata(row), "media": self.media_urls(row), "indexed": self.indexed(row)}
+        self.check_row(row, 404)
+        meta = self.index.metadata(row)
+        return {**meta, "media": self.media_urls(row, meta), "indexed": self.indexed(row)}
 
     def indexed(self, row: int) -> list[str]:
         return [m for m in self.index.modalities if self.index.position(row, m) is not None]
 
-    def media_urls(self, row: int) -> dict[str, str]:
+    def media_urls(self, row: int, meta: dict) -> dict[str, str]:
+        """{modality: URL} of the row's servable files, from its already-read record."""
         urls = {}
         for m in MEDIA:
             try:
-                self.media_path(row, m)
+                self.media_path(row, m, meta)
             except HTTPException:
                 continue
             urls[m] = f"/media/{row}/{m}"
@@ -99,8 +104,7 @@ class SearchService:
         used = list(query)
         like_vector = None
         if like is not None:
-            if not 0 <= like < len(self.index):
-                raise _bad(f"no row {like} (the index has rows 0 to {len(self.index) - 1})")
+            self.check_row(like)
             m = like_modality or next(iter(self.indexed(like)), "")
             like_vector = self.index.vector(like, m)
             if like_vector is None:
@@ -128,7 +132,7 @@ class SearchService:
             results = search(self.index, embed_query(self.model, text=text, vectors=vectors), targets, k)
         for hits in results.values():
             for h in hits:
-                h["media"] = self.media_urls(h["row"])
+                h["media"] = self.media_urls(h["row"], h)  # the hit holds the row's record
         return {"query": query, "results": results}
 
 
