@@ -18,7 +18,8 @@ Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
 (trained on the demo's train split, `multijepa eval probe`), and VQA accuracy after the same short
 fine-tune. With `--pred-only` a third arm (`loss.bind_weight=0`) checks that prediction alone
-learns: its probes are printed beside those of the same towers at their random initialisation.
+learns: its probes are printed beside those of the same towers at their random initialisation, and
+of the inputs themselves (`eval probe --encoder input`: pixels, mean log-mel spectrum, bag of tokens).
 
 The last lines are `quality_ratio_vs_clip_paired: X` and `quality_ratio_vs_clip_scarce: Y`: the
 mean class-match P@1 of jepa over that of the better CLIP arm (for the fractions run: 1.0 is
@@ -95,8 +96,8 @@ def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_
     return out
 
 
-def probes(model, train: Path, test: Path) -> dict:
-    res = probe_eval(model, train, test, model.modalities, progress=False)
+def probes(model, train: Path, test: Path, encoder: str = "online") -> dict:
+    res = probe_eval(model, train, test, model.modalities, encoder, progress=False)
     return {m: {"linear": r["linear"]["top1"], "knn": r["knn"]["top1"]} for m, r in res.items()}
 
 
@@ -158,6 +159,7 @@ def main() -> None:
                 torch.manual_seed(0)
                 fresh = create_model(model.run_config, model.processors.tokenizer).eval()
                 res["probe_random_init"] = probes(fresh, full, data / "test.jsonl")
+                res["probe_input"] = probes(model, full, data / "test.jsonl", encoder="input")
             rows.append(res)
             scores[arm] = res["mean_P@1"]
             print(format_row(res), flush=True)
@@ -173,17 +175,21 @@ def main() -> None:
         print(f"quality_ratio_vs_clip_{k}: {ratios[k]:.3f}")
 
 
+def format_probes(probes: dict) -> str:
+    return "  ".join(f"{m} lin {p['linear']:.3f} knn {p['knn']:.3f}" for m, p in probes.items())
+
+
 def format_row(r: dict) -> str:
-    probe = "  ".join(f"{m} lin {p['linear']:.3f} knn {p['knn']:.3f}" for m, p in r["probe"].items())
     text = (f"  {r['arm']:<9} F={r['paired_fraction']:g}  steps {r['steps']}  {r['ms_per_step']:.0f} ms/step  "
             f"mean R@1 {r['mean_R@1']:.3f}  mean class-match P@1 {r['mean_P@1']:.3f}  zero-shot "
             + " ".join(f"{m} {v:.3f}" for m, v in r["zeroshot_top1"].items())
             + (f"  VQA {r['vqa_accuracy']:.3f}" if "vqa_accuracy" in r else "")
             + (f"  pred grad share {r['grad_share_pred']:.3f}" if r.get("grad_share_pred") is not None else "")
-            + f"\n    probes: {probe}")
+            + f"\n    probes: {format_probes(r['probe'])}")
     if "probe_random_init" in r:
-        text += "\n    random init: " + "  ".join(f"{m} lin {p['linear']:.3f} knn {p['knn']:.3f}"
-                                            for m, p in r["probe_random_init"].items())
+        text += f"\n    random init: {format_probes(r['probe_random_init'])}"
+    if "probe_input" in r:
+        text += f"\n    the inputs, no encoder: {format_probes(r['probe_input'])}"
     return text
 
 

@@ -351,8 +351,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--data", help="labelled rows the probes train on [demo train split]")
     pr.add_argument("--test", help="labelled rows they are scored on [demo test split without --data; else 20%% of --data]")
     pr.add_argument("--modality", help="image, text, audio, comma-separated [every one the model has]")
-    pr.add_argument("--encoder", choices=("online", "target"), default="online",
-                    help="the online encoders, or the EMA targets (I-JEPA probes those) [online]")
+    pr.add_argument("--encoder", choices=("online", "target", "input"), default="online",
+                    help="the online encoders, the EMA targets (I-JEPA probes those), or no encoder: the inputs "
+                    "themselves (pixels, mean log-mel spectrum, bag of tokens), the floor training should clear [online]")
     pr.add_argument("--k", type=int, default=20, help="neighbours of the k-NN probe [20]")
     pr.add_argument("--random-init", action="store_true",
                     help="probe the run's architecture with fresh random weights instead (the reference any "
@@ -540,6 +541,8 @@ def _cmd_eval_probe(args: argparse.Namespace) -> None:
     from .retrieval.probe import format_probe, probe_eval
 
     model = _load(args)
+    if args.random_init and args.encoder == "input":
+        raise UsageError("--random-init probes an encoder; --encoder input probes no encoder: give one of them")
     if args.random_init:
         torch.manual_seed(args.seed)
         fresh = create_model(model.run_config, model.processors.tokenizer, vocab_size=None)
@@ -555,7 +558,8 @@ def _cmd_eval_probe(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise UsageError(str(e)) from None
     where = f"trained on {train}, scored on {test}" if test else f"80/20 split of {train}"
-    print(f"probes of the {args.encoder} encoders{' (random init)' if args.random_init else ''}, {where}")
+    what = "the inputs themselves (no encoder)" if args.encoder == "input" else f"the {args.encoder} encoders"
+    print(f"probes of {what}{' (random init)' if args.random_init else ''}, {where}")
     print(format_probe(results))
     _write_json(args.json, results)
 

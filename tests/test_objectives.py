@@ -179,6 +179,30 @@ def test_a_clip_run_evaluates_probes_and_fine_tunes_from_its_online_encoders(dem
     assert "no target encoders" in capsys.readouterr().err
 
 
+def test_input_probe_reads_pixels_mean_spectra_and_token_counts(demo, tmp_path, capsys):
+    from multijepa.retrieval.probe import labelled_features
+
+    run = tmp_path / "run"
+    _pretrain(demo, run, "train.max_steps=1")
+    model = load_run(run)
+    row = [json.loads(line) for line in (demo / "train.jsonl").read_text().splitlines()][3]
+    proc, tok = model.processors, model.processors.tokenizer
+    feats = {m: labelled_features(model, demo / "train.jsonl", m, "input", progress=False) for m in model.modalities}
+    x, labels, skipped = feats["image"]
+    assert skipped == 0 and labels[3] == row["label"]
+    assert np.allclose(x[3], proc.item("image", row["image"], demo).flatten().numpy())
+    clips = proc.item("audio", row["audio"], demo)  # (clips, mel, T) or (mel, T)
+    spectrum = clips.mean(-1).reshape(-1, clips.shape[-2]).mean(0)  # (mel,)
+    assert np.allclose(feats["audio"][0][3], spectrum.numpy(), atol=1e-5)
+    ids, length = tok([row["text"]])
+    words = ids[0, 1 : int(length[0]) - 1].numpy()  # without bos and eos
+    assert np.allclose(feats["text"][0][3], np.bincount(words, minlength=tok.vocab_size) / len(words), atol=1e-6)
+    assert main(["eval", "probe", "--checkpoint", str(run), "--encoder", "input", "--data", str(demo / "train.jsonl"),
+                 "--test", str(demo / "test.jsonl"), "--modality", "audio"]) == 0
+    assert "probes of the inputs themselves (no encoder)" in capsys.readouterr().out
+    assert main(["eval", "probe", "--checkpoint", str(run), "--encoder", "input", "--random-init"]) == 2
+
+
 def test_knn_probe_is_dinos_weighted_vote():
     from multijepa.retrieval.probe import KNN_TEMPERATURE, knn_probe
 

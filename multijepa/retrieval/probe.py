@@ -1,6 +1,10 @@
 """Probes of frozen encoder features against a label column: I-JEPA's evaluation of what an encoder
 learned, apart from the heads and the shared space.
 
+    input   not an encoder: the preprocessed inputs themselves (image pixels flattened, the audio
+            log-mel spectrum averaged over time, a caption's bag of token ids), the floor that
+            features worth training should clear (I-JEPA's table quotes raw pixels beside its probes)
+
     linear  scikit-learn's multinomial logistic regression on standardised mean-pooled features,
             its inverse regularisation C picked from C_GRID on a held-out fifth of the training rows
             (then refit on all of them)
@@ -32,13 +36,28 @@ def labelled_features(model: MultiJEPA, manifest: str | Path, modality: str, enc
     labels = manifest_labels(dataset)
     if labels is None:
         raise ValueError(f"{manifest}: no label column ('{dataset.source.columns.get('label', 'label')}') to probe against")
-    feats, _ = embed_rows(model, dataset, batch_size=batch_size, progress=progress,
-                          encode=lambda m, x: model.features(m, x, encoder))
+    encode = ((lambda m, x: input_features(model, m, x)) if encoder == "input"
+              else (lambda m, x: model.features(m, x, encoder)))
+    feats, _ = embed_rows(model, dataset, batch_size=batch_size, progress=progress, encode=encode)
     if modality not in feats:
         raise ValueError(f"{manifest}: no rows with {modality}")
     x, rows = feats[modality]
     keep = [i for i, r in enumerate(rows.tolist()) if labels[r] is not None]
     return x[keep].numpy(), [labels[r] for r in rows[keep].tolist()], len(rows) - len(keep)
+
+
+def input_features(model: MultiJEPA, modality: str, x: torch.Tensor) -> torch.Tensor:
+    """Preprocessed inputs -> (B, F) with no network: image (B, 3, H, W) -> its pixels; audio (B,
+    [clips,] mel, T) -> the mean log-mel spectrum (B, mel); text ids (B, L) -> token counts over the
+    vocabulary divided by the caption's length (bos, eos and padding left out)."""
+    if modality == "image":
+        return x.flatten(1).float()
+    if modality == "audio":
+        return x.float().mean(-1).flatten(1, -2).mean(1) if x.dim() == 4 else x.float().mean(-1)
+    tok = model.processors.tokenizer
+    keep = (x != tok.pad_id) & (x != tok.bos_id) & (x != tok.eos_id)  # (B, L)
+    counts = torch.zeros(x.shape[0], tok.vocab_size, device=x.device).scatter_add_(1, x, keep.float())
+    return counts / keep.sum(1, keepdim=True).clamp_min(1)
 
 
 def linear_probe(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str],
