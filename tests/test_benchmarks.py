@@ -47,7 +47,8 @@ def test_vs_clip_benchmark_runs_both_arms_and_prints_both_ratios(tmp_path):
         assert set(r["probe"]) == {"image", "text", "audio"} and len(r["P@1"]) == 6 and r["steps"] > 0
         assert ("vqa_accuracy" in r) == (r["arm"] != "pred_only")
     pred_only = next(r for r in result["results"] if r["arm"] == "pred_only")
-    assert set(pred_only["probe_random_init"]) == {"image", "text", "audio"}
+    assert set(pred_only["probe_random_init"]) == set(pred_only["probe_input"]) == {"image", "text", "audio"}
+    assert "random init: image lin" in out and "the inputs, no encoder: image lin" in out
     assert not any(k.startswith(("target_encoders.", "predictors.")) for k in _weights(tmp_path / "work/run_clip_1"))
 
 
