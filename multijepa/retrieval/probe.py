@@ -53,7 +53,8 @@ def input_features(model: MultiJEPA, modality: str, x: torch.Tensor) -> torch.Te
     if modality == "image":
         return x.flatten(1).float()
     if modality == "audio":
-        return x.float().mean(-1).flatten(1, -2).mean(1) if x.dim() == 4 else x.float().mean(-1)
+        spectrum = x.float().mean(-1)  # (B, [clips,] mel)
+        return spectrum.mean(1) if x.dim() == 4 else spectrum
     tok = model.processors.tokenizer
     keep = (x != tok.pad_id) & (x != tok.bos_id) & (x != tok.eos_id)  # (B, L)
     counts = torch.zeros(x.shape[0], tok.vocab_size, device=x.device).scatter_add_(1, x, keep.float())
