@@ -534,6 +534,8 @@ def _cmd_eval_zeroshot(args: argparse.Namespace) -> None:
 def _cmd_eval_probe(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise UsageError("--k must be >= 1")
+    if args.random_init and args.encoder == "input":
+        raise UsageError("--random-init probes an encoder; --encoder input probes no encoder: give one of them")
     import torch
 
     from .data.demo_paths import resolve_manifest
@@ -541,8 +543,6 @@ def _cmd_eval_probe(args: argparse.Namespace) -> None:
     from .retrieval.probe import format_probe, probe_eval
 
     model = _load(args)
-    if args.random_init and args.encoder == "input":
-        raise UsageError("--random-init probes an encoder; --encoder input probes no encoder: give one of them")
     if args.random_init:
         torch.manual_seed(args.seed)
         fresh = create_model(model.run_config, model.processors.tokenizer, vocab_size=None)
