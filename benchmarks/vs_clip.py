@@ -18,8 +18,10 @@ Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
 (trained on the demo's train split, `multijepa eval probe`), and VQA accuracy after the same short
 fine-tune. With `--pred-only` a third arm (`loss.bind_weight=0`) checks that prediction alone
-learns: its probes are printed beside those of the same towers at their random initialisation, and
-of the inputs themselves (`eval probe --encoder input`: pixels, mean log-mel spectrum, bag of tokens).
+learns: its probes are printed beside those of the same towers at their random initialisation, of
+the inputs themselves (`eval probe --encoder input`: pixels, mean log-mel spectrum, bag of tokens),
+and of the same towers trained on the label for as many steps (cross-entropy, a reference for how
+far the probes can move in that time).
 
 The last lines are `quality_ratio_vs_clip_paired: X` and `quality_ratio_vs_clip_scarce: Y`: the
 mean class-match P@1 of jepa over that of the better CLIP arm (for the fractions run: 1.0 is
@@ -44,8 +46,11 @@ import torch
 
 from multijepa.checkpoint import latest_checkpoint, load_train_state
 from multijepa.config import load_config
+from multijepa.data.collate import MultiModalCollator
+from multijepa.data.dataset import PairedDataset
 from multijepa.data.demo import generate_demo
-from multijepa.model import create_model, load_run
+from multijepa.model import EmbeddingHead, create_model, load_run
+from multijepa.retrieval.embed import manifest_labels, open_manifest
 from multijepa.retrieval.metrics import manifest_retrieval
 from multijepa.retrieval.probe import probe_eval
 from multijepa.retrieval.zeroshot import DEFAULT_TEMPLATES, read_classes, zero_shot_eval
@@ -99,6 +104,36 @@ def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_
 def probes(model, train: Path, test: Path, encoder: str = "online") -> dict:
     res = probe_eval(model, train, test, model.modalities, encoder, progress=False)
     return {m: {"linear": r["linear"]["top1"], "knn": r["knn"]["top1"]} for m, r in res.items()}
+
+
+def supervised_probes(run_config, tokenizer, train: Path, test: Path, steps: int) -> dict:
+    """The probes of the same towers (the random init's seed) after `steps` steps of training on the
+    label itself: cross-entropy through a linear classifier of each encoder's mean-pooled features,
+    the run's batch size and learning rate, AdamW, no schedule. A reference, not an arm: how far the
+    probes can move from the random towers' in the steps prediction alone had."""
+    torch.manual_seed(0)
+    model = create_model(run_config, tokenizer)
+    processors = model.processors
+    batch, lr = run_config.data.batch_size, run_config.optim.lr
+    for m in model.modalities:
+        dataset = PairedDataset(open_manifest(model, train, [m]).source, processors, cache=True)
+        labels = manifest_labels(dataset) or [None] * len(dataset)
+        labelled = [i for i, y in enumerate(labels) if y is not None]
+        classes = sorted({labels[i] for i in labelled})
+        encoder = model.encoders[m].train()
+        classifier = torch.nn.Linear(encoder.dim, len(classes))
+        opt = torch.optim.AdamW([*encoder.parameters(), *classifier.parameters()], lr=lr, weight_decay=0.05)
+        collate = MultiModalCollator([m], processors=processors, train=True)  # random audio crops
+        draw = torch.Generator().manual_seed(0)
+        for step in range(steps):
+            rows = [labelled[i] for i in torch.randint(len(labelled), (batch,), generator=draw).tolist()]
+            sub = collate([{**dataset[r], "batch_no": step, "slot": j} for j, r in enumerate(rows)])[m]
+            y = torch.tensor([classes.index(labels[rows[j]]) for j in sub["index"].tolist()])  # (B,)
+            loss = torch.nn.functional.cross_entropy(classifier(EmbeddingHead.pool(*encoder(sub["x"]))), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return probes(model.eval(), train, test)
 
 
 def train_arm(overrides: list[str], config: str, run: Path) -> tuple[float, int]:
@@ -160,6 +195,8 @@ def main() -> None:
                 fresh = create_model(model.run_config, model.processors.tokenizer).eval()
                 res["probe_random_init"] = probes(fresh, full, data / "test.jsonl")
                 res["probe_input"] = probes(model, full, data / "test.jsonl", encoder="input")
+                res["probe_supervised"] = supervised_probes(model.run_config, model.processors.tokenizer, full,
+                                                            data / "test.jsonl", steps)
             rows.append(res)
             scores[arm] = res["mean_P@1"]
             print(format_row(res), flush=True)
@@ -190,6 +227,8 @@ def format_row(r: dict) -> str:
         text += f"\n    random init: {format_probes(r['probe_random_init'])}"
     if "probe_input" in r:
         text += f"\n    the inputs, no encoder: {format_probes(r['probe_input'])}"
+    if "probe_supervised" in r:
+        text += f"\n    the towers trained on the label, same steps: {format_probes(r['probe_supervised'])}"
     return text
 
 

@@ -48,7 +48,21 @@ def test_vs_clip_benchmark_runs_both_arms_and_prints_both_ratios(tmp_path):
         assert ("vqa_accuracy" in r) == (r["arm"] != "pred_only")
     pred_only = next(r for r in result["results"] if r["arm"] == "pred_only")
     assert set(pred_only["probe_random_init"]) == set(pred_only["probe_input"]) == {"image", "text", "audio"}
+    assert set(pred_only["probe_supervised"]) == {"image", "text", "audio"}
     assert "random init: image lin" in out and "the inputs, no encoder: image lin" in out
+    assert "the towers trained on the label, same steps: image lin" in out
+    # the label-trained reference starts from the very towers probed as "random init"
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from vs_clip import supervised_probes
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from multijepa.model import load_run
+
+    model, data = load_run(tmp_path / "work/run_pred_only_1"), tmp_path / "work/data_1"
+    untrained = supervised_probes(model.run_config, model.processors.tokenizer, data / "train.jsonl",
+                                  data / "test.jsonl", steps=0)
+    assert untrained == pred_only["probe_random_init"]
     assert not any(k.startswith(("target_encoders.", "predictors.")) for k in _weights(tmp_path / "work/run_clip_1"))
 
 
