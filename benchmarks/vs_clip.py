@@ -158,7 +158,8 @@ def main() -> None:
     ap.add_argument("--jepa", nargs="*", default=[], metavar="key=value", help="overrides of the jepa arm")
     ap.add_argument("--clip", nargs="*", default=[], metavar="key=value", help="overrides of the clip arm")
     ap.add_argument("--pred-only", action="store_true",
-                    help="also train loss.bind_weight=0 (fraction 1.0) and probe it against the random towers")
+                    help="also train loss.bind_weight=0 (fraction 1.0) and probe it against the random towers, "
+                         "the inputs and the towers trained on the label")
     ap.add_argument("--work", default="benchmarks/results/vs_clip_work", help="data and run folders")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
