@@ -47,7 +47,6 @@ import torch
 from multijepa.checkpoint import latest_checkpoint, load_train_state
 from multijepa.config import load_config
 from multijepa.data.collate import MultiModalCollator
-from multijepa.data.dataset import PairedDataset
 from multijepa.data.demo import generate_demo
 from multijepa.model import EmbeddingHead, create_model, load_run
 from multijepa.retrieval.embed import manifest_labels, open_manifest
@@ -113,17 +112,16 @@ def supervised_probes(run_config, tokenizer, train: Path, test: Path, steps: int
     probes can move from the random towers' in the steps prediction alone had."""
     torch.manual_seed(0)
     model = create_model(run_config, tokenizer)
-    processors = model.processors
     batch, lr = run_config.data.batch_size, run_config.optim.lr
-    for m in model.modalities:
-        dataset = PairedDataset(open_manifest(model, train, [m]).source, processors, cache=True)
+    for m in (m for m in model.modalities if m not in model.frozen):  # a frozen tower stays as it is
+        dataset = open_manifest(model, train, [m], cache=True)
         labels = manifest_labels(dataset) or [None] * len(dataset)
         labelled = [i for i, y in enumerate(labels) if y is not None]
         classes = sorted({labels[i] for i in labelled})
         encoder = model.encoders[m].train()
         classifier = torch.nn.Linear(encoder.dim, len(classes))
         opt = torch.optim.AdamW([*encoder.parameters(), *classifier.parameters()], lr=lr, weight_decay=0.05)
-        collate = MultiModalCollator([m], processors=processors, train=True)  # random audio crops
+        collate = MultiModalCollator([m], processors=model.processors, train=True)  # random audio crops
         draw = torch.Generator().manual_seed(0)
         for step in range(steps):
             rows = [labelled[i] for i in torch.randint(len(labelled), (batch,), generator=draw).tolist()]

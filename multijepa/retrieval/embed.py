@@ -28,13 +28,14 @@ Embeddings = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (z (n_m
 
 
 def open_manifest(model: MultiJEPA, manifest: str | Path, modalities: list[str] | None = None,
-                  extra: tuple[str, ...] = ()) -> PairedDataset:
+                  extra: tuple[str, ...] = (), cache: bool = False) -> PairedDataset:
     """A manifest (or shards, or a saved folder) read with the run's column mapping; only the
-    columns of `modalities` (default: all the model has) are decoded; `extra` columns are kept."""
+    columns of `modalities` (default: all the model has) are decoded; `extra` columns are kept.
+    `cache`: keep decoded rows in memory, for a caller that reads them many times."""
     cfg = model.run_config
     src = SourceConfig(path=str(manifest), name=Path(str(manifest)).stem)
     source = open_source(src, cfg.data.columns, modalities or model.modalities, streaming=False, extra=extra)
-    return PairedDataset(source, model.processors)
+    return PairedDataset(source, model.processors, cache=cache)
 
 
 @torch.no_grad()
