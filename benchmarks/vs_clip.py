@@ -105,14 +105,19 @@ def probes(model, train: Path, test: Path, encoder: str = "online") -> dict:
     return {m: {"linear": r["linear"]["top1"], "knn": r["knn"]["top1"]} for m, r in res.items()}
 
 
-def supervised_probes(run_config, tokenizer, train: Path, test: Path, steps: int) -> dict:
-    """The probes of the same towers (the random init's seed) after `steps` steps of training on the
-    label itself: cross-entropy through a linear classifier of each encoder's mean-pooled features,
-    the run's batch size and learning rate, AdamW, no schedule. A reference, not an arm: how far the
-    probes can move from the random towers' in the steps prediction alone had."""
+def random_towers(run):
+    """A run's architecture at a fixed random initialisation (seed 0): the towers both references start from."""
     torch.manual_seed(0)
-    model = create_model(run_config, tokenizer)
-    batch, lr = run_config.data.batch_size, run_config.optim.lr
+    return create_model(run.run_config, run.processors.tokenizer)
+
+
+def supervised_probes(run, train: Path, test: Path, steps: int) -> dict:
+    """The probes of the run's `random_towers` after `steps` steps of training on the label itself:
+    cross-entropy through a linear classifier of each encoder's mean-pooled features, the run's
+    batch size and learning rate, AdamW, no schedule. A reference, not an arm: how far the probes
+    can move from the random towers' in the steps prediction alone had."""
+    model = random_towers(run)
+    batch, lr = run.run_config.data.batch_size, run.run_config.optim.lr
     for m in (m for m in model.modalities if m not in model.frozen):  # a frozen tower stays as it is
         dataset = open_manifest(model, train, [m], cache=True)
         labels = manifest_labels(dataset) or [None] * len(dataset)
@@ -190,12 +195,9 @@ def main() -> None:
                        ms_per_step=1000 * seconds / max(steps, 1),
                        grad_share_pred=sum(shares) / len(shares) if shares else None)
             if arm == "pred_only":
-                torch.manual_seed(0)
-                fresh = create_model(model.run_config, model.processors.tokenizer).eval()
-                res["probe_random_init"] = probes(fresh, full, data / "test.jsonl")
+                res["probe_random_init"] = probes(random_towers(model).eval(), full, data / "test.jsonl")
                 res["probe_input"] = probes(model, full, data / "test.jsonl", encoder="input")
-                res["probe_supervised"] = supervised_probes(model.run_config, model.processors.tokenizer, full,
-                                                            data / "test.jsonl", steps)
+                res["probe_supervised"] = supervised_probes(model, full, data / "test.jsonl", steps)
             rows.append(res)
             scores[arm] = res["mean_P@1"]
             print(format_row(res), flush=True)

@@ -60,8 +60,7 @@ def test_vs_clip_benchmark_runs_both_arms_and_prints_both_ratios(tmp_path):
     from multijepa.model import load_run
 
     model, data = load_run(tmp_path / "work/run_pred_only_1"), tmp_path / "work/data_1"
-    untrained = supervised_probes(model.run_config, model.processors.tokenizer, data / "train.jsonl",
-                                  data / "test.jsonl", steps=0)
+    untrained = supervised_probes(model, data / "train.jsonl", data / "test.jsonl", steps=0)
     assert untrained == pred_only["probe_random_init"]
     assert not any(k.startswith(("target_encoders.", "predictors.")) for k in _weights(tmp_path / "work/run_clip_1"))
 
