@@ -2,34 +2,39 @@
 
 For each paired fraction F (1.0: every demo scene one row with image, caption and sound; 0.1: only
 a tenth of the scenes, the rest split into one-modality rows, see `multijepa data demo
---paired-fraction`), two pretraining runs, one at a time, each stopped after `--seconds` of
-training (`train.max_seconds`):
+--paired-fraction`) and each seed, pretraining runs one at a time, each stopped after `--seconds`
+of training (`train.max_seconds`). The arms:
 
-  jepa  `loss.objective=jepa` (the default recipe, plus `--jepa` overrides). With F < 1 it trains
-        on every row: a mixture of the paired rows and the one-modality rows, half the batch each
-        (prediction learns from single rows, binding from pairs).
-  clip  `loss.objective=clip`: binding alone on unmasked inputs, no masks, target encoders or
-        predictors. It can use pairs only, so with F < 1 it trains on the paired rows (64 pairs
-        per batch), as a CLIP user would.
-  clip_mix  (F < 1 only) the CLIP objective on jepa's own mixture: the same batches (32 pairs
-        and 32 single rows, which give binding nothing), so only the objective differs.
+  jepa      the default recipe of the config (masked binding, prediction late), plus `--jepa`
+            overrides. With F < 1 it trains on the one manifest of every row (`train.jsonl`), as a
+            user with one file would: pair-aware batching (`data.min_pair_fraction`) draws half of
+            each batch from its pairs, half from its single-modality rows.
+  clip      `loss.objective=clip` on whole inputs (no masks, target encoders or predictors). With
+            F < 1 on the paired rows alone (64 pairs per batch), as a CLIP user would.
+  flip      the same, binding a random half of the image and audio patches (FLIP): the CLIP arm
+            with the same speed trick as the default.
+  clip_mix  (F < 1) unmasked CLIP on jepa's own manifest and batches: only the objective differs.
+  --ablations adds one arm per change of the default: jepa_early (`loss.pred_start=0`), jepa_whole
+            (`bind_mask_ratio=0`: no FLIP masking) and, with F < 1, jepa_nofloor (`data.min_pair_fraction=0`).
 
 Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
-(trained on the demo's train split, `multijepa eval probe`), and VQA accuracy after the same short
-fine-tune. With `--pred-only` a third arm (`loss.bind_weight=0`) checks that prediction alone
-learns: its probes are printed beside those of the same towers at their random initialisation, of
-the inputs themselves (`eval probe --encoder input`: pixels, mean log-mel spectrum, bag of tokens),
-and of the same towers trained on the label for as many steps (cross-entropy, a reference for how
-far the probes can move in that time).
+(trained on the demo's train split, `multijepa eval probe`), VQA accuracy after the same short
+fine-tune with the encoders frozen (`--freeze-encoders`; `--vqa-tune` tunes them instead), and the
+order test (`order.py`: own caption and sound against those of the scene with two objects' places
+swapped). With `--pred-only` an arm `loss.bind_weight=0 loss.pred_start=0` checks that prediction
+alone learns: its probes are printed beside those of the same towers at their random
+initialisation, of the inputs themselves, and of the same towers trained on the label for as many
+steps (cross-entropy, a reference for how far the probes can move in that time).
 
-The last lines are `quality_ratio_vs_clip_paired: X` and `quality_ratio_vs_clip_scarce: Y`: the
-mean class-match P@1 of jepa over that of the better CLIP arm (for the fractions run: 1.0 is
-"paired", any other "scarce"; against clip on pairs alone it is also printed, as
-`quality_ratio_vs_clip_pairs_only_scarce`).
+The last lines, per seed then averaged: `quality_ratio_vs_clip_paired` (jepa's mean class-match
+P@1 over clip's, F = 1), `quality_ratio_vs_clip_scarce` (over clip_mix's, the same mixture),
+`quality_ratio_vs_clip_pairs_only_scarce` (over clip's on the pairs alone), `retrieval_delta_vs_flip_paired`,
+`frozen_vqa_delta_vs_clip`, `order_accuracy` per arm, and `step_time_ratio_vs_clip` (jepa's mean
+step time over the whole run, prediction phase included, over clip's, F = 1).
 
-    python benchmarks/vs_clip.py                        # 240 s per arm, fractions 1.0 and 0.1
-    python benchmarks/vs_clip.py --seconds 60 --fractions 0.1 --jepa model.ema_horizon=0.05
+    python benchmarks/vs_clip.py                        # 240 s per arm, fractions 1.0 and 0.1, seed 0
+    python benchmarks/vs_clip.py --seconds 120 --seeds 0 1 --ablations
 """
 
 from __future__ import annotations
@@ -58,27 +63,28 @@ from multijepa.vqa.config import load_vqa_config
 from multijepa.vqa.train import train_vqa
 
 from common import machine, write_result
+from order import order_accuracy
+
+WHOLE = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0"]
+FLIP = ["model.image.bind_mask_ratio=0.5", "model.audio.bind_mask_ratio=0.5"]
+ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_whole": WHOLE, "jepa_nofloor": ["data.min_pair_fraction=0"]}
 
 
-def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str]) -> list[str]:
+def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str], seed: int = 0) -> list[str]:
     """The config overrides of one arm on the demo data of one paired fraction."""
-    common = [f"train.max_seconds={seconds}", "train.max_steps=100000", "train.ckpt_every=100000"]
-    if arm == "clip":
+    common = [f"train.max_seconds={seconds}", "train.max_steps=100000", "train.ckpt_every=100000", f"train.seed={seed}"]
+    mixture = [f"data.train={data / 'train.jsonl'}"]  # with F < 1 one manifest of pairs and single rows
+    if arm in ("clip", "flip"):
         train = data / ("train_paired.jsonl" if fraction < 1 else "train.jsonl")
-        return [*common, f"data.train={train}", "loss.objective=clip", *extra]
-    if fraction < 1:  # jepa, pred_only and clip_mix: every row, half the batch pairs
-        sources = (f"data.sources=[{{path: {data / 'train_paired.jsonl'}, weight: 1}}, "
-                   f"{{path: {data / 'train_single.jsonl'}, weight: 1}}]")
-        data_args = [sources]
-    else:
-        data_args = [f"data.train={data / 'train.jsonl'}"]
+        return [*common, f"data.train={train}", "loss.objective=clip", *(FLIP if arm == "flip" else WHOLE), *extra]
     if arm == "clip_mix":
-        return [*common, *data_args, "loss.objective=clip", *extra]
-    pred_only = ["loss.bind_weight=0"] if arm == "pred_only" else []
-    return [*common, *data_args, "loss.objective=jepa", *extra, *pred_only]
+        return [*common, *mixture, "loss.objective=clip", *WHOLE, *extra]
+    pred_only = ["loss.bind_weight=0", "loss.pred_start=0"] if arm == "pred_only" else []
+    return [*common, *mixture, "loss.objective=jepa", *extra, *ABLATIONS.get(arm, []), *pred_only]
 
 
-def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_data: Path) -> dict:
+def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_data: Path,
+             vqa_tune: bool = False) -> dict:
     """Every figure of one trained arm, on the held-out split."""
     test = data / "test.jsonl"
     ret, _ = manifest_retrieval(model, test, progress=False)
@@ -91,8 +97,10 @@ def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_
     zs = zero_shot_eval(model, test, read_classes(data / "classes.txt"), list(DEFAULT_TEMPLATES), progress=False)
     out["zeroshot_top1"] = {m: r["top1"] for m, r in zs.items()}
     out["probe"] = probes(model, probe_data, test)
+    out["order"] = order_accuracy(model, test)
     if vqa_steps > 0:
-        cfg = load_vqa_config("vqa_demo", [f"train.max_steps={vqa_steps}", "train.log_every=1000000"])
+        frozen = [] if vqa_tune else ["optim.encoder_lr_scale=0"]  # as `vqa train --freeze-encoders`
+        cfg = load_vqa_config("vqa_demo", [f"train.max_steps={vqa_steps}", "train.log_every=1000000", *frozen])
         with contextlib.redirect_stdout(io.StringIO()):
             last = train_vqa(run, data / "vqa_train.jsonl", vqa_dir, cfg, eval_data=data / "vqa_test.jsonl",
                              progress=False)
@@ -152,14 +160,20 @@ def train_arm(overrides: list[str], config: str, run: Path) -> tuple[float, int]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="demo", help="pretraining config of both arms [demo]")
+    ap.add_argument("--config", default="demo", help="pretraining config of every arm [demo]")
     ap.add_argument("--seconds", type=float, default=240.0, help="training seconds per arm [240]")
     ap.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1], help="paired fractions [1.0 0.1]")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each repeat of every arm [0]")
+    ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], help="arms to train [clip flip jepa]; "
+                    "clip_mix joins them with F < 1")
+    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_whole (and jepa_nofloor "
+                    "with F < 1): one change of the default each")
     ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")
     ap.add_argument("--n-test", type=int, default=600, help="held-out scenes [600]")
     ap.add_argument("--vqa-steps", type=int, default=150, help="VQA fine-tuning steps per arm; 0 skips VQA [150]")
-    ap.add_argument("--jepa", nargs="*", default=[], metavar="key=value", help="overrides of the jepa arm")
-    ap.add_argument("--clip", nargs="*", default=[], metavar="key=value", help="overrides of the clip arm")
+    ap.add_argument("--vqa-tune", action="store_true", help="VQA tunes the encoders (default: frozen)")
+    ap.add_argument("--jepa", nargs="*", default=[], metavar="key=value", help="overrides of the jepa arms")
+    ap.add_argument("--clip", nargs="*", default=[], metavar="key=value", help="overrides of the clip arms")
     ap.add_argument("--pred-only", action="store_true",
                     help="also train loss.bind_weight=0 (fraction 1.0) and probe it against the random towers, "
                          "the inputs and the towers trained on the label")
@@ -169,48 +183,81 @@ def main() -> None:
 
     work = Path(args.work)
     torch.manual_seed(0)
-    print(f"machine: {json.dumps(machine())}; {args.seconds:g} s of training per arm, config {args.config}",
-          flush=True)
-    rows, ratios = [], {}
+    print(f"machine: {json.dumps(machine())}; {args.seconds:g} s of training per arm, config {args.config}, "
+          f"seeds {args.seeds}", flush=True)
+    rows = []
     for fraction in args.fractions:
         data = work / f"data_{fraction:g}"
         generate_demo(data, n_train=args.n, n_test=args.n_test, progress=False, paired_fraction=fraction)
         if fraction < 1 and not (work / "data_1" / "train.jsonl").exists():
             generate_demo(work / "data_1", n_train=args.n, n_test=args.n_test, progress=False)
         full = work / "data_1" / "train.jsonl"  # the probes train on every scene whole, whatever F
-        arms = ["jepa", "clip"] + (["clip_mix"] if fraction < 1 else [])
+        arms = list(args.arms) + (["clip_mix"] if fraction < 1 and "clip" in args.arms else [])
+        arms += [a for a in ABLATIONS if args.ablations and (a != "jepa_nofloor" or fraction < 1)]
         arms += ["pred_only"] if args.pred_only and fraction == 1.0 else []
-        scores = {}
-        for arm in arms:
-            extra = args.clip if arm.startswith("clip") else args.jepa
-            run = work / f"run_{arm}_{fraction:g}"
-            print(f"paired fraction {fraction:g}: training {arm} ...", flush=True)
-            seconds, steps = train_arm(arm_overrides(arm, data, fraction, args.seconds, extra), args.config, run)
-            model = load_run(run)
-            res = evaluate(model, data, work / f"vqa_{arm}_{fraction:g}", run,
-                           0 if arm == "pred_only" else args.vqa_steps, full)
-            logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-            shares = [r["grad_share/pred"] for r in logged if "grad_share/pred" in r]
-            res.update(arm=arm, paired_fraction=fraction, steps=steps, seconds=seconds,
-                       ms_per_step=1000 * seconds / max(steps, 1),
-                       grad_share_pred=sum(shares) / len(shares) if shares else None)
-            if arm == "pred_only":
-                res["probe_random_init"] = probes(random_towers(model).eval(), full, data / "test.jsonl")
-                res["probe_input"] = probes(model, full, data / "test.jsonl", encoder="input")
-                res["probe_supervised"] = supervised_probes(model, full, data / "test.jsonl", steps)
-            rows.append(res)
-            scores[arm] = res["mean_P@1"]
-            print(format_row(res), flush=True)
-        best_clip = max(v for k, v in scores.items() if k.startswith("clip"))
-        if fraction < 1:
-            ratios["pairs_only_scarce"] = scores["jepa"] / max(scores["clip"], 1e-9)
-        ratios["paired" if fraction == 1.0 else "scarce"] = scores["jepa"] / max(best_clip, 1e-9)
+        for seed in args.seeds:
+            for arm in arms:
+                extra = args.clip if arm in ("clip", "flip", "clip_mix") else args.jepa
+                run = work / f"run_{arm}_{fraction:g}_s{seed}"
+                print(f"paired fraction {fraction:g}, seed {seed}: training {arm} ...", flush=True)
+                seconds, steps = train_arm(arm_overrides(arm, data, fraction, args.seconds, extra, seed), args.config, run)
+                model = load_run(run)
+                res = evaluate(model, data, work / f"vqa_{arm}_{fraction:g}_s{seed}", run,
+                               0 if arm == "pred_only" else args.vqa_steps, full, args.vqa_tune)
+                logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+                shares = [r["grad_share/pred"] for r in logged if "grad_share/pred" in r]
+                ranks = {m: [r[f"rankme/{m}"] for r in logged if f"rankme/{m}" in r] for m in model.modalities}
+                res.update(arm=arm, paired_fraction=fraction, seed=seed, steps=steps, seconds=seconds,
+                           ms_per_step=1000 * seconds / max(steps, 1),
+                           grad_share_pred=sum(shares) / len(shares) if shares else None,
+                           rankme_min={m: min(v) for m, v in ranks.items() if v},
+                           rankme_last={m: v[-1] for m, v in ranks.items() if v},
+                           pred_from_step=next((r["step"] for r in logged if r.get("predicting")), None))
+                if arm == "pred_only":
+                    res["probe_random_init"] = probes(random_towers(model).eval(), full, data / "test.jsonl")
+                    res["probe_input"] = probes(model, full, data / "test.jsonl", encoder="input")
+                    res["probe_supervised"] = supervised_probes(model, full, data / "test.jsonl", steps)
+                rows.append(res)
+                print(format_row(res), flush=True)
 
-    write_result(args.json, {"machine": machine(), "seconds": args.seconds, "config": args.config, "jepa_overrides": args.jepa,
-                             "clip_overrides": args.clip, "results": rows,
-                             **{f"quality_ratio_vs_clip_{k}": v for k, v in ratios.items()}})
-    for k in sorted(ratios, key=lambda k: ("pairs_only" not in k, k)):  # the two main ratios last
-        print(f"quality_ratio_vs_clip_{k}: {ratios[k]:.3f}")
+    summary = summarise(rows, args.seeds)
+    write_result(args.json, {"machine": machine(), "seconds": args.seconds, "config": args.config, "seeds": args.seeds,
+                             "jepa_overrides": args.jepa, "clip_overrides": args.clip, "results": rows, **summary})
+    for k, v in summary.items():
+        print(f"{k}: {json.dumps(v) if isinstance(v, dict) else f'{v:.3f}'}")
+
+
+def summarise(rows: list[dict], seeds: list[int]) -> dict:
+    """The headline figures of `rows`, per seed ("..._s0") and their mean over the seeds."""
+    def get(arm, fraction, seed):
+        return next((r for r in rows if r["arm"] == arm and r["paired_fraction"] == fraction and r["seed"] == seed), None)
+
+    out: dict = {}
+    per: dict[str, list[float]] = {}
+    for seed in seeds:
+        figures = {}
+        jp, cp, fp = get("jepa", 1.0, seed), get("clip", 1.0, seed), get("flip", 1.0, seed)
+        if jp and cp:
+            figures["quality_ratio_vs_clip_paired"] = jp["mean_P@1"] / max(cp["mean_P@1"], 1e-9)
+            figures["step_time_ratio_vs_clip"] = jp["ms_per_step"] / cp["ms_per_step"]
+            if "vqa_accuracy" in jp and "vqa_accuracy" in cp:
+                figures["frozen_vqa_delta_vs_clip"] = jp["vqa_accuracy"] - cp["vqa_accuracy"]
+        if jp and fp:
+            figures["retrieval_delta_vs_flip_paired"] = jp["mean_R@1"] - fp["mean_R@1"]
+        scarce = sorted({r["paired_fraction"] for r in rows if r["paired_fraction"] < 1})
+        for fraction in scarce[:1]:
+            js, cm, cs = get("jepa", fraction, seed), get("clip_mix", fraction, seed), get("clip", fraction, seed)
+            if js and cm:
+                figures["quality_ratio_vs_clip_scarce"] = js["mean_P@1"] / max(cm["mean_P@1"], 1e-9)
+            if js and cs:
+                figures["quality_ratio_vs_clip_pairs_only_scarce"] = js["mean_P@1"] / max(cs["mean_P@1"], 1e-9)
+        for k, v in figures.items():
+            out[f"{k}_s{seed}"] = v
+            per.setdefault(k, []).append(v)
+    out["order_accuracy"] = {f"{r['arm']}_F{r['paired_fraction']:g}_s{r['seed']}": r["order"] for r in rows if "order" in r}
+    for k, v in per.items():
+        out[k] = sum(v) / len(v)
+    return out
 
 
 def format_probes(probes: dict) -> str:
@@ -223,7 +270,10 @@ def format_row(r: dict) -> str:
             + " ".join(f"{m} {v:.3f}" for m, v in r["zeroshot_top1"].items())
             + (f"  VQA {r['vqa_accuracy']:.3f}" if "vqa_accuracy" in r else "")
             + (f"  pred grad share {r['grad_share_pred']:.3f}" if r.get("grad_share_pred") is not None else "")
-            + f"\n    probes: {format_probes(r['probe'])}")
+            + f"\n    probes: {format_probes(r['probe'])}"
+            + "\n    order (own vs swapped places): " + " ".join(f"{k} {v:.3f}" for k, v in r.get("order", {}).items() if k != "n")
+            + "  RankMe min/last: " + " ".join(f"{m} {r['rankme_min'][m]:.1f}/{r['rankme_last'][m]:.1f}"
+                                                for m in r.get("rankme_min", {})))
     if "probe_random_init" in r:
         text += f"\n    random init: {format_probes(r['probe_random_init'])}"
     if "probe_input" in r:

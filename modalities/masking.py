@@ -27,7 +27,7 @@ import torch
 from modalities.errors import DataError
 from modalities.seeding import mix_seeds
 
-__all__ = ["MultiBlockMasker", "SpanMasker"]
+__all__ = ["MultiBlockMasker", "RandomKeepMasker", "SpanMasker"]
 
 class _RowRandom:
     """One generator per row, seeded from (base, key): a row's draws never depend on the other rows."""
@@ -280,3 +280,27 @@ class SpanMasker:
     @staticmethod
     def _spans(pos: torch.Tensor, start: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
         return (pos >= start[..., None]) & (pos < (start + span)[..., None])  # (R, K, Lmax)
+
+
+class RandomKeepMasker:
+    """FLIP's masking (Li et al. 2023): each row keeps a random `1 - ratio` of its `num_tokens`
+    tokens, the same number in every row (so the kept tokens stack without padding), drawn from the
+    row's own generator (see the module docstring). What binding embeds in training: the encoder sees
+    only the kept tokens, which is most of what makes a masked step cheaper than an unmasked one."""
+
+    def __init__(self, num_tokens: int, ratio: float):
+        if num_tokens < 1:
+            raise ValueError(f"num_tokens={num_tokens}: need at least 1")
+        if not 0.0 <= ratio < 1.0:
+            raise ValueError(f"ratio={ratio}: need a share in [0, 1)")
+        self.num_tokens, self.ratio = int(num_tokens), float(ratio)
+        self.keep = max(1, round(self.num_tokens * (1.0 - self.ratio)))
+
+    def __call__(self, batch_size: int, generator: torch.Generator,
+                 row_keys: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """-> (B, keep) int64 sorted token indices of each row."""
+        B = int(batch_size)
+        if B < 1:
+            raise ValueError(f"batch_size={batch_size}: need at least 1")
+        rr = _RowRandom(int(torch.randint(2**62, (1,), generator=generator)), _row_keys(row_keys, B))
+        return rr.rand(None, self.num_tokens).argsort(dim=1)[:, : self.keep].sort(dim=1).values

@@ -138,7 +138,8 @@ class SpanMaskConfig:
 
 @dataclass
 class ImageConfig:
-    RANGES: ClassVar = {"size": COUNT, "patch": COUNT, "mean": ANY, "std": POSITIVE}
+    RANGES: ClassVar = {"size": COUNT, "patch": COUNT, "mean": ANY, "std": POSITIVE,
+                        "bind_mask_ratio": Range(0, 1, hi_open=True)}
 
     size: int = 64
     patch: int = 8
@@ -148,6 +149,10 @@ class ImageConfig:
     # keep the encoder's weights as they are (no gradient, no EMA copy, no prediction term, norms in
     # eval mode): binding trains the other towers and the heads toward it (ImageBind's recipe)
     freeze: bool = False
+    # FLIP: the share of patches dropped, at random per row, from what binding embeds in training (the
+    # encoder sees only the rest, so a step costs about that much less); 0 embeds the whole input.
+    # Evaluation and `embed` never mask. In a run's prediction phase the prediction context serves instead.
+    bind_mask_ratio: float = 0.5
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -174,7 +179,8 @@ class TextConfig:
 @dataclass
 class AudioConfig:
     RANGES: ClassVar = {"sample_rate": Range(1000), "num_mel_bins": COUNT, "target_frames": COUNT, "patch": COUNT,
-                        "mean": ANY, "std": POSITIVE, "eval_clips": COUNT, "max_full_seconds": POSITIVE}
+                        "mean": ANY, "std": POSITIVE, "eval_clips": COUNT, "max_full_seconds": POSITIVE,
+                        "bind_mask_ratio": Range(0, 1, hi_open=True)}
     CHOICES: ClassVar = {"train_crop": ("random", "start")}
 
     sample_rate: int = 16000
@@ -190,6 +196,7 @@ class AudioConfig:
     # model's weights are adapted (patch embedding summed over colours, positions resampled to the grid)
     pretrained: str | None = None
     freeze: bool = False  # fixed weights, as model.image.freeze
+    bind_mask_ratio: float = 0.5  # as model.image.bind_mask_ratio (patches of the spectrogram)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: BlockMaskConfig = field(default_factory=lambda: BlockMaskConfig(full_height_prob=0.75))
 
@@ -207,7 +214,8 @@ class PredictorConfig:
 @dataclass
 class ModelConfig:
     RANGES: ClassVar = {"embed_dim": COUNT, "target_layers": COUNT, "ema_momentum": Range(0, 1, ordered=True),
-                        "ema_horizon": Range(0, 1, hi_open=True), "init_temperature": POSITIVE}
+                        "ema_horizon": Range(0, 1, hi_open=True), "ema_horizon_max_steps": COUNT,
+                        "init_temperature": POSITIVE}
     CHOICES: ClassVar = {"target": ("ema", "sigreg"), "target_norm": ("layer", "instance", "position", "instance_position")}
 
     modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])
@@ -222,6 +230,9 @@ class ModelConfig:
     # length. I-JEPA's 0.996 is a 250-step average, tuned for runs of ~100k steps; in a run of 300 it
     # leaves half the target's random initial weights in place at the end. 0 keeps ema_momentum.
     ema_horizon: float = 0.05
+    # ... but never longer than this many steps (I-JEPA's 0.996 is a 250-step average): a 100k-step run
+    # would otherwise start at 1 - 1/5000 and keep most of its random initial target through warm-up
+    ema_horizon_max_steps: int = 250
     # where prediction targets come from: "ema" (I-JEPA: an EMA copy of each encoder) or "sigreg"
     # (LeJEPA: the online encoder itself under stop-gradient, no copy, with loss.sigreg_weight > 0
     # keeping its features from collapsing)
@@ -254,7 +265,9 @@ SOURCE_FORMATS = ("auto", "json", "csv", "parquet", "saved", "webdataset", "hub"
 @dataclass
 class LossConfig:
     RANGES: ClassVar = {"pred_weight": NON_NEGATIVE, "bind_weight": NON_NEGATIVE, "variance_weight": NON_NEGATIVE,
-                        "sigreg_weight": NON_NEGATIVE, "collapse_std": NON_NEGATIVE, "collapse_patience": COUNT}
+                        "sigreg_weight": NON_NEGATIVE, "collapse_std": NON_NEGATIVE, "collapse_patience": COUNT,
+                        "pred_start": Range(0, 1, hi_open=True), "pred_warmup_steps": NON_NEGATIVE,
+                        "rankme_floor": NON_NEGATIVE}
     CHOICES: ClassVar = {"objective": OBJECTIVES, "bind_input": BIND_INPUTS}
 
     # jepa: masked latent prediction + binding. clip: binding alone (open_clip's symmetric InfoNCE) on
@@ -265,15 +278,28 @@ class LossConfig:
     # 0 also builds no target encoders or predictors.
     pred_weight: float = 30.0
     bind_weight: float = 1.0
-    # what the binding term embeds in a jepa run: the unmasked input, as inference sees it (a second
-    # online forward, of the rows that have a second modality), or the masked context the predictor
-    # reads (one online forward, as FLIP: cheaper, but on the demo data it costs most of retrieval)
-    bind_input: str = "full"
+    # When prediction starts, as a share of the run (of train.max_steps, or of train.max_seconds in a
+    # time-budgeted run), as SigLIP 2 adds its masked-prediction terms for the last 20 % only: before it
+    # the run binds alone (no target encoder or predictor runs); at it each target encoder is copied from
+    # its online encoder and the predictors start. 0: prediction from the first step.
+    pred_start: float = 0.8
+    # after pred_start: the predictors' learning rate warms up from 0 over this many steps (then decays
+    # with the run's cosine), and the prediction weight ramps from 0 to pred_weight alongside
+    pred_warmup_steps: int = 10
+    # what the binding term embeds while the run predicts: "context", the masked context the predictor
+    # reads, for the modalities with model.<m>.bind_mask_ratio > 0 (one online forward, as FLIP; text and
+    # ratio-0 modalities still bind their whole input); or "full", the unmasked input of every modality,
+    # as inference sees it (a second online forward of the rows that have a second modality; costlier)
+    bind_input: str = "context"
     bind_anchor: str | None = None  # e.g. "image": bind only pairs that include it (ImageBind)
     variance_weight: float = 0.0  # optional VICReg-style variance term on the shared embeddings
     sigreg_weight: float = 0.0  # SIGReg on the online encoders' context tokens (needed by model.target=sigreg)
     collapse_std: float = 1e-4  # stop when the target features' std falls below this
     collapse_patience: int = 20  # ... for this many consecutive log steps
+    # warn (log line and `collapse/shared/<m>` in metrics.jsonl) when the RankMe of a modality's shared
+    # embeddings in a log step falls below this share of its most (min(rows, embed_dim)): the shared space
+    # is collapsing (e.g. binding over too few pairs per batch, see data.min_pair_fraction)
+    rankme_floor: float = 0.1
 
     @property
     def predicts(self) -> bool:
@@ -305,7 +331,7 @@ class SourceConfig:
 @dataclass
 class DataConfig:
     RANGES: ClassVar = {"batch_size": COUNT, "shuffle_buffer": COUNT, "max_bad_fraction": SHARE,
-                        "num_workers": NON_NEGATIVE, "prefetch_factor": COUNT}
+                        "num_workers": NON_NEGATIVE, "prefetch_factor": COUNT, "min_pair_fraction": Range(0, 1, hi_open=True)}
     CHOICES: ClassVar = {"on_error": ("raise", "skip")}
 
     train: str | None = None  # one manifest (shorthand for a single source); None = the built-in demo data
@@ -324,6 +350,11 @@ class DataConfig:
     prefetch_factor: int = 4
     pin_memory: bool = True  # only takes effect on CUDA
     cache_decoded: bool = False  # keep decoded samples in memory after the first epoch (small map-style data)
+    # Pair-aware batching: a map-style source whose rows are partly pairs (two or more modalities) and
+    # partly single-modality rows, with fewer pairs than this share, is drawn as two parts, its pairs
+    # taking this share of its batch slots: InfoNCE over the few pairs of a natural mixture's batch is
+    # satisfied by a collapsed space. 0 draws rows as they come.
+    min_pair_fraction: float = 0.5
 
 
 @dataclass

@@ -175,7 +175,8 @@ class MultiJEPA(nn.Module):
     Both are handed out with the model by `create_model` and `from_pretrained` (end of this file)."""
 
     def __init__(self, cfg: ModelConfig, vocab_size: int | None = None, processors: Processors | None = None,
-                 run_config: Config | None = None, predict: bool = True, bind_input: str = "context"):
+                 run_config: Config | None = None, predict: bool = True, bind_input: str = "context",
+                 pred_start: float = 0.0):
         super().__init__()
         self.cfg = cfg
         self.modalities = list(cfg.modalities)
@@ -218,6 +219,11 @@ class MultiJEPA(nn.Module):
             torch.tensor(math.log(1.0 / cfg.init_temperature)), requires_grad=cfg.learn_temperature
         )
         self.clamp_logit_scale()
+        # the prediction phase (`loss.pred_start`), saved with the weights: before it the target
+        # encoders are unused copies, and what evaluations read is the online encoder
+        self.pred_start = pred_start
+        self.register_buffer("prediction_on", torch.tensor(predict and pred_start == 0))
+        self._predicting = bool(self.prediction_on)
         self.processors = processors
         self.run_config = run_config
 
@@ -227,77 +233,133 @@ class MultiJEPA(nn.Module):
         learned tokens that a submodule lists in its `no_weight_decay()` (timm's convention).
         "apply_wd" marks the groups whose decay follows the schedule. With `optim.lr_scale` set for
         a modality (any scale not 1), every learned encoder gets its own pair of groups at
-        lr * its scale ("lr_scale", which the schedule applies); otherwise there are two groups."""
+        lr * its scale ("lr_scale", which the schedule applies); with a late prediction phase
+        (`loss.pred_start` > 0) the predictors get theirs ("phase": "pred", warmed up from the phase's
+        first step); otherwise there are two groups."""
         skip = {f"{prefix}.{name}" for prefix, mod in self.named_modules()
                 if mod is not self and hasattr(mod, "no_weight_decay") for name in mod.no_weight_decay()}
         scales = getattr(optim, "lr_scale", None)
         split = scales is not None and any(getattr(scales, m) != 1.0 for m in self.modalities if m not in self.frozen)
+        late = self.predictors is not None and self.pred_start > 0  # predictors on their own schedule
         buckets: dict[str, tuple[list, list]] = {"": ([], [])}
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
             key = name.split(".")[1] if split and name.startswith("encoders.") else ""
+            key = "predictors" if late and name.startswith("predictors.") else key
             decay, no_decay = buckets.setdefault(key, ([], []))
             (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
         groups = []
         for key, (decay, no_decay) in buckets.items():
-            scale = {"lr_scale": float(getattr(scales, key))} if key else {}
-            groups += [{"params": decay, "apply_wd": True, **scale},
-                       {"params": no_decay, "apply_wd": False, "weight_decay": 0.0, **scale}]
+            extra = {"phase": "pred"} if key == "predictors" else {"lr_scale": float(getattr(scales, key))} if key else {}
+            groups += [{"params": decay, "apply_wd": True, **extra},
+                       {"params": no_decay, "apply_wd": False, "weight_decay": 0.0, **extra}]
         return [g for g in groups if g["params"]]
 
     # ------------------------------------------------------------------ training forward
 
     def forward(self, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
-        """batch: from `MultiModalCollator`, with masks for a JEPA run (without: the CLIP objective,
-        every token seen). For each modality m present: {"z": (B_m, E), "index": (B_m,) the batch
-        positions of z's rows (with bind_input "full" only the rows that have another modality) and, when
-        the model predicts, "pred": (B_m, T, D), "target": (B_m, T, D), "target_valid": (B_m, T) or
-        None, "context": (B_m, Nc, D) the online features, "context_valid": (B_m, Nc) or None."""
-        present = [m for m in self.modalities if m in batch]
-        size = batch["size"]
-        context: dict[str, torch.Tensor] = {}
-        valid: dict[str, torch.Tensor | None] = {}
-        for m in present:
-            # (B_m, Nc, D); context indices of -1 are padding, masked out everywhere below
-            with record_function(f"forward/online/{m}"):
-                if m in self.frozen:  # nothing to learn or predict: its whole input, once, no graph
-                    with torch.no_grad():
-                        context[m], valid[m] = self.encoders[m](batch[m]["x"])
-                else:
-                    context[m], valid[m] = self.encoders[m](batch[m]["x"], keep=batch[m].get("context"))
+        """batch: from `MultiModalCollator`. For each modality m present: {"z": (B_m, E), "index":
+        (B_m,) the batch positions of z's rows (only the rows that have another modality where binding
+        needed a second, unmasked forward) and, while the model predicts, "pred": (B_m, T, D),
+        "target": (B_m, T, D), "target_valid": (B_m, T) or None, "context": (B_m, Nc, D) the online
+        features, "context_valid": (B_m, Nc) or None.
 
-        # what binding embeds: the context tokens, or (bind_input "full") a second, unmasked forward
-        # of the rows that have another modality (a row with one modality is never bound)
-        # (model.target "sigreg": of every row, and that forward, detached, is also the targets)
-        pooled, z_index = {}, {}  # (B'_m, D), (B'_m,)
-        unmasked: dict[str, torch.Tensor] = {}  # (B_m, N, D) online features of whole inputs, for sigreg targets
-        unmasked_valid: dict[str, torch.Tensor | None] = {}
-        reuse = self.predictors is not None and self.target_encoders is None
-        for m in present:
-            pooled[m], z_index[m] = EmbeddingHead.pool(context[m], valid[m]), batch[m]["index"]
-            if self.bind_input == "full" and "context" in batch[m] and m not in self.frozen:
-                idx = batch[m]["index"]
-                others = [batch[o]["index"] for o in present if o != m]
-                bound = torch.isin(idx, torch.cat(others)) if others else torch.zeros_like(idx, dtype=torch.bool)
-                sel = bound.nonzero().squeeze(1)
-                z_index[m] = idx[sel]
-                pooled[m] = context[m].new_zeros(0, context[m].shape[-1])
-                if reuse:
-                    with record_function(f"forward/online_full/{m}"):
-                        feats, ok = self.encoders[m](batch[m]["x"])
-                    unmasked[m], unmasked_valid[m] = feats, ok
-                    pooled[m] = EmbeddingHead.pool(feats[sel], ok[sel] if ok is not None else None)
-                elif len(sel):
-                    with record_function(f"forward/online_full/{m}"):
-                        pooled[m] = EmbeddingHead.pool(*self.encoders[m](batch[m]["x"][sel]))
+        One online forward per modality sees: while predicting, the prediction context (I-JEPA's
+        blocks); before that (`loss.pred_start`) or in a CLIP-objective run, FLIP's random keep set
+        ("bind_keep") where the modality has one, else the whole input. Binding embeds that same
+        forward, except where it must see the whole input (`_bind_features`)."""
+        present = [m for m in self.modalities if m in batch]
+        predicting = self.predicting and all("context" in batch[m] for m in present)
+        context, valid, seen = self._online(batch, present, predicting)
+        pooled, z_index, unmasked = self._bind_features(batch, present, context, valid, seen)
         stats = global_batch_stats(pooled, self.heads) if self.training else {}
         out: dict[str, dict[str, torch.Tensor]] = {
             m: {"z": self.heads[m].project(pooled[m], stats.get(m)), "index": z_index[m]} for m in present
         }
-        if self.predictors is None or not all("context" in batch[m] for m in present):
-            return out
+        if predicting:
+            self._predict(batch, present, context, valid, unmasked, out)
+        return out
 
+    def _online(self, batch: dict, present: list[str], predicting: bool) -> tuple[dict, dict, dict]:
+        """The online forward of each modality -> (features (B_m, N', D), validity (B_m, N') or None,
+        what it saw: "whole", "context" (the prediction context) or "bind_keep" (FLIP's keep set))."""
+        context: dict[str, torch.Tensor] = {}
+        valid: dict[str, torch.Tensor | None] = {}
+        seen: dict[str, str] = {}
+        for m in present:
+            entry = batch[m]
+            with record_function(f"forward/online/{m}"):
+                if m in self.frozen:  # nothing to learn or predict: its whole input, once, no graph
+                    with torch.no_grad():
+                        context[m], valid[m] = self.encoders[m](entry["x"])
+                    seen[m] = "whole"
+                    continue
+                seen[m] = "context" if predicting else "bind_keep" if "bind_keep" in entry else "whole"
+                keep = entry.get(seen[m])  # context indices of -1 are padding, masked out everywhere below
+                context[m], valid[m] = self.encoders[m](entry["x"], keep=keep)
+        return context, valid, seen
+
+    def _binds_whole(self, m: str) -> bool:
+        """Whether binding must embed m's whole input rather than the prediction context: with
+        `bind_input` "full", and for modalities without FLIP masking (text: masking words loses what
+        retrieval needs)."""
+        return self.bind_input == "full" or getattr(getattr(self.cfg, m), "bind_mask_ratio", 0.0) == 0
+
+    def _bind_features(self, batch: dict, present: list[str], context: dict, valid: dict,
+                       seen: dict) -> tuple[dict, dict, dict]:
+        """-> (pooled features (B'_m, D) that binding embeds, their batch positions (B'_m,), whole-input
+        online features (B_m, N, D) that were computed anyway). Where the online forward saw the
+        prediction context but binding needs the whole input, a second forward runs over the rows that
+        have another modality (a row with one modality is never bound); with model.target "sigreg" over
+        every row, as that forward, detached, is also the targets."""
+        pooled, z_index = {}, {}
+        unmasked: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        reuse = self.predictors is not None and self.target_encoders is None
+        for m in present:
+            entry = batch[m]
+            idx = entry["index"]
+            pooled[m], z_index[m] = EmbeddingHead.pool(context[m], valid[m]), idx
+            if not (seen[m] == "context" and self._binds_whole(m)):
+                continue
+            others = [batch[o]["index"] for o in present if o != m]
+            bound = torch.isin(idx, torch.cat(others)) if others else torch.zeros_like(idx, dtype=torch.bool)
+            sel = bound.nonzero().squeeze(1)
+            z_index[m] = idx[sel]
+            pooled[m] = context[m].new_zeros(0, context[m].shape[-1])
+            if reuse:
+                with record_function(f"forward/online_full/{m}"):
+                    feats, ok = self.encoders[m](entry["x"])
+                unmasked[m] = (feats, ok)
+                pooled[m] = EmbeddingHead.pool(feats[sel], ok[sel] if ok is not None else None)
+            elif len(sel):
+                with record_function(f"forward/online_full/{m}"):
+                    pooled[m] = EmbeddingHead.pool(*self.encoders[m](entry["x"][sel]))
+        return pooled, z_index, unmasked
+
+    def _targets(self, m: str, entry: dict, unmasked: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B_m, T, D) layer-normed target features at the target indices, no gradient; (B_m, T) validity or None."""
+        targets_idx = entry["targets"].flatten(1)  # (B_m, K * Nt), -1 = padding (text spans)
+        with torch.no_grad(), record_function(f"forward/target/{m}"):
+            if m in unmasked:
+                t, t_valid = unmasked[m][0].detach(), unmasked[m][1]  # the binding forward, under stop-gradient
+            elif self.cfg.target_layers > 1:  # data2vec: the mean of the last blocks, each normalised
+                hs, t_valid = self.feature_encoder(m)(entry["x"], layers=self.cfg.target_layers)  # (L, B_m, N, D)
+                t = torch.stack([instance_norm(h.float(), t_valid) for h in hs]).mean(0)
+            else:
+                t, t_valid = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
+            if self.cfg.target_norm in ("instance", "instance_position"):
+                t = instance_norm(t.float(), t_valid)
+            if self.cfg.target_norm in ("position", "instance_position"):
+                t = position_centre(t, t_valid)
+            t = F.layer_norm(t.float(), t.shape[-1:])
+            return gather_tokens(t, targets_idx.clamp_min(0)), entry.get("target_valid")
+
+    def _predict(self, batch: dict, present: list[str], context: dict, valid: dict, unmasked: dict,
+                 out: dict) -> None:
+        """Predict every learned modality's masked targets from its context and, by cross-attention,
+        the other modalities' context tokens of the same rows; adds "pred", "target", ... to `out`."""
+        size = batch["size"]
         # Every modality's context tokens laid out over the whole batch, for cross-attention:
         # (B, Nc_m, D) features and (B, Nc_m) validity (False where the row lacks m or on padding).
         full: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -307,39 +369,51 @@ class MultiJEPA(nn.Module):
             ok_m = valid[m] if valid[m] is not None else torch.ones(context[m].shape[:2], dtype=torch.bool, device=idx.device)
             ok = torch.zeros(size, ok_m.shape[1], dtype=torch.bool, device=idx.device).index_copy(0, idx, ok_m)
             full[m] = (feats, ok)
-
         for m in present:
             if m not in self.predictors:  # a frozen encoder: its tokens are memory for the others only
                 continue
             entry = batch[m]
             idx = entry["index"]  # every row of m: all of them are predicted
-            targets_idx = entry["targets"].flatten(1)  # (B_m, K * Nt), -1 = padding (text spans)
-            target_valid = entry.get("target_valid")  # (B_m, T) or None when nothing is padded
-            with torch.no_grad(), record_function(f"forward/target/{m}"):
-                if m in unmasked:
-                    t = unmasked[m].detach()  # the binding forward's features under stop-gradient
-                    t_valid = unmasked_valid.get(m)
-                elif self.cfg.target_layers > 1:  # data2vec: the mean of the last blocks, each normalised
-                    hs, t_valid = self.feature_encoder(m)(entry["x"], layers=self.cfg.target_layers)  # (L, B_m, N, D)
-                    t = torch.stack([instance_norm(h.float(), t_valid) for h in hs]).mean(0)
-                else:
-                    t, t_valid = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
-                if self.cfg.target_norm in ("instance", "instance_position"):
-                    t = instance_norm(t.float(), t_valid)
-                if self.cfg.target_norm in ("position", "instance_position"):
-                    t = position_centre(t, t_valid)
-                t = F.layer_norm(t.float(), t.shape[-1:])
-                target = gather_tokens(t, targets_idx.clamp_min(0))  # (B_m, T, D)
+            target, target_valid = self._targets(m, entry, unmasked)
             predictor = self.predictors[m]
             memory = None
             if predictor.use_cross:
                 others = {o: (full[o][0][idx], full[o][1][idx]) for o in present if o != m}
                 memory = predictor.build_memory(others, idx.shape[0])
             with record_function(f"forward/predictor/{m}"):
-                pred = predictor(context[m], entry["context"], targets_idx, memory, valid[m], target_valid)
+                pred = predictor(context[m], entry["context"], entry["targets"].flatten(1), memory, valid[m],
+                                 target_valid)
             out[m].update(pred=pred, target=target, target_valid=target_valid, context=context[m],
                           context_valid=valid[m])
-        return out
+
+    # ------------------------------------------------------------------ the prediction phase
+
+    @property
+    def predicting(self) -> bool:
+        """Whether the model predicts now: it has predictors and its prediction phase has begun."""
+        return self.predictors is not None and self._predicting
+
+    @torch.no_grad()
+    def start_prediction(self) -> None:
+        """The switch of `loss.pred_start`: each target encoder becomes a copy of its online encoder
+        (trained so far by binding, not the random one it was built as) and prediction begins."""
+        if self.target_encoders is not None:
+            for m, target in self.target_encoders.items():
+                for t, o in zip(target.parameters(), self.encoders[m].parameters()):
+                    t.copy_(o.detach())
+                for t, o in zip(target.buffers(), self.encoders[m].buffers()):
+                    t.copy_(o)
+        self.prediction_on.fill_(True)
+        self._predicting = True
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's; a checkpoint from before `loss.pred_start` existed has no "prediction_on":
+        such runs predicted from their first step."""
+        if "prediction_on" not in state_dict and any(k.startswith("predictors.") for k in state_dict):
+            state_dict = {**state_dict, "prediction_on": torch.ones((), dtype=torch.bool)}
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._predicting = bool(self.prediction_on)
+        return result
 
     def train(self, mode: bool = True) -> MultiJEPA:
         """Frozen encoders stay in eval mode (their norms and dropout as at inference) in training too."""
@@ -357,8 +431,9 @@ class MultiJEPA(nn.Module):
 
     @torch.no_grad()
     def update_targets(self, momentum: float) -> None:
-        """target <- momentum * target + (1 - momentum) * online (nothing without targets)."""
-        if self.target_encoders is None:
+        """target <- momentum * target + (1 - momentum) * online (nothing without targets, or before
+        the prediction phase)."""
+        if self.target_encoders is None or not self._predicting:
             return
         for m in self.target_encoders:
             t = list(self.target_encoders[m].parameters())
@@ -372,7 +447,7 @@ class MultiJEPA(nn.Module):
         """The encoder whose features are the prediction targets and what evaluations and
         fine-tuning start from: the EMA target where there is one (as I-JEPA evaluates), else the
         online encoder (model.target=sigreg, or a run that does not predict)."""
-        if self.target_encoders is not None and modality in self.target_encoders:
+        if self.target_encoders is not None and modality in self.target_encoders and self._predicting:
             return self.target_encoders[modality]
         return self.encoders[modality]
 
@@ -454,7 +529,7 @@ def create_model(cfg: Config, tokenizer: TextTokenizer | None = None, vocab_size
     vocab = tokenizer.vocab_size if tokenizer is not None else vocab_size
     bind_input = cfg.loss.bind_input if cfg.loss.bind_weight > 0 else "context"  # nothing to bind: no second forward
     return MultiJEPA(cfg.model, vocab, processors=Processors(cfg.model, tokenizer), run_config=cfg,
-                     predict=cfg.loss.predicts, bind_input=bind_input)
+                     predict=cfg.loss.predicts, bind_input=bind_input, pred_start=cfg.loss.pred_start)
 
 
 def read_run_config(run_dir: str | Path) -> Config:

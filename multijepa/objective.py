@@ -144,6 +144,11 @@ class MultiJEPAObjective:
                 pairs.append(0)
         return torch.tensor([size, *rows.values(), *pairs], dtype=torch.long)
 
+    def binds(self, per_rank: torch.Tensor) -> bool:
+        """Whether a micro-batch with these counts (world, k) gives binding anything: a pair with at
+        least two rows over all processes (InfoNCE needs negatives), as `terms` decides."""
+        return any(int(per_rank[:, self.count_names.index(f"{a}-{b}")].sum()) >= 2 for a, b in self.pairs)
+
     def __call__(self, out: dict, logit_scale: torch.Tensor,
                  counts: StepCounts | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-> (loss, logs); logs are detached 0-d tensors, turned into numbers only on log steps
@@ -151,10 +156,11 @@ class MultiJEPAObjective:
         terms, logs = self.terms(out, logit_scale, counts)
         return sum(terms.values()), logs
 
-    def terms(self, out: dict, logit_scale: torch.Tensor,
-              counts: StepCounts | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def terms(self, out: dict, logit_scale: torch.Tensor, counts: StepCounts | None = None,
+              pred_scale: float = 1.0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """-> ({"pred", "bind"[, "variance", "sigreg"]}: the weighted terms whose sum is the loss, logs), so
-        that the training step can measure each term's gradient on the encoders."""
+        that the training step can measure each term's gradient on the encoders. pred_scale: the share
+        of pred_weight that applies (the ramp at the start of a late prediction phase)."""
         cfg = self.cfg
         if counts is None:
             local = self.local_counts(out, 0)
@@ -200,7 +206,7 @@ class MultiJEPAObjective:
             bind_total = bind_total + lb
             logs[f"bind/{name}"] = lb.detach()
 
-        terms = {"pred": cfg.pred_weight * pred_total, "bind": cfg.bind_weight * bind_total}
+        terms = {"pred": cfg.pred_weight * pred_scale * pred_total, "bind": cfg.bind_weight * bind_total}
         if cfg.sigreg_weight > 0 and any("context" in o for o in out.values()):  # on this process's tokens
             reg = sum(sigreg(token_sample(o["context"], o["context_valid"])) for o in out.values() if "context" in o)
             terms["sigreg"] = cfg.sigreg_weight * reg

@@ -32,20 +32,23 @@ def test_loader_benchmark_runs(demo, tmp_path):
     assert result["step"]["samples_per_s"] > 0 and result["loader"][0]["samples_per_s"] > 0
 
 
-def test_vs_clip_benchmark_runs_both_arms_and_prints_both_ratios(tmp_path):
+def test_vs_clip_benchmark_runs_every_arm_and_prints_the_headline_figures(tmp_path):
     out = _run("vs_clip.py", "--config", "tiny", "--seconds", "2", "--fractions", "1.0", "0.5", "--n", "24",
-               "--n-test", "12", "--vqa-steps", "2", "--pred-only", "--work", str(tmp_path / "work"),
+               "--n-test", "12", "--vqa-steps", "2", "--pred-only", "--ablations", "--work", str(tmp_path / "work"),
                "--json", str(tmp_path / "r.json"))
     result = json.loads((tmp_path / "r.json").read_text())
-    lines = out.strip().splitlines()
-    assert lines[-2] == f"quality_ratio_vs_clip_paired: {result['quality_ratio_vs_clip_paired']:.3f}"
-    assert lines[-1] == f"quality_ratio_vs_clip_scarce: {result['quality_ratio_vs_clip_scarce']:.3f}"
+    for key in ("quality_ratio_vs_clip_paired", "quality_ratio_vs_clip_scarce", "quality_ratio_vs_clip_pairs_only_scarce",
+                "step_time_ratio_vs_clip", "frozen_vqa_delta_vs_clip", "retrieval_delta_vs_flip_paired"):
+        assert f"\n{key}: {result[key]:.3f}\n" in out + "\n" and result[f"{key}_s0"] == result[key]
+    assert f"order_accuracy: {json.dumps(result['order_accuracy'])}" in out
     arms = {(r["arm"], r["paired_fraction"]) for r in result["results"]}
-    assert arms == {("jepa", 1.0), ("clip", 1.0), ("pred_only", 1.0), ("jepa", 0.5), ("clip", 0.5), ("clip_mix", 0.5)}
-    assert f"quality_ratio_vs_clip_pairs_only_scarce: {result['quality_ratio_vs_clip_pairs_only_scarce']:.3f}" in out
+    assert arms == {("jepa", 1.0), ("clip", 1.0), ("flip", 1.0), ("pred_only", 1.0), ("jepa_early", 1.0),
+                    ("jepa_whole", 1.0), ("jepa", 0.5), ("clip", 0.5), ("flip", 0.5), ("clip_mix", 0.5),
+                    ("jepa_early", 0.5), ("jepa_whole", 0.5), ("jepa_nofloor", 0.5)}
     for r in result["results"]:
         assert set(r["probe"]) == {"image", "text", "audio"} and len(r["P@1"]) == 6 and r["steps"] > 0
         assert ("vqa_accuracy" in r) == (r["arm"] != "pred_only")
+        assert r["order"]["n"] > 0 and 0 <= r["order"]["text"] <= 1 and 0 <= r["order"]["audio"] <= 1
     pred_only = next(r for r in result["results"] if r["arm"] == "pred_only")
     assert set(pred_only["probe_random_init"]) == set(pred_only["probe_input"]) == {"image", "text", "audio"}
     assert set(pred_only["probe_supervised"]) == {"image", "text", "audio"}
@@ -59,10 +62,10 @@ def test_vs_clip_benchmark_runs_both_arms_and_prints_both_ratios(tmp_path):
         sys.path.remove(str(ROOT / "benchmarks"))
     from multijepa.model import load_run
 
-    model, data = load_run(tmp_path / "work/run_pred_only_1"), tmp_path / "work/data_1"
+    model, data = load_run(tmp_path / "work/run_pred_only_1_s0"), tmp_path / "work/data_1"
     untrained = supervised_probes(model, data / "train.jsonl", data / "test.jsonl", steps=0)
     assert untrained == pred_only["probe_random_init"]
-    assert not any(k.startswith(("target_encoders.", "predictors.")) for k in _weights(tmp_path / "work/run_clip_1"))
+    assert not any(k.startswith(("target_encoders.", "predictors.")) for k in _weights(tmp_path / "work/run_clip_1_s0"))
 
 
 def _weights(run):
@@ -72,3 +75,15 @@ def _weights(run):
 
     with safe_open(str(latest_checkpoint(run) / "model.safetensors"), "pt") as f:
         return list(f.keys())
+
+
+def test_gpu_check_runs_its_checks_on_the_cpu_in_quick_mode(tmp_path):
+    """The GPU check's code paths, on the CPU at the tiny flavour: it cannot rot between GPU sessions."""
+    out = _run("gpu_check.py", "--quick", "--json", str(tmp_path / "r.json"))
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert set(result["steps"]) == {f"{k}/{p}" for k in ("transformer", "mamba", "hybrid") for p in ("fp32", "bf16")}
+    for r in result["steps"].values():
+        assert r["finite"] and len(r["losses"]) == 3
+    assert result["mamba_kernel"]["agrees"]
+    assert result["vs_open_clip"] == {"skipped": "--quick"}
+    assert f"all_steps_finite_and_falling: {result['all_steps_finite_and_falling']}" in out

@@ -26,8 +26,11 @@ def test_forward_shapes_with_mixed_rows(tiny_cfg):
         t = batch[m]["targets"].shape[1] * batch[m]["targets"].shape[2]
         width = tiny_cfg.model.__getattribute__(m).encoder.width
         assert out[m]["pred"].shape == out[m]["target"].shape == (b_m, t, width)
-        assert out[m]["z"].shape == (b_m, tiny_cfg.model.embed_dim)
-        assert torch.allclose(out[m]["z"].norm(dim=-1), torch.ones(b_m), atol=1e-5)
+        # binding embeds the whole input (bind_mask_ratio 0) of the rows that have another modality
+        bound = out[m]["index"]
+        assert 0 < bound.shape[0] <= b_m and set(bound.tolist()) <= set(batch[m]["index"].tolist())
+        assert out[m]["z"].shape == (bound.shape[0], tiny_cfg.model.embed_dim)
+        assert torch.allclose(out[m]["z"].norm(dim=-1), torch.ones(bound.shape[0]), atol=1e-5)
     assert torch.isfinite(loss)
     # every pair is bound, over the rows that have both sides only
     assert {"bind/image-text", "bind/image-audio", "bind/text-audio"} <= set(logs)

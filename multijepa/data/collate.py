@@ -11,11 +11,30 @@ from __future__ import annotations
 import torch
 
 from modalities.errors import DataError
-from modalities.masking import MultiBlockMasker, SpanMasker
-from modalities.seeding import AUDIO_CROP, BATCH, mix_seed
+from modalities.masking import MultiBlockMasker, RandomKeepMasker, SpanMasker
+from modalities.seeding import AUDIO_CROP, BATCH, BIND_KEEP, mix_seed
 
 from ..config import ModelConfig
 from .bad_samples import BadRow
+
+
+def _grid(cfg: ModelConfig, m: str) -> tuple[int, int]:
+    """The (H, W) token grid of a patched modality (image, audio)."""
+    if m == "image":
+        return cfg.image.size // cfg.image.patch, cfg.image.size // cfg.image.patch
+    return cfg.audio.num_mel_bins // cfg.audio.patch[0], cfg.audio.target_frames // cfg.audio.patch[1]
+
+
+def build_bind_maskers(cfg: ModelConfig) -> dict:
+    """FLIP's random keep sets for what binding embeds, for modalities with `bind_mask_ratio` > 0
+    (image, audio; text binds whole captions)."""
+    maskers: dict = {}
+    for m in cfg.modalities:
+        ratio = getattr(getattr(cfg, m), "bind_mask_ratio", 0.0)
+        if ratio > 0:
+            h, w = _grid(cfg, m)
+            maskers[m] = RandomKeepMasker(h * w, ratio)
+    return maskers
 
 
 def build_maskers(cfg: ModelConfig) -> dict:
@@ -25,12 +44,8 @@ def build_maskers(cfg: ModelConfig) -> dict:
             k = cfg.text.mask
             maskers[m] = SpanMasker(k.num_targets, tuple(k.target_scale), k.min_keep, pad_context=k.pad_context)
             continue
-        if m == "image":
-            c = cfg.image
-            grid = (c.size // c.patch, c.size // c.patch)
-        else:
-            c = cfg.audio
-            grid = (c.num_mel_bins // c.patch[0], c.target_frames // c.patch[1])
+        c = getattr(cfg, m)
+        grid = _grid(cfg, m)
         k = c.mask
         maskers[m] = MultiBlockMasker(
             grid,
@@ -47,7 +62,8 @@ def build_maskers(cfg: ModelConfig) -> dict:
 
 
 class MultiModalCollator:
-    """items -> {"size": B, "rows", "sources", "errors", "drawn", m: {"x", "index", ["lengths"], ["context", "targets", ["target_valid"]]}}.
+    """items -> {"size": B, "rows", "sources", "errors", "drawn",
+                 m: {"x", "index", ["lengths"], ["context", "targets", ["target_valid"]], ["bind_keep"]}}.
 
     `index` holds each sub-batch row's position in the batch (sorted), so rows missing a modality
     simply do not appear in that modality's sub-batch. Error records (bad rows) are dropped from
@@ -61,12 +77,15 @@ class MultiModalCollator:
     `row_keys`, so positions come from per-row generators. The audio crop uses a generator seeded
     by (seed, batch_no, slot). Text targets are whole spans padded with -1 (see SpanMasker): such
     a modality also gets "target_valid" (B_m, K*Nt) bool = targets.flatten(1) >= 0.
+    `bind_maskers` ({m: RandomKeepMasker}) add "bind_keep" (B_m, keep): the tokens binding embeds
+    (FLIP) while the run does not predict; both kinds of mask travel, the model picks by its phase.
     """
 
     def __init__(self, modalities: list[str], maskers: dict | None = None, seed: int = 0,
-                 processors=None, train: bool = True, num_sources: int = 1):
+                 processors=None, train: bool = True, num_sources: int = 1, bind_maskers: dict | None = None):
         self.modalities = modalities
         self.maskers = maskers
+        self.bind_maskers = bind_maskers or {}
         self.seed = seed
         self.processors = processors
         self.train = train
@@ -116,6 +135,9 @@ class MultiModalCollator:
                 entry["context"], entry["targets"] = context, targets  # (B_m, Nc), (B_m, K, Nt)
                 if bool((targets < 0).any()):  # text: spans padded with -1 to the longest
                     entry["target_valid"] = targets.flatten(1) >= 0  # (B_m, K * Nt)
+            if m in self.bind_maskers:
+                gen = torch.Generator().manual_seed(mix_seed(BIND_KEEP, mod_seed))
+                entry["bind_keep"] = self.bind_maskers[m](len(pos), gen, row_keys=[slots[i] for i in pos])  # (B_m, keep)
             batch[m] = entry
         return batch
 

@@ -99,11 +99,12 @@ class PairedDataset(Dataset):
     def read(self, i: int) -> tuple[dict, dict]:
         """Row i as stored ({} if unreadable) and its decoded item or error record; not cached.
         For callers that need the row's other columns too (VQA answers) without reading it twice."""
+        row_id = self.source.row_ids[i] if self.source.row_ids is not None else i  # as the user's file numbers it
         try:
             row = self.ds[i]
         except Exception as e:  # an unreadable row in the manifest itself
-            return {}, self.decoder.error(i, {}, None, None, DataError(f"cannot read the row ({e})", reason=UNDECODABLE))
-        return row, self.decoder(row, i)
+            return {}, self.decoder.error(row_id, {}, None, None, DataError(f"cannot read the row ({e})", reason=UNDECODABLE))
+        return row, self.decoder(row, row_id)
 
 
 class SourceMixture(Dataset):

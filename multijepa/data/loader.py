@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, ConfigError
 from ..processors import Processors
-from .collate import MultiModalCollator, build_maskers
+from .collate import MultiModalCollator, build_bind_maskers, build_maskers
 from .dataset import PairedDataset, RowDecoder, SourceMixture, source_texts
 from .sampler import MixedBatchSampler
 from .sources import Source, open_source, source_configs
@@ -85,8 +85,9 @@ def build_train_data(cfg: Config, sources: list[Source], processors: Processors,
     micro = d.batch_size // parts
     modalities = [m for m in cfg.model.modalities if any(m in s.columns for s in sources)]
     maskers = build_maskers(cfg.model) if cfg.loss.masks else None  # the CLIP objective sees whole inputs
+    bind_maskers = build_bind_maskers(cfg.model) if cfg.loss.bind_input == "context" or not cfg.loss.masks else None
     collator = MultiModalCollator(modalities, maskers, t.seed, processors, train=True,
-                                  num_sources=len(sources))
+                                  num_sources=len(sources), bind_maskers=bind_maskers)
     workers = d.num_workers
     common = dict(
         num_workers=workers,

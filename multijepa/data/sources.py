@@ -42,6 +42,7 @@ class Source:
     key_columns: list[str] = field(default_factory=list)
     weight: float = 1.0
     origin: str = ""  # the path or hub name as configured, for messages
+    row_ids: list[int] | None = None  # a part of a source (`pairs.with_pair_floor`): each row's number in the source
 
     @property
     def streaming(self) -> bool:

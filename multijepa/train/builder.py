@@ -42,11 +42,13 @@ def init_model(cfg: Config, device: torch.device, tokenizer: TextTokenizer | Non
 
 
 def init_opt(model: nn.Module, optim, total_steps: int, ema: tuple[float, float] = (1.0, 1.0),
-             ema_horizon: float = 0.0) -> tuple[torch.optim.AdamW, Schedule]:
+             ema_horizon: float = 0.0, ema_horizon_max_steps: int = 250,
+             pred_warmup: int = 0) -> tuple[torch.optim.AdamW, Schedule]:
     """AdamW over `model.param_groups(optim)` (each model states its own no-decay rule and, for
-    VQA, its encoders' learning-rate scale) and the schedule that sets lr / decay every step."""
+    VQA, its encoders' learning-rate scale; a late-predicting MultiJEPA its predictors' own groups)
+    and the schedule that sets lr / decay every step."""
     optimizer = torch.optim.AdamW(model.param_groups(optim), lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps)
-    return optimizer, Schedule(optim, total_steps, ema, ema_horizon)
+    return optimizer, Schedule(optim, total_steps, ema, ema_horizon, ema_horizon_max_steps, pred_warmup)
 
 
 def encoder_scaled_groups(model: nn.Module, encoders: list[nn.Module], optim) -> list[dict]:
@@ -87,7 +89,7 @@ def build_training(cfg: Config, device: torch.device, tokenizer: TextTokenizer |
     model = init_model(cfg, device, tokenizer, vocab_size, weights)
     wrapped = parallelize(model, cfg.train, world, device, find_unused)
     optimizer, schedule = init_opt(model, cfg.optim, cfg.train.max_steps, tuple(cfg.model.ema_momentum),
-                                   cfg.model.ema_horizon)
+                                   cfg.model.ema_horizon, cfg.model.ema_horizon_max_steps, cfg.loss.pred_warmup_steps)
     objective = MultiJEPAObjective(cfg.loss, model.modalities, world.rank, world.size)
     step = TrainStep(model, objective, optimizer, schedule, cfg.train.precision, cfg.optim.grad_clip, device,
                      world, wrapped)

@@ -4,7 +4,8 @@ open the data -> tokenizer -> `build_training` (the model, its checkpoint weight
 checkpointing / compile / DDP / FSDP2, AdamW, schedules, objective, step) -> for each step's
 micro-batches: forward, loss, backward; clip, step, EMA update -> log to metrics.jsonl every
 `log_every` steps -> checkpoint every `ckpt_every` -> stop at `max_steps` or after `max_seconds`
-of training (the schedules then laid out over the steps the measured rate allows). Under
+of training (the schedules then laid out, step after step, over the steps the recent rate allows in
+the time left). At `loss.pred_start` of the run the prediction phase begins. Under
 torchrun, `data.batch_size` is the global batch, every process trains on its share, and only
 rank 0 logs and writes.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ from ..data.bad_samples import BadSampleLog
 from ..data.collate import move_batch
 from ..data.demo_paths import resolve_manifest
 from ..data.loader import build_train_data, check_training_sources, open_sources, training_texts
+from ..data.pairs import with_pair_floor
 from ..distributed import (
     World,
     barrier,
@@ -54,6 +57,7 @@ from .parallelize import full_state, load_optimizer_state
 from .step import SUMMED_LOGS
 
 CALIBRATION_STEPS = 10  # a time-limited run measures its rate over these steps (the first two not counted)
+RATE_WINDOW = 20  # ... and from then on re-estimates its length from the rate of the last this many steps
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.png", "tokenizer.model", "checkpoints", "bad_samples.jsonl",
              "towers.json", "tensorboard")
 # what --resume may change; any other model.* or data.* key would continue the run as another one
@@ -110,6 +114,7 @@ class TrainingClock:
 
     def __init__(self, before: float = 0.0):
         self.before, self.start, self.paused_at = before, time.perf_counter(), None
+        self.marks: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW + 1)  # (step, seconds) of recent steps
 
     def pause(self) -> None:
         self.paused_at = time.perf_counter()
@@ -123,23 +128,44 @@ class TrainingClock:
         now = self.paused_at if self.paused_at is not None else time.perf_counter()
         return self.before + now - self.start
 
-    def steps_allowed(self, step: int, max_seconds: float, max_steps: int, since: tuple[int, float],
-                      world: World) -> int:
-        """min(max_steps, the steps done + those the rest of the time allows at the rate since
-        `since` = (step, seconds)), the same on every process (rank 0's)."""
-        elapsed = self.seconds()
-        rate = (step - since[0]) / max(elapsed - since[1], 1e-9)  # steps per second
-        allowed = min(max_steps, step + int(rate * max(0.0, max_seconds - elapsed)))
-        return int(broadcast_object(allowed, world)) if world.active else allowed
+    def mark(self, step: int) -> None:
+        """Record that `step` steps are done now (the window the rate is read from)."""
+        self.marks.append((step, self.seconds()))
+
+    def steps_allowed(self, step: int, max_seconds: float, max_steps: int) -> int:
+        """min(max_steps, the steps done + those the rest of the time allows at the rate of the last
+        RATE_WINDOW steps): re-read every step, so the schedules follow the time actually left even
+        when steps get slower (the prediction phase) or faster."""
+        (s0, t0), (s1, t1) = self.marks[0], self.marks[-1]
+        rate = (s1 - s0) / max(t1 - t0, 1e-9)  # steps per second
+        return max(step, min(max_steps, step + int(rate * max(0.0, max_seconds - self.seconds()))))
 
 
-def _stop_reasons(over_time: bool, stop: StopRequests, world: World, device: torch.device) -> tuple[bool, int]:
-    """(out of time by rank 0's clock, the stop signal any process received or 0), the same on every
-    process from one small collective per step: they must all stop at the same step."""
+def _stop_reasons(over_time: bool, stop: StopRequests, world: World, device: torch.device,
+                  total: int = 0) -> tuple[bool, int, int]:
+    """(out of time by rank 0's clock, the stop signal any process received or 0, rank 0's `total`: the
+    steps a time-limited run's schedules are laid out over), the same on every process from one small
+    collective per step: they must all stop, and schedule, alike."""
     if not world.active:
-        return over_time, stop.signum or 0
-    flags = gather_counts(torch.tensor([int(over_time), stop.signum or 0]), world, device)  # (W, 2)
-    return bool(flags[0, 0]), int(flags[:, 1].max())
+        return over_time, stop.signum or 0, total
+    flags = gather_counts(torch.tensor([int(over_time), stop.signum or 0, total]), world, device)  # (W, 3)
+    return bool(flags[0, 0]), int(flags[:, 1].max()), int(flags[0, 2])
+
+
+def _shared_space_warnings(rec: dict, rows: dict[str, int], embed_dim: int, floor: float) -> list[str]:
+    """Modalities whose shared embeddings' RankMe in this log record is below `floor` of its most
+    (min(rows, embed_dim)): flagged in the record as collapse/shared/<m> = 1 -> one warning line each."""
+    lines = []
+    for m, n in rows.items():
+        value, most = rec.get(f"rankme/{m}"), min(n, embed_dim)
+        if value is None or value != value or most < 4:  # NaN, or too few rows to say
+            continue
+        if value < floor * most:
+            rec[f"collapse/shared/{m}"] = 1.0
+            lines.append(f"warning: step {rec['step']}: the shared embeddings of {m} are collapsing (RankMe {value:.1f} of "
+                         f"at most {most}; loss.rankme_floor={floor:g}). Check the pairs per batch "
+                         "(data.min_pair_fraction) and the learning rate.")
+    return lines
 
 
 def _plot(out: Path, metrics_file) -> None:
@@ -240,6 +266,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
 
     sources = open_sources(cfg)
     check_training_sources(cfg, sources)
+    sources = with_pair_floor(sources, cfg.data.min_pair_fraction)  # batches keep enough pairs to bind
+    for s in sources:
+        if s.row_ids is not None:
+            say(f"data: source part '{s.name}': {len(s.row_ids)} rows, {s.weight:g} of the batch slots (data.min_pair_fraction)")
     resolve_towers(cfg.model)  # a pretrained tower sets its grid, width and mean/std: saved with the config
     if world.main:
         save_config(cfg, out / "config.yaml")
@@ -251,8 +281,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
         tokenizer = build_tokenizer(cfg.model, out)
     # a process may miss a modality in a batch when some source lacks it: DDP must allow unused weights
     partial = any(m not in s.columns for s in sources for m in cfg.model.modalities)
+    # ... and so must a run whose predictors wait for a late prediction phase (FSDP2 needs no flag for that)
+    late = cfg.loss.predicts and cfg.loss.pred_start > 0 and t.parallel == "ddp"
     training = build_training(cfg, device, tokenizer, weights=ckpt if resume else None, world=world,
-                              find_unused=partial)
+                              find_unused=partial or late)
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
     if world.main and model.loaded_towers:  # what the towers started from, for the record
         (out / "towers.json").write_text(json.dumps(model.loaded_towers, indent=2) + "\n")
@@ -264,7 +296,6 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     bad_state: dict | None = None
     drawn = {s.name: 0 for s in sources}
     trained_seconds = 0.0  # training time before this process started (a resumed run's)
-    schedule_fixed = False  # a time-limited run's schedule, once laid out over the steps it can take
     if resume and ckpt is not None:
         state = load_train_state(ckpt)
         load_optimizer_state(model, optimizer, state["optimizer"])
@@ -277,7 +308,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
         if "schedule" in state:
             schedule.load_state_dict(state["schedule"])
         trained_seconds = float(state.get("train_seconds", 0.0))
-        schedule_fixed = bool(state.get("schedule_fixed", False))
+        training.step.no_pair_steps = int(state.get("no_pair_steps", 0))
         say(f"resuming {out} from step {step}" + (f" on {world.size} processes" if world.active else ""))
         if world.main:
             _drop_metrics_after(out / "metrics.jsonl", step)  # those steps are trained again
@@ -296,7 +327,6 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     low_std_logs = 0
     samples, tic = 0, time.perf_counter()
     start_step, clock = step, TrainingClock(trained_seconds)
-    rate_from = (step, 0.0)  # the rate is measured from the end of the second step
 
     plotted = [time.perf_counter()]  # when RUN/metrics.png was last drawn
 
@@ -312,7 +342,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             state = {"optimizer": optim_state, "step": step, "schedule": schedule.state_dict(),
                      "rng_cpu": torch.get_rng_state(), "drawn": dict(drawn), "bad_samples": bad.state_dict(),
                      "data_position": position, "world_size": world.size,
-                     "train_seconds": clock.seconds(), "schedule_fixed": schedule_fixed}
+                     "train_seconds": clock.seconds(), "no_pair_steps": training.step.no_pair_steps}
             if device.type == "cuda":
                 state["rng_cuda"] = torch.cuda.get_rng_state()
             save_checkpoint(out, step, weights, state, keep=t.keep_checkpoints)
@@ -331,21 +361,28 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 drawn[name] += n
             if position is not None:
                 stream_positions[str(position["stream"])] = position
+            if _prediction_due(model, cfg, schedule, step):
+                model.start_prediction()
+                schedule.phase_start = step
+                say(f"step {step}: prediction starts (loss.pred_start={cfg.loss.pred_start:g} of about "
+                    f"{schedule.total} steps): target encoders copied from the online ones")
             log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
             result = training.step([move_batch(b, device) for b in micro], step, measure_terms=log_step)
             step += 1
             bar.update(1)
-            out_of_time, signum = _stop_reasons(t.max_seconds > 0 and clock.seconds() >= t.max_seconds, stop,
-                                                world, device)
-            if step - start_step == 2:
-                rate_from = (step, clock.seconds())
-            if t.max_seconds > 0 and not schedule_fixed and step - start_step == CALIBRATION_STEPS:
-                schedule.total = clock.steps_allowed(step, t.max_seconds, t.max_steps, rate_from, world)
-                schedule_fixed = True
-                bar.total = schedule.total
-                say(f"train.max_seconds={t.max_seconds:g}: about {schedule.total} steps at the measured rate; "
-                    "the schedules are laid out over them")
-            if result is None:  # every row of the step was bad: nothing to learn from, keep the numbering
+            timed = t.max_seconds > 0
+            if timed and step - start_step >= 2:  # the first two steps (warm-up, caches) say nothing of the rate
+                clock.mark(step)
+            calibrated = timed and step - start_step >= CALIBRATION_STEPS
+            allowed = clock.steps_allowed(step, t.max_seconds, t.max_steps) if calibrated else 0
+            out_of_time, signum, allowed = _stop_reasons(timed and clock.seconds() >= t.max_seconds, stop,
+                                                         world, device, allowed)
+            if calibrated:
+                if step - start_step == CALIBRATION_STEPS:
+                    say(f"train.max_seconds={t.max_seconds:g}: about {allowed} steps at the measured rate; the "
+                        "schedules are laid out over the steps the time left allows, re-read every step")
+                schedule.total = bar.total = max(1, allowed)
+            if result is None:  # every row of the step was bad, or no pair to bind: keep the numbering
                 if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
                     checkpoint(step, step == t.max_steps or out_of_time or bool(signum))  # due whatever the batch held
                 if out_of_time or signum:
@@ -357,7 +394,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 elapsed = time.perf_counter() - tic
                 logs = mean_across(result.logs, world, SUMMED_LOGS)
                 rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay, "ema": schedule.ema(step - 1),
-                       "grad_norm": float(result.grad_norm)}
+                       "grad_norm": float(result.grad_norm), "schedule_steps": schedule.total,
+                       "predicting": float(model.predicting)}
                 rec.update({k: float(v) for k, v in logs.items()})
                 for m, o in result.outputs.items():
                     rec[f"rankme/{m}"] = rankme(o["z"])  # on this process's last micro-batch
@@ -365,6 +403,11 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 rec.update({f"drawn/{name}": n for name, n in drawn.items()})
                 if bad.skipped:
                     rec["bad_rows"] = bad.skipped
+                if training.step.no_pair_steps:
+                    rec["no_pair_steps"] = training.step.no_pair_steps
+                rows = {m: int(o["z"].shape[0]) for m, o in result.outputs.items()}
+                for line in _shared_space_warnings(rec, rows, cfg.model.embed_dim, cfg.loss.rankme_floor):
+                    say(line)
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(rec) + "\n")
                     metrics_file.flush()
@@ -401,4 +444,16 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             board.close()
     if bad.skipped:
         say(f"data: {bad.summary()} of {bad.drawn} drawn; listed in {out / 'bad_samples.jsonl'}")
+    if training.step.no_pair_steps:
+        say(f"data: {training.step.no_pair_steps} step(s) drew no pair to bind and were skipped "
+            "(see data.min_pair_fraction)")
     return last
+
+
+def _prediction_due(model, cfg: Config, schedule, step: int) -> bool:
+    """Whether the late prediction phase starts before step `step` (0-based): at `loss.pred_start` of
+    the steps the schedules are laid out over (those a time-limited run's time allows). Decided from
+    numbers every process shares, so all switch at the same step; a resumed run switches where the
+    uninterrupted one did."""
+    late = model.predictors is not None and not model.predicting and cfg.loss.pred_start > 0
+    return late and step >= cfg.loss.pred_start * schedule.total

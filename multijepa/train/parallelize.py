@@ -146,7 +146,15 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     if state.get("state") and all(isinstance(k, int) for k in state["state"]):  # param-index keyed
         optimizer.load_state_dict(state)
     else:
-        options = StateDictOptions(full_state_dict=True) if is_sharded(model) else None
+        # not strict: a parameter that never had a gradient has no state (the predictors before a late
+        # prediction phase, `loss.pred_start`), and AdamW starts it fresh as it would have; every state
+        # the checkpoint holds must still find its parameter
+        options = StateDictOptions(full_state_dict=is_sharded(model), strict=False)
         set_optimizer_state_dict(model, optimizer, state, options=options)
+        loaded = sum(1 for g in optimizer.param_groups for p in g["params"] if optimizer.state.get(p))
+        if loaded != len(state.get("state", {})):
+            raise CheckpointError(f"the checkpoint's optimizer holds state for {len(state.get('state', {}))} "
+                                  f"parameters, of which {loaded} fit this run's: resume with the settings the run "
+                                  "was started with")
     for g, scale in zip(optimizer.param_groups, scales):
         g["lr_scale"] = scale

@@ -53,13 +53,16 @@ class TrainStep:
         self.amp = lambda: autocast_for(device, precision)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.encoder_params = [p for p in model.encoders.parameters() if p.requires_grad]
+        self.no_pair_steps = 0  # steps that were no-ops: no pair to bind and nothing predicted (see __call__)
 
     def __call__(self, batch: dict | list[dict], step: int, measure_terms: bool = False) -> StepResult | None:
         """batch: a collated batch on the device, or the list of micro-batches of one step
         (gradient accumulation); step: the 0-based step being taken; measure_terms: also log each
         loss term's gradient norm on the online encoders (`term_grad_norms`; costs a partial
         backward per term, so the loop asks on log steps only). Returns None when no
-        micro-batch could be used: every process lacks rows (all bad) in each of them."""
+        micro-batch could be used: every process lacks rows (all bad) in each of them, or (counted in
+        `no_pair_steps`) none gives the loss anything to learn from: no pair to bind while the model
+        does not predict, as a batch of a mixture of mostly single-modality rows sometimes is."""
         micro = [batch] if isinstance(batch, dict) else list(batch)
         local = torch.stack([self.objective.local_counts(b, int(b["size"])) for b in micro])  # (A, k)
         per_rank = gather_counts(local.flatten(), self.world, self.device).view(self.world.size, *local.shape)  # (W, A, k)
@@ -67,6 +70,11 @@ class TrainStep:
         use = [j for j in range(len(micro)) if bool((per_rank[:, j, 0] > 0).all())]
         if not use:
             return None
+        if not (self.model.predicting or self.objective.cfg.variance_weight > 0):  # binding alone: pairs needed
+            use = [j for j in use if self.objective.binds(per_rank[:, j])]
+            if not use:
+                self.no_pair_steps += 1
+                return None
         total = per_rank[:, use].sum((0, 1))  # (k,) rows of the whole step
         lr, wd = self.schedule.apply(self.optimizer, step)
         self.optimizer.zero_grad(set_to_none=True)
@@ -79,7 +87,8 @@ class TrainStep:
                         outputs = self.wrapped(micro[j])
                     with record_function("step/objective"):
                         counts = StepCounts(per_rank[:, j], total, self.world.rank)
-                        terms, micro_logs = self.objective.terms(outputs, self.model.logit_scale, counts)
+                        terms, micro_logs = self.objective.terms(outputs, self.model.logit_scale, counts,
+                                                                 self.schedule.pred_scale(step))
                         loss = sum(terms.values())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"step {step}: loss is {float(loss)}; lower optim.lr or check the data")
