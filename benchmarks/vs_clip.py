@@ -5,7 +5,7 @@ a tenth of the scenes, the rest split into one-modality rows, see `multijepa dat
 --paired-fraction`) and each seed, pretraining runs one at a time, each stopped after `--seconds`
 of training (`train.max_seconds`). The arms:
 
-  jepa      the default recipe of the config (masked binding, prediction late), plus `--jepa`
+  jepa      the default recipe of the config (prediction late, whole inputs bound), plus `--jepa`
             overrides. With F < 1 it trains on the one manifest of every row (`train.jsonl`), as a
             user with one file would: pair-aware batching (`data.min_pair_fraction`) draws half of
             each batch from its pairs, half from its single-modality rows.
@@ -14,8 +14,9 @@ of training (`train.max_seconds`). The arms:
   flip      the same, binding a random half of the image and audio patches (FLIP): the CLIP arm
             with the same speed trick as the default.
   clip_mix  (F < 1) unmasked CLIP on jepa's own manifest and batches: only the objective differs.
-  --ablations adds one arm per change of the default: jepa_early (`loss.pred_start=0`), jepa_whole
-            (`bind_mask_ratio=0`: no FLIP masking) and, with F < 1, jepa_nofloor (`data.min_pair_fraction=0`).
+  --ablations adds one arm per change of the default: jepa_early (`loss.pred_start=0`), jepa_flip
+            (`bind_mask_ratio=0.5` for image and audio: FLIP's masked binding, whose context then also
+            serves prediction) and, with F < 1, jepa_nofloor (`data.min_pair_fraction=0`).
 
 Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
@@ -67,7 +68,7 @@ from order import order_accuracy
 
 WHOLE = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0"]
 FLIP = ["model.image.bind_mask_ratio=0.5", "model.audio.bind_mask_ratio=0.5"]
-ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_whole": WHOLE, "jepa_nofloor": ["data.min_pair_fraction=0"]}
+ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_flip": FLIP, "jepa_nofloor": ["data.min_pair_fraction=0"]}
 
 
 def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str], seed: int = 0) -> list[str]:
@@ -166,7 +167,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each repeat of every arm [0]")
     ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], help="arms to train [clip flip jepa]; "
                     "clip_mix joins them with F < 1")
-    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_whole (and jepa_nofloor "
+    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_flip (and jepa_nofloor "
                     "with F < 1): one change of the default each")
     ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")
     ap.add_argument("--n-test", type=int, default=600, help="held-out scenes [600]")

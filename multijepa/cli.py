@@ -363,12 +363,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run_config(load, args: argparse.Namespace, saved_name: str, overrides: list[str], say=print):
-    """A resumed run keeps the config it saved (plus this command's overrides); a new one reads --config."""
+def _run_config(load, args: argparse.Namespace, saved_name: str, overrides: list[str], say=print, load_saved=None):
+    """A resumed run keeps the config it saved (plus this command's overrides; `load_saved` reads it,
+    when that differs from `load`); a new one reads --config."""
     saved = Path(args.out) / saved_name
     if args.resume and saved.exists():
         say(f"resuming with the run's saved config {saved} (+ overrides)")
-        return load(saved, overrides)
+        return (load_saved or load)(saved, overrides)
     return load(args.config, overrides)
 
 
@@ -382,7 +383,7 @@ def _cmd_data_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
-    from .config import load_config
+    from .config import load_config, load_run_config
 
     say = print if os.environ.get("RANK", "0") == "0" else (lambda *a, **k: None)  # torchrun: rank 0 speaks
     overrides = list(args.overrides)
@@ -390,7 +391,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
         overrides.append(f"data.train={json.dumps(str(args.data))}")
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
-    cfg = _run_config(load_config, args, "config.yaml", overrides, say)  # checked before torch is imported
+    cfg = _run_config(load_config, args, "config.yaml", overrides, say, load_run_config)  # before torch is imported
     from .train.loop import pretrain
 
     t0 = time.perf_counter()

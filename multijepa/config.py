@@ -151,8 +151,10 @@ class ImageConfig:
     freeze: bool = False
     # FLIP: the share of patches dropped, at random per row, from what binding embeds in training (the
     # encoder sees only the rest, so a step costs about that much less); 0 embeds the whole input.
-    # Evaluation and `embed` never mask. In a run's prediction phase the prediction context serves instead.
-    bind_mask_ratio: float = 0.5
+    # Evaluation and `embed` never mask. In a run's prediction phase the prediction context serves
+    # instead (loss.bind_input=context). 0 by default: on the demo at equal wall-clock, 0.5 cost more
+    # retrieval than its cheaper steps bought back (docs/objective_results.md)
+    bind_mask_ratio: float = 0.0
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -196,7 +198,7 @@ class AudioConfig:
     # model's weights are adapted (patch embedding summed over colours, positions resampled to the grid)
     pretrained: str | None = None
     freeze: bool = False  # fixed weights, as model.image.freeze
-    bind_mask_ratio: float = 0.5  # as model.image.bind_mask_ratio (patches of the spectrogram)
+    bind_mask_ratio: float = 0.0  # as model.image.bind_mask_ratio (patches of the spectrogram)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: BlockMaskConfig = field(default_factory=lambda: BlockMaskConfig(full_height_prob=0.75))
 
@@ -267,7 +269,7 @@ class LossConfig:
     RANGES: ClassVar = {"pred_weight": NON_NEGATIVE, "bind_weight": NON_NEGATIVE, "variance_weight": NON_NEGATIVE,
                         "sigreg_weight": NON_NEGATIVE, "collapse_std": NON_NEGATIVE, "collapse_patience": COUNT,
                         "pred_start": Range(0, 1, hi_open=True), "pred_warmup_steps": NON_NEGATIVE,
-                        "rankme_floor": NON_NEGATIVE}
+                        "rankme_floor": SHARE}
     CHOICES: ClassVar = {"objective": OBJECTIVES, "bind_input": BIND_INPUTS}
 
     # jepa: masked latent prediction + binding. clip: binding alone (open_clip's symmetric InfoNCE) on
@@ -297,9 +299,10 @@ class LossConfig:
     collapse_std: float = 1e-4  # stop when the target features' std falls below this
     collapse_patience: int = 20  # ... for this many consecutive log steps
     # warn (log line and `collapse/shared/<m>` in metrics.jsonl) when the RankMe of a modality's shared
-    # embeddings in a log step falls below this share of its most (min(rows, embed_dim)): the shared space
-    # is collapsing (e.g. binding over too few pairs per batch, see data.min_pair_fraction)
-    rankme_floor: float = 0.1
+    # embeddings in a log step falls below this share of the highest it reached in the run: the shared
+    # space is collapsing (e.g. binding over too few pairs per batch, see data.min_pair_fraction). On the
+    # demo, healthy runs stayed above 0.5 of their peak; runs without pair-aware batching fell to 0.12-0.23
+    rankme_floor: float = 0.35
 
     @property
     def predicts(self) -> bool:
@@ -568,22 +571,51 @@ def load_settings(cls: type, source: str | Path | dict | None = None, overrides:
     if isinstance(source, dict):
         tree = dict(source)
     elif source is not None:
-        path = find_config(source)
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
+        tree = _read_yaml(find_config(source))
     cfg = _from_dict(cls, apply_overrides(tree, overrides or []))
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
 
 
+def _read_yaml(path: Path) -> dict:
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return tree
+
+
 def load_config(name_or_path: str | Path | dict | None = None, overrides: list[str] | None = None) -> Config:
     """The run config: defaults <- YAML file (or a dict) <- `key.sub=value` overrides."""
     return load_settings(Config, name_or_path, overrides)
+
+
+# Keys that came with a new default recipe (issue 29: prediction late, FLIP's masked binding, pair-aware
+# batching, a bounded EMA horizon), and the value a run saved before them trained with: a run folder's
+# config.yaml holds every key of its day, so one without these keys is resumed and rebuilt as it ran.
+LEGACY_RUN_VALUES = {
+    ("loss", "pred_start"): 0.0,
+    ("model", "image", "bind_mask_ratio"): 0.0,
+    ("model", "audio", "bind_mask_ratio"): 0.0,
+    ("data", "min_pair_fraction"): 0.0,
+    ("model", "ema_horizon_max_steps"): 1_000_000_000,
+}
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """A run folder's saved config.yaml (+ overrides): as `load_config`, except that keys it lacks
+    because the run predates them take the value the run trained with (`LEGACY_RUN_VALUES`), not
+    today's default."""
+    tree = _read_yaml(Path(path))
+    for keys, value in LEGACY_RUN_VALUES.items():
+        node = tree
+        for k in keys[:-1]:
+            node = node.setdefault(k, {}) if isinstance(node.get(k, {}), dict) else {}
+        node.setdefault(keys[-1], value)
+    return load_settings(Config, tree, overrides)
 
 
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:

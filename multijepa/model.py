@@ -26,7 +26,7 @@ from modalities.towers import build_tower, file_sha256, load_tower, read_weights
 
 from . import distributed
 from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
-from .config import Config, ConfigError, ModelConfig, load_config
+from .config import Config, ConfigError, ModelConfig, load_run_config
 from .processors import Processors, build_tokenizer
 from .towers import TOWER_MODALITIES, audio_size, resolve_towers, tower_spec
 
@@ -538,7 +538,7 @@ def read_run_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise CheckpointError(f"{run}: not a MultiJEPA run folder (no config.yaml)")
     try:
-        return load_config(path)
+        return load_run_config(path)
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
 

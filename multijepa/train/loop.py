@@ -31,7 +31,7 @@ from ..checkpoint import (
     remove_partial_checkpoints,
     save_checkpoint,
 )
-from ..config import Config, ConfigError, changed_keys, load_config, save_config
+from ..config import Config, ConfigError, changed_keys, load_run_config, save_config
 from ..data.bad_samples import BadSampleLog
 from ..data.collate import move_batch
 from ..data.demo_paths import resolve_manifest
@@ -132,6 +132,18 @@ class TrainingClock:
         """Record that `step` steps are done now (the window the rate is read from)."""
         self.marks.append((step, self.seconds()))
 
+    def out_of_time(self, max_seconds: float) -> bool:
+        return max_seconds > 0 and self.seconds() >= max_seconds
+
+    def plan(self, step: int, steps_here: int, max_seconds: float, max_steps: int) -> int:
+        """After a step of a time-limited run (`steps_here` since this process started): record it and,
+        once CALIBRATION_STEPS are done, -> the steps the schedules are laid out over; else 0."""
+        if max_seconds <= 0:
+            return 0
+        if steps_here >= 2:  # the first two steps (warm-up, caches) say nothing of the rate
+            self.mark(step)
+        return max(1, self.steps_allowed(step, max_seconds, max_steps)) if steps_here >= CALIBRATION_STEPS else 0
+
     def steps_allowed(self, step: int, max_seconds: float, max_steps: int) -> int:
         """min(max_steps, the steps done + those the rest of the time allows at the rate of the last
         RATE_WINDOW steps): re-read every step, so the schedules follow the time actually left even
@@ -152,19 +164,61 @@ def _stop_reasons(over_time: bool, stop: StopRequests, world: World, device: tor
     return bool(flags[0, 0]), int(flags[:, 1].max()), int(flags[0, 2])
 
 
-def _shared_space_warnings(rec: dict, rows: dict[str, int], embed_dim: int, floor: float) -> list[str]:
-    """Modalities whose shared embeddings' RankMe in this log record is below `floor` of its most
-    (min(rows, embed_dim)): flagged in the record as collapse/shared/<m> = 1 -> one warning line each."""
+def _log_record(step: int, result, logs: dict, schedule, model, samples_per_s: float, drawn: dict, bad_rows: int,
+                no_pair_steps: int) -> dict:
+    """One line of metrics.jsonl: the step's schedules, loss terms and monitors, RankMe of the shared
+    embeddings (this process's last micro-batch), throughput and data counts."""
+    rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay, "ema": schedule.ema(step - 1),
+           "grad_norm": float(result.grad_norm), "schedule_steps": schedule.total, "predicting": float(model.predicting)}
+    rec.update({k: float(v) for k, v in logs.items()})
+    for m, o in result.outputs.items():
+        rec[f"rankme/{m}"] = rankme(o["z"])
+    rec["samples_per_s"] = samples_per_s
+    rec.update({f"drawn/{name}": n for name, n in drawn.items()})
+    if bad_rows:
+        rec["bad_rows"] = bad_rows
+    if no_pair_steps:
+        rec["no_pair_steps"] = no_pair_steps
+    return rec
+
+
+class CollapseMonitors:
+    """What every log record is watched for: target features that stop varying (the run stops, after
+    `loss.collapse_patience` log steps) and shared embeddings whose RankMe falls far below the highest
+    it reached (a warning, in the log and the record: `_shared_space_warnings`)."""
+
+    def __init__(self, loss):
+        self.cfg, self.low_std_logs, self.rankme_peaks = loss, 0, {}
+
+    def watch(self, rec: dict, say) -> None:
+        for line in _shared_space_warnings(rec, self.rankme_peaks, self.cfg.rankme_floor):
+            say(line)
+        stds = [v for k, v in rec.items() if k.startswith("std_target/")]
+        self.low_std_logs = self.low_std_logs + 1 if stds and min(stds) < self.cfg.collapse_std else 0
+        if self.low_std_logs >= self.cfg.collapse_patience:
+            raise CollapseError(
+                f"step {rec['step']}: target feature std {min(stds):.2e} < loss.collapse_std={self.cfg.collapse_std} "
+                f"for {self.low_std_logs} log steps: the representation collapsed. Try a higher "
+                "model.ema_momentum start, a lower optim.lr, or loss.variance_weight > 0."
+            )
+
+
+def _shared_space_warnings(rec: dict, peaks: dict[str, float], floor: float) -> list[str]:
+    """Modalities whose shared embeddings' RankMe in this log record fell below `floor` of the highest
+    it reached in this run (`peaks`, updated here): flagged in the record as collapse/shared/<m> = 1
+    -> one warning line each. Relative to the run's own peak, as RankMe's scale depends on the rows
+    per batch: on the demo, healthy runs stay above half their peak and collapsing ones fall to a fifth."""
     lines = []
-    for m, n in rows.items():
-        value, most = rec.get(f"rankme/{m}"), min(n, embed_dim)
-        if value is None or value != value or most < 4:  # NaN, or too few rows to say
+    for key, value in list(rec.items()):
+        if not key.startswith("rankme/") or value != value:  # NaN: too few rows to say
             continue
-        if value < floor * most:
+        m = key.split("/", 1)[1]
+        peaks[m] = max(peaks.get(m, 0.0), value)
+        if value < floor * peaks[m]:
             rec[f"collapse/shared/{m}"] = 1.0
-            lines.append(f"warning: step {rec['step']}: the shared embeddings of {m} are collapsing (RankMe {value:.1f} of "
-                         f"at most {most}; loss.rankme_floor={floor:g}). Check the pairs per batch "
-                         "(data.min_pair_fraction) and the learning rate.")
+            lines.append(f"warning: step {rec['step']}: the shared embeddings of {m} are collapsing (RankMe {value:.1f}, "
+                         f"below {floor:g} of its highest, {peaks[m]:.1f}: loss.rankme_floor). Check the pairs per "
+                         "batch (data.min_pair_fraction) and the learning rate.")
     return lines
 
 
@@ -237,7 +291,7 @@ def _check_resumed_config(cfg: Config, out: Path, say) -> None:
     saved = out / "config.yaml"
     if not saved.exists():
         return
-    before = load_config(saved)
+    before = load_run_config(saved)
     changed = [k for k in changed_keys(before, cfg)
                if k.startswith(("model.", "data.")) and not k.startswith(RESUMABLE_DATA_KEYS)]
     if "data.train" in changed and before.data.train and not Path(before.data.train).exists():
@@ -324,7 +378,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     bar = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not (progress and world.main),
                dynamic_ncols=True)
     last: dict = {}
-    low_std_logs = 0
+    monitors = CollapseMonitors(cfg.loss)
     samples, tic = 0, time.perf_counter()
     start_step, clock = step, TrainingClock(trained_seconds)
 
@@ -370,18 +424,13 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             result = training.step([move_batch(b, device) for b in micro], step, measure_terms=log_step)
             step += 1
             bar.update(1)
-            timed = t.max_seconds > 0
-            if timed and step - start_step >= 2:  # the first two steps (warm-up, caches) say nothing of the rate
-                clock.mark(step)
-            calibrated = timed and step - start_step >= CALIBRATION_STEPS
-            allowed = clock.steps_allowed(step, t.max_seconds, t.max_steps) if calibrated else 0
-            out_of_time, signum, allowed = _stop_reasons(timed and clock.seconds() >= t.max_seconds, stop,
-                                                         world, device, allowed)
-            if calibrated:
+            allowed = clock.plan(step, step - start_step, t.max_seconds, t.max_steps)
+            out_of_time, signum, allowed = _stop_reasons(clock.out_of_time(t.max_seconds), stop, world, device, allowed)
+            if allowed:  # a time-limited run, past its calibration: the schedules follow the time left
                 if step - start_step == CALIBRATION_STEPS:
                     say(f"train.max_seconds={t.max_seconds:g}: about {allowed} steps at the measured rate; the "
                         "schedules are laid out over the steps the time left allows, re-read every step")
-                schedule.total = bar.total = max(1, allowed)
+                schedule.total = bar.total = allowed
             if result is None:  # every row of the step was bad, or no pair to bind: keep the numbering
                 if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
                     checkpoint(step, step == t.max_steps or out_of_time or bool(signum))  # due whatever the batch held
@@ -391,23 +440,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             samples += result.rows
 
             if log_step or out_of_time:
-                elapsed = time.perf_counter() - tic
-                logs = mean_across(result.logs, world, SUMMED_LOGS)
-                rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay, "ema": schedule.ema(step - 1),
-                       "grad_norm": float(result.grad_norm), "schedule_steps": schedule.total,
-                       "predicting": float(model.predicting)}
-                rec.update({k: float(v) for k, v in logs.items()})
-                for m, o in result.outputs.items():
-                    rec[f"rankme/{m}"] = rankme(o["z"])  # on this process's last micro-batch
-                rec["samples_per_s"] = samples / max(elapsed, 1e-9)
-                rec.update({f"drawn/{name}": n for name, n in drawn.items()})
-                if bad.skipped:
-                    rec["bad_rows"] = bad.skipped
-                if training.step.no_pair_steps:
-                    rec["no_pair_steps"] = training.step.no_pair_steps
-                rows = {m: int(o["z"].shape[0]) for m, o in result.outputs.items()}
-                for line in _shared_space_warnings(rec, rows, cfg.model.embed_dim, cfg.loss.rankme_floor):
-                    say(line)
+                rec = _log_record(step, result, mean_across(result.logs, world, SUMMED_LOGS), schedule, model,
+                                  samples / max(time.perf_counter() - tic, 1e-9), drawn, bad.skipped,
+                                  training.step.no_pair_steps)
+                monitors.watch(rec, say)  # warns of a collapsing shared space; stops on collapsed targets
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(rec) + "\n")
                     metrics_file.flush()
@@ -418,14 +454,6 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
                 last = rec
                 samples, tic = 0, time.perf_counter()
-                stds = [v for k, v in rec.items() if k.startswith("std_target/")]
-                low_std_logs = low_std_logs + 1 if stds and min(stds) < cfg.loss.collapse_std else 0
-                if low_std_logs >= cfg.loss.collapse_patience:
-                    raise CollapseError(
-                        f"step {step}: target feature std {min(stds):.2e} < loss.collapse_std={cfg.loss.collapse_std} "
-                        f"for {low_std_logs} log steps: the representation collapsed. Try a higher "
-                        "model.ema_momentum start, a lower optim.lr, or loss.variance_weight > 0."
-                    )
 
             if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
                 checkpoint(step, step == t.max_steps or out_of_time or bool(signum))
