@@ -236,14 +236,19 @@ def test_a_collapsing_shared_space_is_flagged_in_the_record_and_the_log():
     assert peaks == {"image": 14.0, "text": 13.0}
 
 
-def test_a_run_whose_shared_space_collapses_says_so_while_it_trains(demo, tmp_path, capsys):
-    """The warning reaches the log and metrics.jsonl while the run trains: the natural mixture without
-    pair-aware batching (a batch of 8 holds 0-2 pairs), with the floor set high so that the tiny run's
-    drop from its first RankMe is enough (the demo's collapse, 0.12-0.23 of the peak, is in the docs)."""
-    path = _mixture(demo, 12)
-    run = tmp_path / "nofloor"
-    assert main(["pretrain", "--config", "tiny", "--data", str(path), "--out", str(run), "--no-progress", "train.threads=1",
-                 "data.min_pair_fraction=0", "train.max_steps=30", "loss.rankme_floor=0.9"]) == 0
+def test_a_run_whose_shared_space_collapses_says_so_while_it_trains(demo, tmp_path, capsys, monkeypatch):
+    """The warning reaches the log and metrics.jsonl while the run trains (and the run goes on). The
+    RankMe a tiny run measures is stood in for by a collapse, 10 then 1 (the demo's own collapse,
+    0.12-0.23 of the peak without pair-aware batching, is in docs/objective_results.md)."""
+    from multijepa.train import loop
+
+    values = iter([10.0] * 3 + [1.0] * 1000)  # the first log record's three modalities, then collapsed
+    monkeypatch.setattr(loop, "rankme", lambda z: next(values))
+    run = tmp_path / "collapsing"
+    _pretrain(demo, run, "train.max_steps=6")
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    flagged = [r["step"] for r in logged if any(k.startswith("collapse/shared/") for k in r)]
-    assert flagged and "are collapsing" in capsys.readouterr().out
+    assert [sorted(k for k in r if k.startswith("collapse/shared/")) for r in logged] == [
+        [], *[["collapse/shared/audio", "collapse/shared/image", "collapse/shared/text"]] * 2]
+    out = capsys.readouterr().out
+    assert "step 4: the shared embeddings of image are collapsing (RankMe 1.0, below 0.35 of its highest, 10.0" in out
+    assert (run / "checkpoints" / "step_00000006").is_dir()

@@ -168,8 +168,10 @@ def _log_record(step: int, result, logs: dict, schedule, model, samples_per_s: f
                 no_pair_steps: int) -> dict:
     """One line of metrics.jsonl: the step's schedules, loss terms and monitors, RankMe of the shared
     embeddings (this process's last micro-batch), throughput and data counts."""
-    rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay, "ema": schedule.ema(step - 1),
+    rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay,
            "grad_norm": float(result.grad_norm), "schedule_steps": schedule.total, "predicting": float(model.predicting)}
+    if model.target_encoders is not None and model.predicting:  # an EMA that is being applied
+        rec["ema"] = schedule.ema(step - 1)
     rec.update({k: float(v) for k, v in logs.items()})
     for m, o in result.outputs.items():
         rec[f"rankme/{m}"] = rankme(o["z"])
