@@ -72,7 +72,7 @@ from torch.utils import flop_counter
 
 from modalities.seeding import SYNTHETIC, mix_seed
 from multijepa.config import Config, load_config
-from multijepa.data.collate import MultiModalCollator, build_maskers, move_batch
+from multijepa.data.collate import MultiModalCollator, build_bind_maskers, build_maskers, move_batch
 from multijepa.distributed import pick_device
 from multijepa.train.builder import build_training
 from multijepa.train.step import TrainStep, autocast_for
@@ -144,7 +144,8 @@ def make_items(cfg: Config, n: int, batch_no: int) -> list[dict]:
 def build_batches(cfg: Config, batch_size: int) -> list[dict]:
     """N_BATCHES training batches collated with their JEPA masks (on the CPU)."""
     maskers = build_maskers(cfg.model) if cfg.loss.masks else None  # loss.objective=clip: whole inputs
-    collate = MultiModalCollator(cfg.model.modalities, maskers, seed=cfg.train.seed)
+    collate = MultiModalCollator(cfg.model.modalities, maskers, seed=cfg.train.seed,
+                                 bind_maskers=build_bind_maskers(cfg.model))  # FLIP's keep sets, if any
     return [collate(make_items(cfg, batch_size, b)) for b in range(N_BATCHES)]
 
 
@@ -156,13 +157,17 @@ def clip_inputs(batch: dict, context_length: int) -> tuple[torch.Tensor, torch.T
 
 def encoder_tokens(cfg: Config, batches: list[dict]) -> dict[str, tuple[float, float]]:
     """Per modality, the mean tokens per row its online encoder computes (the context, padded to the
-    batch's longest) and its target encoder computes (the whole input)."""
+    batch's longest, while the model predicts; FLIP's keep set or the whole input before
+    `loss.pred_start`) and its target encoder computes (the whole input)."""
     m = cfg.model
     whole = {"image": lambda b: (m.image.size // m.image.patch) ** 2,
              "text": lambda b: b["text"]["x"].shape[1],  # up to the batch's longest caption
              "audio": lambda b: (m.audio.num_mel_bins // m.audio.patch[0]) * (m.audio.target_frames // m.audio.patch[1])}
-    def online(k, b):  # the context, or every token without masks (loss.objective=clip)
-        return b[k]["context"].shape[1] if "context" in b[k] else whole[k](b)
+    predicting = cfg.loss.predicts and cfg.loss.pred_start == 0  # the phase a step of a fresh model is in
+
+    def online(k, b):
+        key = "context" if predicting else "bind_keep"
+        return b[k][key].shape[1] if key in b[k] else whole[k](b)
 
     return {k: (sum(online(k, b) for b in batches) / len(batches),
                 sum(whole[k](b) for b in batches) / len(batches)) for k in m.modalities}
