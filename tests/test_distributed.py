@@ -108,3 +108,26 @@ def test_fsdp2_with_mamba_encoders_trains_as_one_process(demo, tmp_path):
     _pretrain(demo, tmp_path / "one", 1, *kinds)
     _pretrain(demo, tmp_path / "fsdp", 2, "train.parallel=fsdp", *kinds)
     _assert_same_training(tmp_path / "one", tmp_path / "fsdp")
+
+
+def test_steps_without_pairs_are_skipped_alike_on_every_process(demo, tmp_path):
+    """The CLIP objective on one manifest of 20 pairs in 104 rows, drawn as it comes: some global
+    batches of 8 hold fewer than two pairs. Every process skips those steps together (the decision
+    comes from the counts they share), so 2 processes train as 1 and neither waits on the other."""
+    from tests.test_late_prediction import _mixture
+
+    path = _mixture(demo, 20)
+    runs = []
+    for nproc in (1, 2):
+        out = tmp_path / f"p{nproc}"
+        _pretrain(demo, out, nproc, "loss.objective=clip", "data.min_pair_fraction=0", "train.max_steps=8",
+                  f"data.sources=[{{path: {path}}}]")
+        runs.append(out)
+    logs = [[json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()] for r in runs]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]
+    skipped = [max(r.get("no_pair_steps", 0) for r in log) for log in logs]
+    assert skipped[0] == skipped[1] > 0
+    wa, wb = (load_file(str(latest_checkpoint(r) / "model.safetensors")) for r in runs)
+    assert latest_checkpoint(runs[1]).name == "step_00000008"
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=3e-5), k

@@ -25,7 +25,8 @@ class Schedule:
     ema_horizon > 0: the start momentum is 1 - 1 / min(ema_horizon * total steps, ema_horizon_max_steps)
     instead, so the targets average over that share of the run, never longer than that many steps
     (see `ModelConfig.ema_horizon`). pred_warmup: the steps over which the predictors' learning rate
-    and the prediction weight ramp up once the prediction phase starts (`start_phase`)."""
+    and the prediction weight ramp up once the prediction phase starts (`phase_start`, set by the
+    training loop at the switch)."""
 
     def __init__(self, optim, total_steps: int, ema: tuple[float, float] = (1.0, 1.0), ema_horizon: float = 0.0,
                  ema_horizon_max_steps: int = 250, pred_warmup: int = 0):
