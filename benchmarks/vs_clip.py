@@ -16,7 +16,9 @@ of training (`train.max_seconds`). The arms:
   clip_mix  (F < 1) unmasked CLIP on jepa's own manifest and batches: only the objective differs.
   --ablations adds one arm per change of the default: jepa_early (`loss.pred_start=0`), jepa_flip
             (`bind_mask_ratio=0.5` for image and audio: FLIP's masked binding, whose context then also
-            serves prediction) and, with F < 1, jepa_nofloor (`data.min_pair_fraction=0`).
+            serves prediction), jepa_ctx (`loss.bind_input=context`: the prediction phase binds the
+            I-JEPA context of images and sounds, one online forward instead of two) and, with F < 1,
+            jepa_nofloor (`data.min_pair_fraction=0`). Any of them can also be named in --arms.
 
 Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
@@ -68,7 +70,8 @@ from order import order_accuracy
 
 WHOLE = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0"]
 FLIP = ["model.image.bind_mask_ratio=0.5", "model.audio.bind_mask_ratio=0.5"]
-ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_flip": FLIP, "jepa_nofloor": ["data.min_pair_fraction=0"]}
+ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_flip": FLIP, "jepa_ctx": ["loss.bind_input=context"],
+             "jepa_nofloor": ["data.min_pair_fraction=0"]}
 
 
 def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str], seed: int = 0) -> list[str]:
@@ -167,8 +170,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each repeat of every arm [0]")
     ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], help="arms to train [clip flip jepa]; "
                     "clip_mix joins them with F < 1")
-    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_flip (and jepa_nofloor "
-                    "with F < 1): one change of the default each")
+    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_flip, jepa_ctx (and "
+                    "jepa_nofloor with F < 1): one change of the default each")
     ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")
     ap.add_argument("--n-test", type=int, default=600, help="held-out scenes [600]")
     ap.add_argument("--vqa-steps", type=int, default=150, help="VQA fine-tuning steps per arm; 0 skips VQA [150]")

@@ -288,11 +288,11 @@ class LossConfig:
     # after pred_start: the predictors' learning rate warms up from 0 over this many steps (then decays
     # with the run's cosine), and the prediction weight ramps from 0 to pred_weight alongside
     pred_warmup_steps: int = 10
-    # what the binding term embeds while the run predicts: "context", the masked context the predictor
-    # reads, for the modalities with model.<m>.bind_mask_ratio > 0 (one online forward, as FLIP; text and
-    # ratio-0 modalities still bind their whole input); or "full", the unmasked input of every modality,
-    # as inference sees it (a second online forward of the rows that have a second modality; costlier)
-    bind_input: str = "context"
+    # what the binding term embeds while the run predicts: "full", the unmasked input, as inference sees
+    # it (a second online forward of the rows that have a second modality), or "context", for images
+    # and audio the masked context the predictor reads (one online forward, as FLIP; captions are
+    # always bound whole). Before the prediction phase binding sees model.<m>.bind_mask_ratio's keep set.
+    bind_input: str = "full"
     bind_anchor: str | None = None  # e.g. "image": bind only pairs that include it (ImageBind)
     variance_weight: float = 0.0  # optional VICReg-style variance term on the shared embeddings
     sigreg_weight: float = 0.0  # SIGReg on the online encoders' context tokens (needed by model.target=sigreg)

@@ -301,10 +301,9 @@ class MultiJEPA(nn.Module):
         return context, valid, seen
 
     def _binds_whole(self, m: str) -> bool:
-        """Whether binding must embed m's whole input rather than the prediction context: with
-        `bind_input` "full", and for modalities without FLIP masking (text: masking words loses what
-        retrieval needs)."""
-        return self.bind_input == "full" or getattr(getattr(self.cfg, m), "bind_mask_ratio", 0.0) == 0
+        """Whether binding must embed m's whole input rather than the prediction context, while
+        predicting: with `bind_input` "full", and for text (masking words loses what retrieval needs)."""
+        return self.bind_input == "full" or not hasattr(getattr(self.cfg, m), "bind_mask_ratio")
 
     def _bind_features(self, batch: dict, present: list[str], context: dict, valid: dict,
                        seen: dict) -> tuple[dict, dict, dict]:

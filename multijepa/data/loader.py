@@ -85,7 +85,7 @@ def build_train_data(cfg: Config, sources: list[Source], processors: Processors,
     micro = d.batch_size // parts
     modalities = [m for m in cfg.model.modalities if any(m in s.columns for s in sources)]
     maskers = build_maskers(cfg.model) if cfg.loss.masks else None  # the CLIP objective sees whole inputs
-    bind_maskers = build_bind_maskers(cfg.model) if cfg.loss.bind_input == "context" or not cfg.loss.masks else None
+    bind_maskers = build_bind_maskers(cfg.model)  # FLIP's keep sets (bind_mask_ratio > 0), used before prediction starts
     collator = MultiModalCollator(modalities, maskers, t.seed, processors, train=True,
                                   num_sources=len(sources), bind_maskers=bind_maskers)
     workers = d.num_workers
