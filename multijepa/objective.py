@@ -144,10 +144,11 @@ class MultiJEPAObjective:
                 pairs.append(0)
         return torch.tensor([size, *rows.values(), *pairs], dtype=torch.long)
 
-    def binds(self, per_rank: torch.Tensor) -> bool:
-        """Whether a micro-batch with these counts (world, k) gives binding anything: a pair with at
-        least two rows over all processes (InfoNCE needs negatives), as `terms` decides."""
-        return any(int(per_rank[:, self.count_names.index(f"{a}-{b}")].sum()) >= 2 for a, b in self.pairs)
+    def bound_pairs(self, per_rank: torch.Tensor) -> list[tuple[str, str]]:
+        """The pairs a micro-batch with these counts (world, k) binds: those with at least two rows
+        over all processes (InfoNCE needs negatives), decided alike on every process. `terms` binds
+        these; the training step skips a micro-batch with none while nothing is predicted."""
+        return [(a, b) for a, b in self.pairs if int(per_rank[:, self.count_names.index(f"{a}-{b}")].sum()) >= 2]
 
     def __call__(self, out: dict, logit_scale: torch.Tensor,
                  counts: StepCounts | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -187,11 +188,9 @@ class MultiJEPAObjective:
 
         bind_total = torch.zeros((), device=device)
         scale = logit_scale.exp()  # the parameter itself is kept in [0, ln 100] (MultiJEPA.clamp_logit_scale)
-        for a, b in self.pairs:
+        for a, b in self.bound_pairs(counts.per_rank):
             name = f"{a}-{b}"
             per_rank = counts.per_rank[:, col[name]]  # (world,) pairs on each process
-            if int(per_rank.sum()) < 2:  # InfoNCE needs negatives (decided alike on every process)
-                continue
             if a in out and b in out:
                 sa, sb = paired_rows(out[a]["index"], out[b]["index"])
                 za, zb = out[a]["z"][sa], out[b]["z"][sb]

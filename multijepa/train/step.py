@@ -71,7 +71,7 @@ class TrainStep:
         if not use:
             return None
         if not (self.model.predicting or self.objective.cfg.variance_weight > 0):  # binding alone: pairs needed
-            use = [j for j in use if self.objective.binds(per_rank[:, j])]
+            use = [j for j in use if self.objective.bound_pairs(per_rank[:, j])]
             if not use:
                 self.no_pair_steps += 1
                 return None
