@@ -226,6 +226,7 @@ class MultiJEPA(nn.Module):
         self._predicting = bool(self.prediction_on)
         self.processors = processors
         self.run_config = run_config
+        self.touch_unused = False  # set by `parallelize` under DDP (see `_unused_anchor`)
 
     def param_groups(self, optim: Any = None) -> list[dict]:
         """AdamW groups, beside the parameters they name (nanoGPT's `configure_optimizers`): decay
@@ -268,7 +269,8 @@ class MultiJEPA(nn.Module):
         One online forward per modality sees: while predicting, the prediction context (I-JEPA's
         blocks); before that (`loss.pred_start`) or in a CLIP-objective run, FLIP's random keep set
         ("bind_keep") where the modality has one, else the whole input. Binding embeds that same
-        forward, except where it must see the whole input (`_bind_features`)."""
+        forward, except where it must see the whole input (`_bind_features`). Under DDP the first
+        modality's entry also holds "unused", a 0 that reaches every trainable weight (`_unused_anchor`)."""
         present = [m for m in self.modalities if m in batch]
         predicting = self.predicting and all("context" in batch[m] for m in present)
         context, valid, seen = self._online(batch, present, predicting)
@@ -279,7 +281,19 @@ class MultiJEPA(nn.Module):
         }
         if predicting:
             self._predict(batch, present, context, valid, unmasked, out)
+        if self.touch_unused and out:
+            out[present[0]]["unused"] = self._unused_anchor()
         return out
+
+    def _unused_anchor(self) -> torch.Tensor:
+        """0 times the sum of one element of every trainable weight, which the objective adds to the
+        loss. Which weights the loss reaches depends on the rows a process drew (a modality it has no
+        rows of, a modality whose rows have no pair to bind, predictors before the prediction phase, the
+        temperature with nothing bound). Under DDP every process then gives every weight a gradient every
+        step (zero where it had none), so DDP needs no unused-parameter search and never waits for a
+        gradient one process lacks. Costs one add per weight in backward."""
+        weights = [p for p in self.parameters() if p.requires_grad]
+        return 0.0 * torch.stack([w.reshape(-1)[0].float() for w in weights]).sum()
 
     def _online(self, batch: dict, present: list[str], predicting: bool) -> tuple[dict, dict, dict]:
         """The online forward of each modality -> (features (B_m, N', D), validity (B_m, N') or None,

@@ -22,6 +22,7 @@ import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
+from . import distributed
 from .config import LossConfig
 
 
@@ -60,22 +61,92 @@ def epps_pulley(x: torch.Tensor, t_max: float = 3.0, knots: int = 17) -> torch.T
 
     ecf(t) = mean_j exp(i t x_j), the empirical characteristic function; the trapezoid rule on
     `knots` points of [0, t_max], doubled (the integrand is even), as LeJEPA computes it. -> (P,)."""
+    return epps_pulley_of_sums(*ecf_sums(x, t_max, knots), t_max)
+
+
+def ecf_sums(x: torch.Tensor, t_max: float = 3.0, knots: int = 17) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, P) -> ((2, P, K) sums over rows of cos(t x) and sin(t x) at the K knots, (N,)): what the
+    empirical characteristic function is made of, summable over processes."""
     t = torch.linspace(0.0, t_max, knots, device=x.device, dtype=torch.float32)  # (K,)
-    w = torch.full((knots,), 2 * t_max / (knots - 1), device=x.device)  # trapezoid weights, doubled
+    xt = x.float().unsqueeze(-1) * t  # (N, P, K)
+    return torch.stack([xt.cos().sum(0), xt.sin().sum(0)]), x.new_full((), x.shape[0], dtype=torch.float32)
+
+
+def epps_pulley_of_sums(sums: torch.Tensor, n: torch.Tensor, t_max: float = 3.0) -> torch.Tensor:
+    """`epps_pulley` from `ecf_sums` (over one process's rows or summed over all of them) -> (P,)."""
+    knots = sums.shape[-1]
+    t = torch.linspace(0.0, t_max, knots, device=sums.device, dtype=torch.float32)
+    w = torch.full((knots,), 2 * t_max / (knots - 1), device=sums.device)  # trapezoid weights, doubled
     w[[0, -1]] /= 2
     window = torch.exp(-t.square() / 2)  # the N(0, 1) characteristic function, also the weight
-    xt = x.float().unsqueeze(-1) * t  # (N, P, K)
-    err = (xt.cos().mean(0) - window).square() + xt.sin().mean(0).square()  # (P, K)
-    return (err * window) @ w * x.shape[0]
+    ecf = sums / n.clamp_min(1)
+    err = (ecf[0] - window).square() + ecf[1].square()  # (P, K)
+    return (err * window) @ w * n
+
+
+def slice_directions(dim: int, slices: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """(dim, slices) random unit directions, drawn on the CPU (the same for a seeded generator on every device)."""
+    a = torch.randn(dim, slices, generator=generator, device="cpu").to(device)
+    return a / a.norm(dim=0, keepdim=True)
 
 
 def sigreg(z: torch.Tensor, generator: torch.Generator | None = None, slices: int = 256) -> torch.Tensor:
     """SIGReg (LeJEPA, Balestriero & LeCun 2025): the mean Epps-Pulley statistic of z (N, D)
     projected on `slices` random unit directions; small when z is an isotropic standard Gaussian
     in every direction (Cramer-Wold), so it rules out collapse without a target network."""
-    a = torch.randn(z.shape[-1], slices, generator=generator, device="cpu").to(z.device)
-    a = a / a.norm(dim=0, keepdim=True)
-    return epps_pulley(z.float() @ a).mean()
+    return epps_pulley(z.float() @ slice_directions(z.shape[-1], slices, generator, z.device)).mean()
+
+
+def global_sigreg(tokens: list[torch.Tensor | None], seed: int | None, device, slices: int = 256,
+                  knots: int = 17) -> torch.Tensor:
+    """The sum over modalities of `sigreg` of each modality's tokens (n_m, D_m) of the whole global
+    batch: every process's characteristic-function sums are added up (with gradients) in one
+    all_reduce, and every process projects modality i on the same directions (drawn from `seed` and
+    i; seed None: the global generator, for one process), so any split of the rows over processes
+    gives one process's statistic. None: this process has no tokens of that modality (it still
+    joins). A modality with fewer than 2 tokens over all processes is left out."""
+    parts = []
+    for i, x in enumerate(tokens):
+        if x is None:
+            parts.append(torch.zeros(2 * slices * knots + 1, device=device))
+            continue
+        generator = torch.Generator().manual_seed(seed * 16 + i) if seed is not None else None
+        sums, n = ecf_sums(x.float() @ slice_directions(x.shape[-1], slices, generator, x.device), knots=knots)
+        parts.append(torch.cat([sums.flatten(), n.view(1)]))
+    flat = torch.stack(parts)  # (M, 2 * slices * knots + 1)
+    if distributed.active():
+        flat = dist_nn.all_reduce(flat)
+    reg = torch.zeros((), device=device)
+    for row in flat:
+        if float(row[-1].detach()) >= 2:
+            reg = reg + epps_pulley_of_sums(row[:-1].view(2, slices, knots), row[-1]).mean()
+    return reg
+
+
+def global_variance_hinge(z: list[torch.Tensor | None], dim: int, device) -> torch.Tensor:
+    """VICReg's variance hinge, relu(1 - sqrt(E) * std), summed over modalities, with each dimension's
+    std taken over the rows (n_m, E) of the whole global batch: sums and sums of squares are added
+    up over processes (with gradients) in one all_reduce, so any split of the rows gives one
+    process's term. None: no rows of that modality here; fewer than 2 rows in all: left out."""
+    parts = []
+    for x in z:
+        if x is None:
+            parts.append(torch.zeros(2 * dim + 1, device=device))
+        else:
+            x = x.float()
+            parts.append(torch.cat([x.sum(0), x.square().sum(0), x.new_full((1,), x.shape[0])]))
+    flat = torch.stack(parts)  # (M, 2E + 1)
+    if distributed.active():
+        flat = dist_nn.all_reduce(flat)
+    total = torch.zeros((), device=device)
+    for row in flat:
+        n = row[-1]
+        if float(n.detach()) < 2:
+            continue
+        mean = row[:dim] / n
+        var = (row[dim:2 * dim] / n - mean.square()).clamp_min(0) * n / (n - 1)  # unbiased, as Tensor.std
+        total = total + F.relu(1.0 - (var + 1e-12).sqrt() * dim ** 0.5).mean()
+    return total
 
 
 def token_sample(tokens: torch.Tensor, valid: torch.Tensor | None, most: int = 1024) -> torch.Tensor:
@@ -158,10 +229,11 @@ class MultiJEPAObjective:
         return sum(terms.values()), logs
 
     def terms(self, out: dict, logit_scale: torch.Tensor, counts: StepCounts | None = None,
-              pred_scale: float = 1.0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+              pred_scale: float = 1.0, seed: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """-> ({"pred", "bind"[, "variance", "sigreg"]}: the weighted terms whose sum is the loss, logs), so
         that the training step can measure each term's gradient on the encoders. pred_scale: the share
-        of pred_weight that applies (the ramp at the start of a late prediction phase)."""
+        of pred_weight that applies (the ramp at the start of a late prediction phase); seed: of SIGReg's
+        random directions (the training step passes its step number, alike on every process)."""
         cfg = self.cfg
         if counts is None:
             local = self.local_counts(out, 0)
@@ -206,13 +278,23 @@ class MultiJEPAObjective:
             logs[f"bind/{name}"] = lb.detach()
 
         terms = {"pred": cfg.pred_weight * pred_scale * pred_total, "bind": cfg.bind_weight * bind_total}
-        if cfg.sigreg_weight > 0 and any("context" in o for o in out.values()):  # on this process's tokens
-            reg = sum(sigreg(token_sample(o["context"], o["context_valid"])) for o in out.values() if "context" in o)
-            terms["sigreg"] = cfg.sigreg_weight * reg
+        unused = [o["unused"] for o in out.values() if "unused" in o]  # 0: see MultiJEPA._unused_anchor
+        if unused:
+            terms["unused"] = sum(unused)
+        # the two batch statistics: over the whole global batch (every process joins, rows or not), each
+        # micro-batch weighted by its share of the step's rows, so neither grows with train.grad_accum
+        step_rows = float(counts.total[0])
+        share = float(counts.per_rank[:, 0].sum()) / step_rows if step_rows else 1.0
+        if cfg.sigreg_weight > 0:  # on the online context tokens
+            tokens = [token_sample(out[m]["context"], out[m]["context_valid"]) if "context" in out.get(m, {}) else None
+                      for m in self.modalities]
+            reg = global_sigreg(tokens, seed, device)
+            terms["sigreg"] = cfg.sigreg_weight * share * reg
             logs["sigreg"] = reg.detach()
-        if cfg.variance_weight > 0:  # on this process's rows
-            var = sum(F.relu(1.0 - o["z"].std(0) * o["z"].shape[1] ** 0.5).mean() for o in out.values())
-            terms["variance"] = cfg.variance_weight * var
+        if cfg.variance_weight > 0:  # on the shared embeddings
+            z = [out[m]["z"] if m in out else None for m in self.modalities]
+            var = global_variance_hinge(z, next(v.shape[-1] for v in z if v is not None), device)
+            terms["variance"] = cfg.variance_weight * share * var
             logs["variance"] = var.detach()
         logs["loss/pred"] = pred_total.detach()
         logs["loss/bind"] = bind_total.detach()

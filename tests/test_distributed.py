@@ -131,3 +131,85 @@ def test_steps_without_pairs_are_skipped_alike_on_every_process(demo, tmp_path):
     assert latest_checkpoint(runs[1]).name == "step_00000008"
     for k in wa:
         assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=3e-5), k
+
+
+# ---------------------------------------------------------------- review findings (issue 30)
+
+
+def _without(demo: Path, modality: str, keep_every: int) -> Path:
+    """The demo's rows, only every `keep_every`-th of them with `modality`: one source with every
+    column, whose rows lack it one by one (as skipped bad rows would leave them)."""
+    rows = [json.loads(line) for line in (demo / "train.jsonl").read_text().splitlines()]
+    rows = [r if i % keep_every == 0 else {**r, modality: None} for i, r in enumerate(rows)]
+    path = demo / f"without_{modality}_{keep_every}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_process_without_rows_of_a_modality_trains_as_one(demo, tmp_path):
+    """One source with every column, 5 of 6 rows without an image: with 4 rows per process, some
+    steps give a process no image at all, so its image encoder, predictor and head take no part in
+    its loss. Every process still gives every weight a gradient (zero there), so DDP, which does not
+    search for unused weights, does not wait for one that never comes."""
+    path = _without(demo, "image", 6)
+    src = f"data.sources=[{{path: {path}}}]"
+    _pretrain(demo, tmp_path / "one", 1, src, "train.max_steps=5")
+    _pretrain(demo, tmp_path / "two", 2, src, "train.max_steps=5")
+    _assert_same_training(tmp_path / "one", tmp_path / "two", steps=5, atol=1e-4)
+
+
+def test_learned_temperature_on_mixed_sources_trains_as_one(demo, tmp_path):
+    """The learned temperature is read by the loss, outside the model's forward: with processes that
+    lack a modality, it is still reduced once per step like every other weight."""
+    m = demo / "train.jsonl"
+    sources = (f"data.sources=[{{path: {m}, name: it, weight: 1, modalities: [image, text]}}, "
+               f"{{path: {m}, name: ia, weight: 5, modalities: [image, audio]}}]")
+    for nproc in (1, 2):
+        _pretrain(demo, tmp_path / f"p{nproc}", nproc, sources, "model.learn_temperature=true", "train.max_steps=4")
+    _assert_same_training(tmp_path / "p1", tmp_path / "p2", steps=4, atol=1e-4)
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process():
+    """Process 1's batch holds a NaN: both processes stop with the same one-line error at step 0,
+    neither waits in the next collective for the other."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "tests.workers.nonfinite_step"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    out = done.stdout + done.stderr
+    for rank in (0, 1):
+        assert f"rank {rank}: FloatingPointError: step 0: the loss is not finite on process(es) 1" in out, out[-3000:]
+
+
+def test_batch_statistics_are_those_of_the_global_batch(demo, tmp_path):
+    """The variance hinge (over the shared embeddings) and SIGReg (over the context tokens) are
+    statistics of the whole global batch: 2 processes of 4 rows train as 1 process of 8."""
+    terms = ("loss.variance_weight=1", "loss.sigreg_weight=0.5")
+    _pretrain(demo, tmp_path / "one", 1, *terms)
+    _pretrain(demo, tmp_path / "two", 2, *terms)
+    _assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
+def test_a_resumed_run_gives_every_process_its_own_random_state(demo, tmp_path):
+    """SIGReg samples at most 1,024 context tokens per process, from the process's own generator (64 px
+    images: ~1,500 tokens on each). A 2-process run killed after step 2 and resumed on 2 processes
+    draws what the uninterrupted run drew, on every process."""
+    big = ("model.image.size=64", "loss.sigreg_weight=1", "data.batch_size=16", "train.max_steps=4")
+    _pretrain(demo, tmp_path / "whole", 2, *big)
+    _pretrain(demo, tmp_path / "cut", 2, *big)
+    for c in sorted((tmp_path / "cut" / "checkpoints").iterdir())[2:]:
+        shutil.rmtree(c)  # killed after step 2
+    _pretrain(demo, tmp_path / "cut", 2, *big, resume=True)
+    wa = load_file(str(latest_checkpoint(tmp_path / "whole") / "model.safetensors"))
+    wb = load_file(str(latest_checkpoint(tmp_path / "cut") / "model.safetensors"))
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_position_centred_targets_are_refused_under_torchrun(demo, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "multijepa",
+           "pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(tmp_path / "r"),
+           "--no-progress", "model.target_norm=position", "train.threads=1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode != 0
+    assert "model.target_norm=position centres each position over one process's rows" in done.stderr

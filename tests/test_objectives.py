@@ -417,3 +417,21 @@ def test_position_centre_removes_what_every_sample_carries_at_a_place():
     changed = t.clone()
     changed[2, 4:] = 1e6
     assert torch.allclose(position_centre(changed, valid)[valid], out[valid], atol=1e-5)
+
+
+def test_batch_statistic_terms_do_not_grow_with_gradient_accumulation():
+    """A step of two micro-batches that are the same 8 rows has the gradient of one step of those 8
+    rows: SIGReg and the variance hinge count each micro-batch by its share of the step's rows, as
+    the prediction and binding terms do (SIGReg draws the same directions for every micro-batch)."""
+    from multijepa.train.builder import build_training
+
+    cfg = load_config("tiny", ["loss.variance_weight=1", "loss.sigreg_weight=1", "optim.grad_clip=1e9"])
+    norms = []
+    for micro in (1, 2):
+        torch.manual_seed(0)
+        training = build_training(cfg, torch.device("cpu"), vocab_size=VOCAB)
+        training.model.train()
+        result = training.step([make_batch(cfg, 8)] * micro, 0)
+        assert result.logs["sigreg"] > 0 and result.logs["variance"] > 0
+        norms.append(float(result.grad_norm))
+    assert norms[1] == pytest.approx(norms[0], rel=1e-5)

@@ -95,6 +95,9 @@ def build_train_data(cfg: Config, sources: list[Source], processors: Processors,
         pin_memory=d.pin_memory and device is not None and device.type == "cuda",
         prefetch_factor=d.prefetch_factor if workers > 0 else None,
         worker_init_fn=seed_worker,
+        # its own generator: starting an iterator draws the workers' base seed, which from the global one
+        # would shift the training's draws on resume (the loader starts there, not at step 0)
+        generator=torch.Generator().manual_seed(t.seed * 1000 + rank),
     )
     if d.streaming:
         decoders = [RowDecoder(s, processors, i) for i, s in enumerate(sources)]

@@ -83,11 +83,11 @@ class Training:
 
 def build_training(cfg: Config, device: torch.device, tokenizer: TextTokenizer | None = None,
                    vocab_size: int | None = None, weights: str | Path | None = None, world: World = World(),
-                   find_unused: bool = False) -> Training:
+                   partial_sources: bool = False) -> Training:
     """Everything one pretraining step needs, in the one order that works under FSDP2 too: the
     optimizer is made over the parameters as `parallelize` left them."""
     model = init_model(cfg, device, tokenizer, vocab_size, weights)
-    wrapped = parallelize(model, cfg.train, world, device, find_unused)
+    wrapped = parallelize(model, cfg.train, world, device, partial_sources)
     optimizer, schedule = init_opt(model, cfg.optim, cfg.train.max_steps, tuple(cfg.model.ema_momentum),
                                    cfg.model.ema_horizon, cfg.model.ema_horizon_max_steps, cfg.loss.pred_warmup_steps)
     objective = MultiJEPAObjective(cfg.loss, model.modalities, world.rank, world.size)

@@ -308,6 +308,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
               stop: StopRequests) -> dict:
     t = cfg.train
     say = print if world.main else (lambda *a, **k: None)
+    if world.active and cfg.model.target_norm in ("position", "instance_position"):
+        raise ConfigError(f"model.target_norm={cfg.model.target_norm} centres each position over one process's "
+                          "rows, so it changes with the number of processes: use layer or instance under torchrun")
     if not cfg.data.sources:
         cfg.data.train = str(resolve_manifest(cfg.data.train, "train"))  # the demo data if none given
     if resume:
@@ -335,12 +338,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     barrier(world)
     if not world.main:
         tokenizer = build_tokenizer(cfg.model, out)
-    # a process may miss a modality in a batch when some source lacks it: DDP must allow unused weights
     partial = any(m not in s.columns for s in sources for m in cfg.model.modalities)
-    # ... and so must a run whose predictors wait for a late prediction phase (FSDP2 needs no flag for that)
-    late = cfg.loss.predicts and cfg.loss.pred_start > 0 and t.parallel == "ddp"
     training = build_training(cfg, device, tokenizer, weights=ckpt if resume else None, world=world,
-                              find_unused=partial or late)
+                              partial_sources=partial)
     model, optimizer, schedule = training.model, training.optimizer, training.schedule
     if world.main and model.loaded_towers:  # what the towers started from, for the record
         (out / "towers.json").write_text(json.dumps(model.loaded_towers, indent=2) + "\n")
@@ -356,9 +356,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
         state = load_train_state(ckpt)
         load_optimizer_state(model, optimizer, state["optimizer"])
         step = int(state["step"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
+        _restore_rng(state, world, device)
         data_position, bad_state = state.get("data_position"), state.get("bad_samples")
         drawn.update(state.get("drawn", {}))
         if "schedule" in state:
@@ -389,6 +387,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     def checkpoint(step: int, last: bool = False) -> None:
         clock.pause()
         weights, optim_state = full_state(model, optimizer)  # a collective under FSDP
+        rngs = gather_objects(_rng_state(device), world)  # each process's own generators
         if data.sampler is not None:
             position = data.sampler.position_after(step - 1)  # the same on every process
         else:  # every process streams its own shards: keep all their positions
@@ -396,11 +395,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             position = {"num_streams": max(1, cfg.data.num_workers) * world.size, "streams": streams}
         if world.main:
             state = {"optimizer": optim_state, "step": step, "schedule": schedule.state_dict(),
-                     "rng_cpu": torch.get_rng_state(), "drawn": dict(drawn), "bad_samples": bad.state_dict(),
+                     **rngs[0], "rng_ranks": rngs, "drawn": dict(drawn), "bad_samples": bad.state_dict(),
                      "data_position": position, "world_size": world.size,
                      "train_seconds": clock.seconds(), "no_pair_steps": training.step.no_pair_steps}
-            if device.type == "cuda":
-                state["rng_cuda"] = torch.cuda.get_rng_state()
             save_checkpoint(out, step, weights, state, keep=t.keep_checkpoints)
             if t.plot and (last or time.perf_counter() - plotted[0] >= 60):
                 plotted[0] = time.perf_counter()
@@ -478,6 +475,25 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
         say(f"data: {training.step.no_pair_steps} step(s) drew no pair to bind and were skipped "
             "(see data.min_pair_fraction)")
     return last
+
+
+def _rng_state(device: torch.device) -> dict:
+    """This process's random generators (CPU, and CUDA on a GPU)."""
+    state = {"rng_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _restore_rng(state: dict, world: World, device: torch.device) -> None:
+    """Each process takes back its own generators when the run resumes on as many processes as it saved
+    (every process draws differently: SIGReg's token samples, dropout), else rank 0's (a new split
+    of the batch draws differently anyway)."""
+    ranks = state.get("rng_ranks") or [state]
+    own = ranks[world.rank] if len(ranks) == world.size else ranks[0]
+    torch.set_rng_state(own["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in own:
+        torch.cuda.set_rng_state(own["rng_cuda"])
 
 
 def _prediction_due(model, cfg: Config, schedule, step: int) -> bool:

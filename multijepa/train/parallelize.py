@@ -63,10 +63,10 @@ FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def parallelize(model: nn.Module, train: TrainConfig, world: World = World(), device: torch.device | None = None,
-                find_unused: bool = False) -> nn.Module:
+                partial_sources: bool = False) -> nn.Module:
     """Apply the switches of `train` to `model` in place: activation checkpointing, then compile,
     then DDP / FSDP2. -> the module to call for the forward (the model itself at world size 1).
-    find_unused: some processes may lack a modality in a batch (sources with different modalities)."""
+    partial_sources: some source lacks a modality of the model (refused by FSDP2)."""
     # take gradients and hold the blocks; targets do not (a CLIP-objective model has no predictors)
     online = [part for part in (model.encoders, model.predictors) if part is not None]
     kinds = blocks()
@@ -82,21 +82,25 @@ def parallelize(model: nn.Module, train: TrainConfig, world: World = World(), de
     if not world.active:
         return model
     if train.parallel == "fsdp":
-        return _fully_shard(model, find_unused)
+        return _fully_shard(model, partial_sources)
     targets = model.target_encoders if model.target_encoders is not None else nn.ModuleDict()
     ignore = [f"target_encoders.{name}" for name, _ in targets.named_parameters()]
     ignore += [f"target_encoders.{name}" for name, _ in targets.named_buffers()]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
+    # Every forward gives every trainable weight a gradient (zero where this process had no rows of its
+    # modality, or nothing to predict yet: MultiJEPA._unused_anchor), so DDP never searches the graph
+    # for unused weights and never waits for a gradient one process lacks, whatever rows it drew.
+    model.touch_unused = True
     return DistributedDataParallel(
         model,
         device_ids=[device.index] if device is not None and device.type == "cuda" else None,
-        find_unused_parameters=find_unused,
+        find_unused_parameters=False,
         broadcast_buffers=False,  # the BatchNorm statistics are already global (model.global_batch_stats)
     )
 
 
-def _fully_shard(model: nn.Module, find_unused: bool) -> nn.Module:
-    if find_unused:
+def _fully_shard(model: nn.Module, partial_sources: bool) -> nn.Module:
+    if partial_sources:
         raise ValueError("train.parallel=fsdp needs every source to hold every modality of the model "
                          "(a process without one would leave its shards' collectives waiting): use ddp")
     from torch.distributed.fsdp import fully_shard

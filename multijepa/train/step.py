@@ -88,10 +88,9 @@ class TrainStep:
                     with record_function("step/objective"):
                         counts = StepCounts(per_rank[:, j], total, self.world.rank)
                         terms, micro_logs = self.objective.terms(outputs, self.model.logit_scale, counts,
-                                                                 self.schedule.pred_scale(step))
+                                                                 self.schedule.pred_scale(step), seed=step)
                         loss = sum(terms.values())
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"step {step}: loss is {float(loss)}; lower optim.lr or check the data")
+                self._check_finite(loss, step)
                 if measure_terms and i == len(use) - 1 and not self.world.active:
                     measured = term_grad_norms(terms, self.encoder_params)  # on the last micro-batch
                 with record_function("step/backward"):
@@ -99,6 +98,8 @@ class TrainStep:
             for k, v in micro_logs.items():  # the loss terms add up over micro-batches; monitors average
                 logs[k] = logs.get(k, 0) + (v if k.startswith(SUMMED_LOGS) else v / len(use))
         logs.update(measured)
+        if self.model.touch_unused:
+            self._skip_unreached()
         with record_function("step/optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
             self.optimizer.step()
@@ -106,6 +107,32 @@ class TrainStep:
         with record_function("step/ema"):
             self.model.update_targets(self.schedule.ema(step))
         return StepResult(logs["loss"], logs, outputs, grad_norm, lr, wd, int(total[0]))
+
+    def _skip_unreached(self) -> None:
+        """Under DDP every weight gets a gradient every step (`MultiJEPA._unused_anchor`), all-zero where
+        no process's loss reached it (a modality no process had rows of, the predictors before the
+        prediction phase). Such a gradient is dropped, so that AdamW skips the weight (no momentum
+        step, no decay) as it does at world size 1, where the weight has no gradient at all."""
+        have = [p for p in self.trainable if p.grad is not None]
+        if not have:
+            return
+        with record_function("step/unreached"):
+            zero = (torch.stack([p.grad.detach().abs().amax() for p in have]) == 0).tolist()  # one sync
+        for p, z in zip(have, zero):
+            if z:
+                p.grad = None
+
+    def _check_finite(self, loss: torch.Tensor, step: int) -> None:
+        """Stop on a non-finite loss, on every process together: the flags are gathered, so no
+        process goes on into the next collective while another has stopped."""
+        finite = torch.isfinite(loss.detach()).long().view(1)
+        flags = gather_counts(finite, self.world, self.device).view(-1)  # (world,)
+        if bool(flags.all()):
+            return
+        where = f" on process(es) {', '.join(str(r) for r in (flags == 0).nonzero().view(-1).tolist())}" \
+            if self.world.active else ""
+        raise FloatingPointError(f"step {step}: the loss is not finite{where} (this process's: {float(loss.detach())}); "
+                                 "lower optim.lr or check the data")
 
 
 SUMMED_LOGS = ("loss", "pred/", "bind/")
