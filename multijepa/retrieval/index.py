@@ -4,6 +4,8 @@ Layout of an index folder:
 
     index.json        what was indexed, with which model (fingerprint) and which settings
     image.faiss       one faiss index per modality (inner product on L2-normalised embeddings)
+    image.ivfdata     kind ivfpq: its inverted lists (PQ codes and ids), on disk, memory-mapped
+    image_vectors.npy kind ivfpq: the exact (n, E) float32 vectors, memory-mapped, for the re-rank
     image_rows.npy    (n,) int64: the manifest row of each indexed vector
     rows.jsonl        one line of metadata per manifest row (paths, caption, label, shard key)
     rows_offsets.npy  byte offset of every line of rows.jsonl, so a result is read without the rest
@@ -12,6 +14,12 @@ Layout of an index folder:
 Building is resumable: rows are embedded in parts of `chunk_rows` rows, each written atomically
 to `parts/`; a rerun with the same model and manifest embeds only the missing parts.
 `index.json` is written last, so its presence means the index is complete.
+
+Kind `ivfpq` is for corpora larger than memory: faiss `IndexIVFPQ` (each vector kept as `pq_m`
+codes of `pq_nbits` bits), trained on a sample, then filled part by part (one part in memory at a
+time) into per-part indexes that are merged into inverted lists on disk (faiss's
+`OnDiskInvertedLists`, `faiss.contrib.ondisk.merge_ondisk`). A search takes `rerank` times k
+candidates from the codes and re-scores them exactly against the stored vectors.
 """
 
 from __future__ import annotations
@@ -30,13 +38,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import COUNT, NON_NEGATIVE, check_ranges, load_settings
+from ..config import COUNT, NON_NEGATIVE, Range, check_ranges, load_settings
 from ..data.bad_samples import BadRow
 from ..model import MultiJEPA
 from ..run_folder import hold_run_folder
 from .embed import embed_rows, open_manifest
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "hnsw", "ivfpq")
 FORMAT_VERSION = 1
 
 
@@ -46,12 +54,16 @@ class IndexFolderError(FileNotFoundError):
 
 @dataclass
 class IndexConfig:
-    """How to index. `flat` is exact; `ivf` and `hnsw` are approximate, for millions of rows."""
+    """How to index. `flat` is exact; `ivf` and `hnsw` are approximate, for millions of rows;
+    `ivfpq` compresses and keeps its lists on disk, for corpora larger than memory."""
 
-    kind: str = "flat"  # flat | ivf | hnsw
-    nlist: int = 0  # IVF: number of lists; 0 = 4 * sqrt(n), at most n / 39
-    nprobe: int = 64  # IVF: lists visited per query (recall against speed)
-    train_size: int = 0  # IVF: vectors k-means is trained on; 0 = 64 per list
+    kind: str = "flat"  # flat | ivf | hnsw | ivfpq
+    nlist: int = 0  # IVF, IVF-PQ: number of lists; 0 = 4 * sqrt(n), at most n / 39
+    nprobe: int = 64  # IVF, IVF-PQ: lists visited per query (recall against speed)
+    train_size: int = 0  # IVF, IVF-PQ: vectors k-means is trained on; 0 = 64 per list (at least 10,000 for PQ)
+    pq_m: int = 0  # IVF-PQ: codes per vector (bytes per vector at 8 bits); 0 = dim / 8; must divide dim
+    pq_nbits: int = 8  # IVF-PQ: bits per code (fewer when fewer than 2^nbits vectors train it)
+    rerank: int = 10  # IVF-PQ: candidates re-scored exactly from the stored vectors, times k; 0 = none
     hnsw_m: int = 32  # HNSW: links per node
     ef_construction: int = 200  # HNSW: candidate list while building
     ef_search: int = 256  # HNSW: candidate list while searching (recall against speed)
@@ -59,6 +71,7 @@ class IndexConfig:
     seed: int = 0
 
     RANGES: ClassVar = {"nlist": NON_NEGATIVE, "nprobe": COUNT, "train_size": NON_NEGATIVE, "hnsw_m": COUNT,
+                        "pq_m": NON_NEGATIVE, "pq_nbits": Range(1, 16), "rerank": NON_NEGATIVE,
                         "ef_construction": COUNT, "ef_search": COUNT, "chunk_rows": COUNT, "seed": NON_NEGATIVE}
     CHOICES: ClassVar = {"kind": KINDS}
 
@@ -82,6 +95,10 @@ def build_faiss_index(x: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     elif cfg.kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = cfg.ef_construction
+    elif cfg.kind == "ivfpq":  # in memory, without re-rank (an index folder keeps it on disk: build_index)
+        train_n = ivfpq_train_rows(n, cfg)
+        sample = np.random.default_rng(cfg.seed).choice(n, train_n, replace=False) if train_n < n else slice(None)
+        index = train_ivfpq(x[sample], n, cfg)
     else:
         nlist = ivf_lists(n, cfg.nlist)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -91,6 +108,86 @@ def build_faiss_index(x: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     index.add(x)
     set_search_params(index, cfg)
     return index
+
+
+def pq_shape(d: int, n_train: int, cfg: IndexConfig) -> tuple[int, int]:
+    """(codes per vector, bits per code) of an IVF-PQ index of width d trained on n_train vectors:
+    `pq_m` (0: d / 8) must divide d; a code of b bits needs 2^b training vectors, so a small corpus
+    gets fewer bits (faiss refuses otherwise)."""
+    m = cfg.pq_m or max(1, d // 8)
+    if d % m:
+        raise ValueError(f"pq_m={m} does not divide the embedding width {d}: choose a divisor of {d}")
+    return m, max(1, min(cfg.pq_nbits, int(math.log2(max(n_train, 2)))))
+
+
+def train_ivfpq(sample: np.ndarray, n: int, cfg: IndexConfig) -> faiss.Index:
+    """An empty IVF-PQ index of n vectors to come, trained (coarse k-means, then PQ) on `sample`."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    d = sample.shape[1]
+    nlist = min(ivf_lists(n, cfg.nlist), max(1, len(sample) // 39))
+    m, nbits = pq_shape(d, len(sample), cfg)
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+    index.train(sample)
+    return index
+
+
+def ivfpq_train_rows(n: int, cfg: IndexConfig) -> int:
+    """How many of n vectors train an IVF-PQ index: 64 per list, at least 10,000 (PQ's 256 centroids)."""
+    return min(n, cfg.train_size or max(64 * ivf_lists(n, cfg.nlist), 10_000))
+
+
+def build_ondisk_ivfpq(trained: faiss.Index, shards, out: Path, name: str) -> faiss.Index:
+    """Fill the `trained` IVF-PQ index from `shards`, an iterable of ((n_i, d) vectors, (n_i,) int64 ids),
+    one in memory at a time: each is added to a copy of the empty trained index and written to a file,
+    then the files' inverted lists are merged into one on-disk file, `out/name.ivfdata`, which
+    `out/name.faiss` points to (read it back with `read_ondisk_index`). Peak memory: one shard and one
+    shard index, whatever the number of shards."""
+    from faiss.contrib.ondisk import merge_ondisk
+
+    work = out / f"{name}.shards"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    files = []
+    for i, (x, ids) in enumerate(shards):
+        shard = faiss.clone_index(trained)
+        shard.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64))
+        files.append(str(work / f"shard-{i:06d}.faiss"))
+        faiss.write_index(shard, files[-1])
+        del shard
+    index = faiss.clone_index(trained)
+    ivfdata = out / f"{name}.ivfdata"
+    ivfdata.unlink(missing_ok=True)
+    merge_ondisk(index, files, str(ivfdata))
+    _atomic(out / f"{name}.faiss", lambda p: faiss.write_index(index, str(p)))
+    shutil.rmtree(work)
+    return index
+
+
+def rerank_search(index: faiss.Index, vectors: np.ndarray, q: np.ndarray, k: int, rerank: int,
+                  block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """`rerank` * k candidates by the index's codes, re-scored exactly by inner product with the stored
+    (n, E) vectors (a memory map: only the candidates' rows are read) -> the best k: (scores (q, k),
+    positions (q, k), -1 = none), best first."""
+    _, cand = index.search(q, min(index.ntotal, k * rerank))  # (q, c), -1 = none
+    scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(q), k), -1, dtype=np.int64)
+    for s in range(0, len(q), block):  # bounded memory: (block, c, E) candidate vectors at a time
+        c = cand[s : s + block]
+        ok = c >= 0
+        if not ok.any():
+            continue
+        flat = np.unique(c[ok])  # sorted: the memory map is read in file order
+        vecs = np.asarray(vectors[flat], dtype=np.float32)[np.searchsorted(flat, np.where(ok, c, flat[0]))]
+        exact = np.where(ok, np.einsum("qcd,qd->qc", vecs, q[s : s + block]), -np.inf)
+        best = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        scores[s : s + block] = np.take_along_axis(exact, best, 1)
+        ids[s : s + block] = np.where(np.isfinite(scores[s : s + block]), np.take_along_axis(c, best, 1), -1)
+    return scores, ids
+
+
+def read_ondisk_index(path: Path) -> faiss.Index:
+    """A faiss index file; an on-disk IVF one finds its .ivfdata beside it, wherever the folder moved."""
+    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
 
 
 def ivf_lists(n: int, nlist: int = 0) -> int:
@@ -147,10 +244,13 @@ class EmbeddingIndex:
             raise IndexFolderError(f"{meta_path}: not an index description ({type(e).__name__}: {e})") from None
         self.indexes: dict[str, faiss.Index] = {}
         self.rows: dict[str, np.ndarray] = {}
+        self.vectors: dict[str, np.ndarray] = {}  # kind ivfpq: the exact vectors, memory-mapped
         for m in modalities:
-            self.indexes[m] = _read(self.root / f"{m}.faiss", lambda p: faiss.read_index(str(p)))
+            self.indexes[m] = _read(self.root / f"{m}.faiss", read_ondisk_index)
             set_search_params(self.indexes[m], self.config)
             self.rows[m] = _read(self.root / f"{m}_rows.npy", np.load)
+            if self.config.kind == "ivfpq":
+                self.vectors[m] = _read(self.root / f"{m}_vectors.npy", lambda p: np.load(p, mmap_mode="r"))
             if len(self.rows[m]) != self.indexes[m].ntotal:
                 raise IndexFolderError(f"{self.root / f'{m}_rows.npy'} lists {len(self.rows[m])} rows, "
                                        f"{m}.faiss holds {self.indexes[m].ntotal}: rebuild the index")
@@ -179,7 +279,10 @@ class EmbeddingIndex:
         q = query.detach().cpu().numpy() if isinstance(query, torch.Tensor) else np.asarray(query)
         q = np.ascontiguousarray(q.reshape(-1, q.shape[-1]), dtype=np.float32)
         index = self.indexes[modality]
-        scores, ids = index.search(q, min(k, index.ntotal))
+        if modality in self.vectors and self.config.rerank:
+            scores, ids = rerank_search(index, self.vectors[modality], q, min(k, index.ntotal), self.config.rerank)
+        else:
+            scores, ids = index.search(q, min(k, index.ntotal))
         found = ids >= 0  # approximate indexes may return fewer than k
         rows = np.where(found, self.rows[modality][np.clip(ids, 0, None)], -1)
         return np.where(found, scores, -np.inf), rows
@@ -199,6 +302,8 @@ class EmbeddingIndex:
         at = self.position(row, modality)
         if at is None:
             return None
+        if modality in self.vectors:  # IVF-PQ keeps the exact vectors beside its codes
+            return np.asarray(self.vectors[modality][at], dtype=np.float32)
         index = self.indexes[modality]
         if isinstance(index, faiss.IndexIVF) and not index.direct_map.type:
             index.make_direct_map()  # IVF lists do not know positions until asked
@@ -269,12 +374,16 @@ def _build_index(model: MultiJEPA, manifest, out: Path, cfg: IndexConfig, checkp
         _save_part(path, embs, errors)
     bar.close()
 
-    embs, errors = _load_parts(done)
-    if not embs:
+    counts, errors = _part_contents(done)
+    if not counts:
         raise IndexFolderError(f"no row of {manifest} could be embedded ({len(errors)} bad rows)")
-    for m, (z, rows) in embs.items():
+    for m, count in counts.items():
         if progress:
-            print(f"building the {cfg.kind} index of {len(rows)} {m} vectors")
+            print(f"building the {cfg.kind} index of {count} {m} vectors")
+        if cfg.kind == "ivfpq":  # part by part: never the whole corpus in memory
+            build_ivfpq_from_parts(done, m, count, model.cfg.embed_dim, cfg, out)
+            continue
+        z, rows = _load_modality(done, m)
         _atomic(out / f"{m}.faiss", lambda p, z=z: faiss.write_index(build_faiss_index(z, cfg), str(p)))
         _atomic(out / f"{m}_rows.npy", lambda p, r=rows: _save_npy(p, r))
     _write_metadata(dataset, out)
@@ -288,7 +397,7 @@ def _build_index(model: MultiJEPA, manifest, out: Path, cfg: IndexConfig, checkp
         "rows": n,
         "bad_rows": len(errors),
         "embed_dim": model.cfg.embed_dim,
-        "modalities": {m: len(rows) for m, (_, rows) in embs.items()},
+        "modalities": counts,
         "columns": dict(dataset.source.columns),  # modality -> metadata field holding its path or caption
         "base_dir": str(dataset.source.base_dir.resolve()) if dataset.source.base_dir else None,
         "config": asdict(cfg),
@@ -328,19 +437,81 @@ def _save_part(path: Path, embs: dict, errors: list[BadRow]) -> None:
     _atomic(path, write)
 
 
-def _load_parts(paths: list[Path]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[BadRow]]:
-    zs: dict[str, list] = {}
-    rows: dict[str, list] = {}
+def _part_contents(paths: list[Path]) -> tuple[dict[str, int], list[BadRow]]:
+    """-> (vectors per modality over all parts, the bad rows), reading only the row ids."""
+    counts: dict[str, int] = {}
     errors: list[BadRow] = []
     for p in paths:
         with np.load(p) as part:
             for key in part.files:
-                if key.startswith("z_"):
-                    m = key[2:]
-                    zs.setdefault(m, []).append(part[key])
-                    rows.setdefault(m, []).append(part[f"rows_{m}"])
+                if key.startswith("rows_"):
+                    counts[key[5:]] = counts.get(key[5:], 0) + len(part[key])
             errors += [BadRow.from_dict(e) for e in json.loads(str(part["errors"]))]
-    return {m: (np.concatenate(zs[m]), np.concatenate(rows[m])) for m in zs}, errors
+    return counts, errors
+
+
+def _part_vectors(paths: list[Path], m: str):
+    """Each part's ((n_i, E) vectors, (n_i,) manifest rows) of modality m, one part loaded at a time."""
+    for p in paths:
+        with np.load(p) as part:
+            if f"z_{m}" in part.files:
+                yield part[f"z_{m}"], part[f"rows_{m}"]
+
+
+def _load_modality(paths: list[Path], m: str) -> tuple[np.ndarray, np.ndarray]:
+    zs, rows = zip(*_part_vectors(paths, m))
+    return np.concatenate(zs), np.concatenate(rows)
+
+
+def build_ivfpq_from_parts(paths: list[Path], m: str, count: int, dim: int, cfg: IndexConfig, out: Path,
+                           trained: faiss.Index | None = None) -> None:
+    """m's IVF-PQ index with on-disk lists (out/m.faiss, out/m.ivfdata), its exact vectors
+    (out/m_vectors.npy) and manifest rows (out/m_rows.npy), from parts (`part-*.npz` of z_m, rows_m)
+    read one at a time: a sample of every part trains it (unless `trained` is given), then each part
+    fills it and is appended to the vector file. Memory: one part, whatever their number."""
+    if trained is None:
+        want = ivfpq_train_rows(count, cfg)
+        rng = np.random.default_rng(cfg.seed)
+        sample = [z[rng.random(len(z)) < want / count] if want < count else z for z, _ in _part_vectors(paths, m)]
+        trained = train_ivfpq(np.concatenate(sample), count, cfg)
+    with NpyAppender(out / f"{m}_vectors.npy", (count, dim), np.float32) as vectors, \
+            NpyAppender(out / f"{m}_rows.npy", (count,), np.int64) as rows:
+
+        def shards():
+            for z, r in _part_vectors(paths, m):
+                at = rows.written
+                vectors.append(z)
+                rows.append(r)
+                yield z, np.arange(at, at + len(z), dtype=np.int64)  # ids: positions, as every kind's
+
+        build_ondisk_ivfpq(trained, shards(), out, m)
+
+
+class NpyAppender:
+    """A .npy file of known shape written block by block through a plain file (no memory map, so the
+    pages written never count in this process's memory), renamed into place when complete."""
+
+    def __init__(self, path: Path, shape: tuple, dtype):
+        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.written = 0
+
+    def __enter__(self) -> "NpyAppender":
+        self.f = open(self.tmp, "wb")
+        np.lib.format.write_array_header_1_0(self.f, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                       "fortran_order": False, "shape": self.shape})
+        return self
+
+    def append(self, block: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.written += len(block)
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.f.close()
+        if kind is None:
+            if self.written != self.shape[0]:
+                raise IndexFolderError(f"{self.path}: {self.written} rows written of {self.shape[0]}")
+            os.replace(self.tmp, self.path)
 
 
 def _write_metadata(dataset, out: Path) -> None:
