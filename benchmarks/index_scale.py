@@ -93,6 +93,14 @@ def recall_at(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 
 
 def peak_rss_gb() -> float:
+    """This process's peak resident memory, GiB: VmHWM where Linux gives it (ru_maxrss would keep the
+    parent's peak in a spawned child: it survives the fork and exec that start it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 

@@ -17,7 +17,9 @@ of training (`train.max_seconds`). The arms:
   --ablations adds one arm per change of the default: jepa_early (`loss.pred_start=0`), jepa_flip
             (`bind_mask_ratio=0.5` for image and audio: FLIP's masked binding, whose context then also
             serves prediction), jepa_ctx (`loss.bind_input=context`: the prediction phase binds the
-            I-JEPA context of images and sounds, one online forward instead of two) and, with F < 1,
+            I-JEPA context of images and sounds, one online forward instead of two), jepa_sigreg
+            (`model.target=sigreg loss.sigreg_weight=0.02`: LeVLJEPA's target, the online whole-input
+            forward that binding runs anyway, under stop-gradient, with SIGReg; no EMA tower) and, with F < 1,
             jepa_nofloor (`data.min_pair_fraction=0`). Any of them can also be named in --arms.
 
 Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
@@ -71,6 +73,7 @@ from order import order_accuracy
 WHOLE = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0"]
 FLIP = ["model.image.bind_mask_ratio=0.5", "model.audio.bind_mask_ratio=0.5"]
 ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_flip": FLIP, "jepa_ctx": ["loss.bind_input=context"],
+             "jepa_sigreg": ["model.target=sigreg", "loss.sigreg_weight=0.02"],
              "jepa_nofloor": ["data.min_pair_fraction=0"]}
 
 

@@ -4,6 +4,7 @@ built-in demo dataset (generated locally on first use)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -148,10 +149,12 @@ def _parser() -> argparse.ArgumentParser:
         help="embed a corpus and save a searchable faiss index per modality",
         description="Embed every row of MANIFEST with the run's encoders and save one faiss index per "
         "modality in --out, with the rows' metadata (paths, captions, labels) to show results. "
-        "Exact (flat inner product) by default; kind=ivf or kind=hnsw for millions of rows. "
+        "Exact (flat inner product) by default; kind=ivf or kind=hnsw for millions of rows; kind=ivfpq "
+        "(compressed, lists on disk, exact re-rank) for corpora larger than memory. "
         "Resumable: a killed build continues where it stopped when run again with the same --out.",
-        epilog="index settings (key=value after the options): kind=flat|ivf|hnsw, nlist=N (IVF lists, "
+        epilog="index settings (key=value after the options): kind=flat|ivf|hnsw|ivfpq, nlist=N (IVF lists, "
         "0 = 4*sqrt(n)), nprobe=N, train_size=N, hnsw_m=N, ef_construction=N, ef_search=N, "
+        "pq_m=N (IVF-PQ codes per vector, 0 = dim/8), pq_nbits=N, rerank=N (candidates re-scored exactly, x k; 0 = none), "
         "chunk_rows=N (rows per resumable part); data.columns.image=jpg ... to map the corpus' columns.\n\n" + EPILOG_SOURCES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -472,21 +475,39 @@ def _need(path: str | Path, what: str, inside: str | None = None) -> None:
         raise FileNotFoundError(f"{p}: not {what}: it has no {inside}")
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, device=None):
     _need(args.checkpoint, "the --checkpoint run folder", "config.yaml")
     from .distributed import pick_device
     from .model import MultiJEPA
 
-    return MultiJEPA.from_pretrained(args.checkpoint, device=pick_device(args.device))
+    return MultiJEPA.from_pretrained(args.checkpoint, device=device or pick_device(args.device))
+
+
+@contextlib.contextmanager
+def _processes(args: argparse.Namespace):
+    """-> (world, device): torchrun's process group when launched by it (one process per GPU),
+    else a world of one; left again when the command ends."""
+    from .distributed import close_distributed, init_distributed
+
+    world, device = init_distributed(args.device)
+    try:
+        yield world, device
+    finally:
+        close_distributed(world)
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
     from .data.demo_paths import resolve_manifest
-    from .retrieval.embed import embed_manifest, save_embeddings
+    from .retrieval.embed import embed_manifest, embed_manifest_spread, save_embeddings
 
-    model = _load(args)
-    embs = embed_manifest(model, resolve_manifest(args.data, "test"), batch_size=args.batch_size)
-    for path in save_embeddings(embs, args.out):
+    with _processes(args) as (world, device):
+        model = _load(args, device)
+        manifest = resolve_manifest(args.data, "test")
+        if world.active:  # each process embeds its block of rows, process 0 joins them
+            written = embed_manifest_spread(model, manifest, args.out, world, batch_size=args.batch_size)
+        else:
+            written = save_embeddings(embed_manifest(model, manifest, batch_size=args.batch_size), args.out)
+    for path in written:
         print(f"wrote {path}")
 
 
@@ -577,9 +598,12 @@ def _cmd_index(args: argparse.Namespace) -> None:
         model.run_config.data.columns[key.split(".", 2)[2]] = value
     manifest = resolve_manifest(args.data, "test")
     t0 = time.perf_counter()
-    index = build_index(model, manifest, args.out, cfg, checkpoint=Path(args.checkpoint).resolve(),
-                        batch_size=args.batch_size, num_workers=args.workers, on_error=args.on_error,
-                        progress=not args.no_progress)
+    with _processes(args) as (world, device):
+        index = build_index(model.to(device), manifest, args.out, cfg, checkpoint=Path(args.checkpoint).resolve(),
+                            batch_size=args.batch_size, num_workers=args.workers, on_error=args.on_error,
+                            progress=not args.no_progress, world=world)
+    if not world.main:
+        return
     counts = ", ".join(f"{n} {m}" for m, n in index.info["modalities"].items())
     print(f"indexed {manifest} in {time.perf_counter() - t0:.0f}s ({cfg.kind}): {counts}; index folder: {args.out}")
     if index.info["bad_rows"]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,25 @@ def _pretrain(demo: Path, out: Path, nproc: int, *overrides: str, resume: bool =
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _node(demo: Path, out: Path, port: int, host: bool, *overrides: str, timeout: int = 120) -> subprocess.Popen:
+    """One torchrun agent of a 2-node job (one process per node), c10d rendezvous on 127.0.0.1:
+    as scripts/slurm_pretrain.sh runs on every node."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes",
+           "--rdzv-conf", f"is_host={str(host).lower()},join_timeout={timeout},read_timeout={timeout}",
+           "-m", "multijepa", "pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(out),
+           "--no-progress", "train.log_every=1", "train.ckpt_every=1", "train.keep_checkpoints=50", "train.threads=1",
+           "data.batch_size=8", "optim.eps=1e-3", *overrides]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
 
 
 def _losses(run: Path) -> list[float]:
@@ -213,3 +235,85 @@ def test_position_centred_targets_are_refused_under_torchrun(demo, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert done.returncode != 0
     assert "model.target_norm=position centres each position over one process's rows" in done.stderr
+
+
+# ---------------------------------------------------------------- several nodes (issue 30, item 1)
+
+
+def test_two_nodes_killed_mid_run_resume_on_one_and_train_as_one_process(demo, tmp_path):
+    """Two torchrun agents, as two nodes would run them (`--nnodes 2`, c10d rendezvous), pretrain
+    together; both are killed (SIGKILL, no goodbye) once a few checkpoints are written; the run
+    resumes on one process and ends with the weights of one process that trained every step."""
+    steps = 12
+    args = (f"train.max_steps={steps}",)
+    _pretrain(demo, tmp_path / "one", 1, *args, "train.keep_checkpoints=50")
+    run, port = tmp_path / "nodes", _free_port()
+    nodes = [_node(demo, run, port, host, *args) for host in (True, False)]
+    try:
+        deadline = time.time() + 240
+        while not (run / "checkpoints" / "step_00000003").exists():
+            assert time.time() < deadline and all(n.poll() is None for n in nodes), \
+                "the nodes stopped before step 3: " + "".join(n.stderr.read()[-2000:] for n in nodes if n.poll() is not None)
+            time.sleep(0.02)
+    finally:
+        for n in nodes:
+            os.killpg(n.pid, signal.SIGKILL)
+            n.wait()
+    written = sorted(c.name for c in (run / "checkpoints").iterdir())
+    assert f"step_{steps:08d}" not in written, f"the nodes finished before they were killed: {written}"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len({json.loads(line)["step"] for line in lines}) == len(lines)  # rank 0 alone logs
+    _pretrain(demo, run, 1, *args, "train.keep_checkpoints=50", resume=True)
+    _assert_same_training(tmp_path / "one", run, steps=steps, atol=2e-4)
+
+
+def test_a_node_that_cannot_reach_the_rendezvous_stops(demo, tmp_path):
+    """The second node of a job whose first never comes up: it gives up after its timeout with an
+    error naming the rendezvous endpoint, and writes nothing."""
+    port = _free_port()  # nothing listens there
+    node = _node(demo, tmp_path / "r", port, False, "train.max_steps=2", timeout=10)
+    try:
+        _, err = node.communicate(timeout=240)
+    finally:
+        if node.poll() is None:
+            os.killpg(node.pid, signal.SIGKILL)
+    assert node.returncode != 0
+    assert f"127.0.0.1:{port}" in err, err[-2000:]
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- embed and index spread (issue 30, item 2)
+
+
+def _cli(nproc: int, *args: str) -> None:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone"] \
+        if nproc > 1 else [sys.executable]
+    done = subprocess.run([*launcher, "-m", "multijepa", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_embed_and_index_with_two_processes_equal_one(run, demo, tmp_path):
+    """`embed` and `index` under torchrun: each process embeds its share of the rows and writes
+    its own shard, process 0 joins them; the vectors, row ids and search results are one process's."""
+    import numpy as np
+
+    from multijepa.retrieval.index import EmbeddingIndex
+
+    data = str(demo / "test.jsonl")
+    for nproc in (1, 2):
+        _cli(nproc, "embed", "--checkpoint", str(run), "--data", data, "--out", str(tmp_path / f"emb{nproc}"))
+        _cli(nproc, "index", "--checkpoint", str(run), "--data", data, "--out", str(tmp_path / f"idx{nproc}"),
+             "--no-progress", "chunk_rows=5")  # 24 rows: 5 parts, 3 embedded by process 0 and 2 by process 1
+    for m in ("image", "text", "audio"):
+        assert np.array_equal(np.load(tmp_path / "emb1" / f"{m}_rows.npy"), np.load(tmp_path / "emb2" / f"{m}_rows.npy"))
+        assert np.allclose(np.load(tmp_path / "emb1" / f"{m}.npy"), np.load(tmp_path / "emb2" / f"{m}.npy"), atol=1e-5)
+    assert not (tmp_path / "emb2" / "shards").exists() and not (tmp_path / "idx2" / "parts").exists()
+    one, two = EmbeddingIndex(tmp_path / "idx1"), EmbeddingIndex(tmp_path / "idx2")
+    assert one.info["modalities"] == two.info["modalities"]
+    queries = np.load(tmp_path / "emb1" / "text.npy")
+    for m in one.modalities:
+        assert np.array_equal(one.rows[m], two.rows[m])
+        s1, r1 = one.search(queries, m, k=5)
+        s2, r2 = two.search(queries, m, k=5)
+        assert np.array_equal(r1, r2) and np.allclose(s1, s2, atol=1e-5)

@@ -7,6 +7,8 @@ each modality's sub-batch goes through its encoder and head.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,4 +134,41 @@ def save_embeddings(embeddings: Embeddings, out_dir: str | Path) -> list[Path]:
         np.save(out / f"{m}.npy", z.numpy().astype(np.float32))
         np.save(out / f"{m}_rows.npy", r.numpy().astype(np.int64))
         written += [out / f"{m}.npy", out / f"{m}_rows.npy"]
+    return written
+
+
+def embed_manifest_spread(model: MultiJEPA, manifest: str | Path, out_dir: str | Path, world, batch_size: int = 128,
+                          progress: bool = True) -> list[Path]:
+    """`embed_manifest` + `save_embeddings` under torchrun: process r embeds the r-th contiguous block
+    of rows and writes it as its own shard (DIR/shards/rank-r.npz: vectors and row ids); process 0
+    then joins the shards in rank order (so rows stay in manifest order) into the files one process
+    writes, and removes them. -> the files written (process 0; [] elsewhere)."""
+    from ..distributed import barrier
+
+    out = Path(out_dir)
+    dataset = open_manifest(model, manifest)
+    n = len(dataset)
+    lo, hi = n * world.rank // world.size, n * (world.rank + 1) // world.size
+    embs, _ = embed_rows(model, dataset, range(lo, hi), batch_size, progress=progress and world.main)
+    shards = out / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{k}_{m}": t.numpy() for m, (z, r) in embs.items() for k, t in (("z", z), ("rows", r))}
+    with open(shards / f"rank-{world.rank}.npz.tmp", "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(shards / f"rank-{world.rank}.npz.tmp", shards / f"rank-{world.rank}.npz")
+    barrier(world)
+    written: list[Path] = []
+    if world.main:
+        parts: dict[str, list] = {}
+        for r in range(world.size):
+            with np.load(shards / f"rank-{r}.npz") as part:
+                for key in part.files:
+                    if key.startswith("z_"):
+                        m = key[2:]
+                        parts.setdefault(m, []).append((part[key], part[f"rows_{m}"]))
+        joined = {m: (torch.from_numpy(np.concatenate([z for z, _ in ps])), torch.from_numpy(np.concatenate([r for _, r in ps])))
+                  for m, ps in parts.items()}
+        written = save_embeddings(joined, out)
+        shutil.rmtree(shards)
+    barrier(world)
     return written

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from ..config import COUNT, NON_NEGATIVE, Range, check_ranges, load_settings
 from ..data.bad_samples import BadRow
+from ..distributed import World, barrier, gather_objects
 from ..model import MultiJEPA
 from ..run_folder import hold_run_folder
 from .embed import embed_rows, open_manifest
@@ -341,15 +342,36 @@ def build_index(
     num_workers: int = 0,
     on_error: str = "raise",
     progress: bool = True,
+    world: World = World(),
 ) -> EmbeddingIndex:
-    """Embed every row of `manifest` (resumably) and save the index folder `out`."""
+    """Embed every row of `manifest` (resumably) and save the index folder `out`. Under torchrun
+    (`world`) every process embeds its share of the parts (part i: process i mod W) and writes
+    them; process 0 then builds the index from all of them, and every process returns it."""
     out = Path(out)
-    with hold_run_folder(out, "multijepa index"):
-        return _build_index(model, manifest, out, cfg, checkpoint, batch_size, num_workers, on_error, progress)
+    with hold_run_folder(out, "multijepa index", hold=world.main):
+        return _build_index(model, manifest, out, cfg, checkpoint, batch_size, num_workers, on_error, progress, world)
+
+
+def _all_or_none(world: World, work) -> None:
+    """Run `work` on this process; if it fails on any process, every process raises that error
+    (one line), instead of the others waiting for it in the next collective."""
+    try:
+        work()
+        failed = None
+    except Exception as e:  # re-raised below, here or on every process
+        failed = (type(e).__name__, str(e), world.rank)
+        if not world.active:
+            raise
+    if world.active:
+        failures = [f for f in gather_objects(failed, world) if f is not None]
+        if failures:
+            kind, message, rank = failures[0]
+            raise IndexFolderError(message if rank == world.rank or kind == "IndexFolderError"
+                                   else f"process {rank}: {kind}: {message}")
 
 
 def _build_index(model: MultiJEPA, manifest, out: Path, cfg: IndexConfig, checkpoint, batch_size: int,
-                 num_workers: int, on_error: str, progress: bool) -> EmbeddingIndex:
+                 num_workers: int, on_error: str, progress: bool, world: World = World()) -> EmbeddingIndex:
     if (out / "index.json").exists():
         raise FileExistsError(f"{out} already holds an index; choose another --out or delete it")
     dataset = open_manifest(model, manifest)
@@ -359,20 +381,40 @@ def _build_index(model: MultiJEPA, manifest, out: Path, cfg: IndexConfig, checkp
     fingerprint = model_fingerprint(model)
     parts = out / "parts"
     spec = {"manifest": str(Path(str(manifest)).resolve()), "rows": n, "chunk_rows": cfg.chunk_rows, "fingerprint": fingerprint}
-    _start_parts(parts, spec)
+    _all_or_none(world, lambda: _start_parts(parts, spec) if world.main else None)
 
     chunks = [range(s, min(s + cfg.chunk_rows, n)) for s in range(0, n, cfg.chunk_rows)]
     done = [parts / f"part-{i:06d}.npz" for i in range(len(chunks))]
-    finished = sum(len(c) for c, p in zip(chunks, done) if p.exists())
-    if finished:
+    mine = [i for i in range(len(chunks)) if i % world.size == world.rank]  # this process's share
+    finished = sum(len(chunks[i]) for i in mine if done[i].exists())
+    if finished and world.main:
         print(f"resuming: {finished} of {n} rows already embedded in {parts}")
-    bar = tqdm(total=n, initial=finished, desc="index", unit="row", disable=not progress, dynamic_ncols=True)
-    for rows, path in zip(chunks, done):
-        if path.exists():
-            continue
-        embs, errors = embed_rows(model, dataset, rows, batch_size, num_workers, on_error=on_error, bar=bar)
-        _save_part(path, embs, errors)
+    share = sum(len(chunks[i]) for i in mine)
+    bar = tqdm(total=share, initial=finished, desc="index" if not world.active else f"index (process 0 of {world.size})",
+               unit="row", disable=not (progress and world.main), dynamic_ncols=True)
+
+    def embed_mine() -> None:
+        for i in mine:
+            if not done[i].exists():
+                embs, errors = embed_rows(model, dataset, chunks[i], batch_size, num_workers, on_error=on_error, bar=bar)
+                _save_part(done[i], embs, errors)
+
+    _all_or_none(world, embed_mine)
     bar.close()
+    if not world.main:
+        barrier(world)  # process 0 builds the index from every process's parts
+        return EmbeddingIndex(out)
+    try:
+        return _index_from_parts(model, dataset, manifest, out, cfg, checkpoint, done, spec, progress)
+    finally:
+        barrier(world)
+
+
+def _index_from_parts(model: MultiJEPA, dataset, manifest, out: Path, cfg: IndexConfig, checkpoint, done: list[Path],
+                      spec: dict, progress: bool) -> EmbeddingIndex:
+    fingerprint = spec["fingerprint"]
+    n = spec["rows"]
+    parts = out / "parts"
 
     counts, errors = _part_contents(done)
     if not counts:
