@@ -86,13 +86,19 @@ def instance_norm(t: torch.Tensor, valid: torch.Tensor | None = None, eps: float
     return (t - mean) / (var + eps).sqrt()
 
 
+def position_means(t: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, D) -> ((N, D) sums over the batch of the valid tokens at each position, (N, 1) their counts)."""
+    w = torch.ones_like(t[..., :1]) if valid is None else valid.unsqueeze(-1).to(t.dtype)  # (B, N, 1)
+    return (t * w).sum(0), w.sum(0)
+
+
 def position_centre(t: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """(B, N, D) -> each token minus the mean over the batch of the tokens at its position: what
     every input carries at a place (a mel band's typical level, a border's background) is taken out
-    of the targets, so what is predicted is what tells this input apart at that place."""
-    w = torch.ones_like(t[..., :1]) if valid is None else valid.unsqueeze(-1).to(t.dtype)  # (B, N, 1)
-    mean = (t * w).sum(0, keepdim=True) / w.sum(0, keepdim=True).clamp_min(1.0)  # (1, N, D)
-    return t - mean
+    of the targets, so what is predicted is what tells this input apart at that place. (The model
+    takes the means over the whole global batch: `MultiJEPA._position_means`.)"""
+    s, n = position_means(t, valid)
+    return t - s / n.clamp_min(1.0)
 
 
 class EmbeddingHead(nn.Module):
@@ -350,9 +356,9 @@ class MultiJEPA(nn.Module):
                     pooled[m] = EmbeddingHead.pool(*self.encoders[m](entry["x"][sel]))
         return pooled, z_index, unmasked
 
-    def _targets(self, m: str, entry: dict, unmasked: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B_m, T, D) layer-normed target features at the target indices, no gradient; (B_m, T) validity or None."""
-        targets_idx = entry["targets"].flatten(1)  # (B_m, K * Nt), -1 = padding (text spans)
+    def _target_features(self, m: str, entry: dict, unmasked: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B_m, N, D) float target features of m's whole input, normalised per `model.target_norm` up to
+        the position centring, no gradient; (B_m, N) validity or None."""
         with torch.no_grad(), record_function(f"forward/target/{m}"):
             if m in unmasked:
                 t, t_valid = unmasked[m][0].detach(), unmasked[m][1]  # the binding forward, under stop-gradient
@@ -363,10 +369,45 @@ class MultiJEPA(nn.Module):
                 t, t_valid = self.feature_encoder(m)(entry["x"])  # (B_m, N, D), whole input
             if self.cfg.target_norm in ("instance", "instance_position"):
                 t = instance_norm(t.float(), t_valid)
-            if self.cfg.target_norm in ("position", "instance_position"):
-                t = position_centre(t, t_valid)
-            t = F.layer_norm(t.float(), t.shape[-1:])
-            return gather_tokens(t, targets_idx.clamp_min(0)), entry.get("target_valid")
+            return t.float(), t_valid
+
+    def _targets(self, entry: dict, t: torch.Tensor, t_valid: torch.Tensor | None,
+                 means: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`_target_features` -> (B_m, T, D) layer-normed targets at the target indices; (B_m, T) validity
+        or None. means: (N, D) position means to take out (`model.target_norm` position)."""
+        with torch.no_grad():
+            if means is not None:
+                t = t - means[: t.shape[1]]
+            t = F.layer_norm(t, t.shape[-1:])
+            return gather_tokens(t, entry["targets"].flatten(1).clamp_min(0)), entry.get("target_valid")
+
+    def _position_means(self, feats: dict[str, tuple[torch.Tensor, torch.Tensor | None]]) -> dict[str, torch.Tensor]:
+        """Per learned modality, (N, D) the mean over the rows of the batch of the target features at each
+        position, over the whole global batch under torchrun: every process adds its sums and counts
+        (zeros for a modality it has no rows of), padded to the longest token count, in one all_reduce,
+        so any split of the rows gives one process's targets."""
+        names = list(self.predictors)
+        sums = {m: position_means(t, valid) for m, (t, valid) in feats.items()}  # (N, D), (N, 1)
+        if not distributed.active():
+            return {m: s / c.clamp_min(1.0) for m, (s, c) in sums.items()}
+        device = self.logit_scale.device
+        lengths = torch.tensor([sums[m][0].shape[0] if m in sums else 0 for m in names], device=device)
+        torch.distributed.all_reduce(lengths, op=torch.distributed.ReduceOp.MAX)
+        parts = []
+        for m, n in zip(names, lengths.tolist()):
+            block = torch.zeros(n, self.encoders[m].dim + 1, device=device)
+            if m in sums:
+                block[: sums[m][0].shape[0]] = torch.cat(sums[m], -1)
+            parts.append(block.flatten())
+        flat = torch.cat(parts)
+        torch.distributed.all_reduce(flat)
+        means, at = {}, 0
+        for m, n in zip(names, lengths.tolist()):
+            block = flat[at : at + n * (self.encoders[m].dim + 1)].view(n, -1)
+            at += block.numel()
+            if m in feats:
+                means[m] = block[:, :-1] / block[:, -1:].clamp_min(1.0)
+        return means
 
     def _predict(self, batch: dict, present: list[str], context: dict, valid: dict, unmasked: dict,
                  out: dict) -> None:
@@ -382,12 +423,14 @@ class MultiJEPA(nn.Module):
             ok_m = valid[m] if valid[m] is not None else torch.ones(context[m].shape[:2], dtype=torch.bool, device=idx.device)
             ok = torch.zeros(size, ok_m.shape[1], dtype=torch.bool, device=idx.device).index_copy(0, idx, ok_m)
             full[m] = (feats, ok)
-        for m in present:
-            if m not in self.predictors:  # a frozen encoder: its tokens are memory for the others only
-                continue
+        learned = [m for m in present if m in self.predictors]  # a frozen encoder: memory for the others only
+        feats = {m: self._target_features(m, batch[m], unmasked) for m in learned}
+        centre = self.cfg.target_norm in ("position", "instance_position")
+        means = self._position_means(feats) if centre else {}
+        for m in learned:
             entry = batch[m]
             idx = entry["index"]  # every row of m: all of them are predicted
-            target, target_valid = self._targets(m, entry, unmasked)
+            target, target_valid = self._targets(entry, *feats[m], means.get(m))
             predictor = self.predictors[m]
             memory = None
             if predictor.use_cross:

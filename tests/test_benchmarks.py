@@ -43,8 +43,9 @@ def test_vs_clip_benchmark_runs_every_arm_and_prints_the_headline_figures(tmp_pa
     assert f"order_accuracy: {json.dumps(result['order_accuracy'])}" in out
     arms = {(r["arm"], r["paired_fraction"]) for r in result["results"]}
     assert arms == {("jepa", 1.0), ("clip", 1.0), ("flip", 1.0), ("pred_only", 1.0), ("jepa_early", 1.0),
-                    ("jepa_flip", 1.0), ("jepa_ctx", 1.0), ("jepa", 0.5), ("clip", 0.5), ("flip", 0.5), ("clip_mix", 0.5),
-                    ("jepa_early", 0.5), ("jepa_flip", 0.5), ("jepa_ctx", 0.5), ("jepa_nofloor", 0.5)}
+                    ("jepa_flip", 1.0), ("jepa_ctx", 1.0), ("jepa_sigreg", 1.0), ("jepa", 0.5), ("clip", 0.5), ("flip", 0.5), ("clip_mix", 0.5),
+                    ("jepa_early", 0.5), ("jepa_flip", 0.5), ("jepa_ctx", 0.5), ("jepa_sigreg", 0.5),
+                    ("jepa_nofloor", 0.5)}
     for r in result["results"]:
         assert set(r["probe"]) == {"image", "text", "audio"} and len(r["P@1"]) == 6 and r["steps"] > 0
         assert ("vqa_accuracy" in r) == (r["arm"] != "pred_only")

@@ -228,13 +228,12 @@ def test_a_resumed_run_gives_every_process_its_own_random_state(demo, tmp_path):
         assert torch.equal(wa[k], wb[k]), k
 
 
-def test_position_centred_targets_are_refused_under_torchrun(demo, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "multijepa",
-           "pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(tmp_path / "r"),
-           "--no-progress", "model.target_norm=position", "train.threads=1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert done.returncode != 0
-    assert "model.target_norm=position centres each position over one process's rows" in done.stderr
+def test_position_centred_targets_are_those_of_the_global_batch(demo, tmp_path):
+    """model.target_norm=instance_position takes out each position's mean over the whole global
+    batch (one all_reduce, captions padded to the longest): 2 processes train as 1."""
+    _pretrain(demo, tmp_path / "one", 1, "model.target_norm=instance_position")
+    _pretrain(demo, tmp_path / "two", 2, "model.target_norm=instance_position")
+    _assert_same_training(tmp_path / "one", tmp_path / "two")
 
 
 # ---------------------------------------------------------------- several nodes (issue 30, item 1)

@@ -308,9 +308,6 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
               stop: StopRequests) -> dict:
     t = cfg.train
     say = print if world.main else (lambda *a, **k: None)
-    if world.active and cfg.model.target_norm in ("position", "instance_position"):
-        raise ConfigError(f"model.target_norm={cfg.model.target_norm} centres each position over one process's "
-                          "rows, so it changes with the number of processes: use layer or instance under torchrun")
     if not cfg.data.sources:
         cfg.data.train = str(resolve_manifest(cfg.data.train, "train"))  # the demo data if none given
     if resume:

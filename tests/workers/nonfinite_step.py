@@ -3,6 +3,8 @@ process 1's loss is NaN. Every process prints what stopped it."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from multijepa.config import load_config
@@ -33,8 +35,8 @@ def main() -> None:
         print(f"rank {world.rank}: no error", flush=True)
     except FloatingPointError as e:
         print(f"rank {world.rank}: FloatingPointError: {e}", flush=True)
-    finally:
-        close_distributed(world)
+        os._exit(0)  # what stopped each process is the finding; not the group's teardown
+    close_distributed(world)
 
 
 if __name__ == "__main__":
