@@ -316,3 +316,26 @@ def test_embed_and_index_with_two_processes_equal_one(run, demo, tmp_path):
         s1, r1 = one.search(queries, m, k=5)
         s2, r2 = two.search(queries, m, k=5)
         assert np.array_equal(r1, r2) and np.allclose(s1, s2, atol=1e-5)
+
+
+def test_index_of_shards_with_two_processes_equals_one(run, demo, tmp_path):
+    """The same for a corpus of WebDataset shards (the format streamed in training)."""
+    import numpy as np
+
+    from multijepa.config import SourceConfig
+    from multijepa.data.shards import write_shards
+    from multijepa.data.sources import open_source
+    from multijepa.retrieval.index import EmbeddingIndex
+
+    src = open_source(SourceConfig(path=str(demo / "test.jsonl"), name="test"), {}, ["image", "text", "audio"], streaming=False)
+    write_shards(src, tmp_path / "shards", ["image", "text", "audio"], shard_size=10)
+    columns = ("data.columns.image=png", "data.columns.text=txt", "data.columns.audio=wav")
+    for nproc in (1, 2):
+        _cli(nproc, "index", "--checkpoint", str(run), "--data", str(tmp_path / "shards" / "shard-*.tar"),
+             "--out", str(tmp_path / f"idx{nproc}"), "--no-progress", "chunk_rows=7", *columns)
+    one, two = EmbeddingIndex(tmp_path / "idx1"), EmbeddingIndex(tmp_path / "idx2")
+    assert one.info["modalities"] == two.info["modalities"] == {"image": 24, "text": 24, "audio": 24}
+    assert [one.metadata(i)["__key__"] for i in range(24)] == [two.metadata(i)["__key__"] for i in range(24)]
+    for m in one.modalities:
+        q = np.stack([one.vector(int(r), m) for r in one.rows[m][:6]])
+        assert np.array_equal(one.search(q, m, k=5)[1], two.search(q, m, k=5)[1])
