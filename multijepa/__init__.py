@@ -11,7 +11,7 @@ import os
 # imported (libgomp reads it when it loads), and only when the user has not chosen a policy.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["MultiJEPA", "load_config", "pretrain"]
 
 
