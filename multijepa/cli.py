@@ -325,6 +325,9 @@ def _parser() -> argparse.ArgumentParser:
     ret.add_argument("--group-by", metavar="COLUMN",
                      help="rows with equal values of COLUMN are one item (e.g. an image id) [rows sharing an image "
                      "path, else an audio path: COCO / Flickr30k / AudioCaps / Clotho layouts, 5 captions per item]")
+    ret.add_argument("--ties", choices=("topk", "pessimistic"), default="topk",
+                     help="tied scores: topk lets torch.topk pick among them, as CLIP_benchmark; pessimistic ranks "
+                     "every tied negative above the positive, so a constant similarity scores 0 [topk]")
 
     zs = ev_sub.add_parser(
         "zeroshot",
@@ -519,10 +522,10 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> None:
     if args.audio_clips is not None:
         model.processors.eval_clips = args.audio_clips
     manifest = resolve_manifest(args.data, "test")
-    results, grouping = manifest_retrieval(model, manifest, args.group_by, args.batch_size)
+    results, grouping = manifest_retrieval(model, manifest, args.group_by, args.batch_size, ties=args.ties)
     if not results:
         raise UsageError(f"{manifest} has no rows with two modalities to retrieve between")
-    print(f"retrieval on {manifest} (one item per {grouping})")
+    print(f"retrieval on {manifest} (one item per {grouping}; ties: {args.ties})")
     print(format_table(results))
     _write_json(args.json, results)
 

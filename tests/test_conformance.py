@@ -188,12 +188,45 @@ def test_retrieval_recall_equals_clip_benchmark_on_coco_layouts(n_images, captio
     assert ours["image->text"]["n"] == n_images and ours["image->text"]["n_items"] == n_images * captions
 
 
+@pytest.mark.parametrize("copies, seed", [(40, 0), (5, 1), (2, 2)])
+def test_retrieval_recall_equals_clip_benchmark_with_duplicate_captions(copies, seed):
+    """Templated captions: `copies` images share one caption word for word (COCO repeats too). The
+    default (`ties="topk"`) agrees with the reference, ties included; the pessimistic convention
+    ranks every copy of another image's caption above the image's own. Embeddings are multiples
+    of 1/8, so every dot product is exact and the copies tie exactly, whatever the summation order."""
+    import torch
+
+    from multijepa.retrieval.metrics import retrieval_metrics
+
+    g = torch.Generator().manual_seed(seed)
+    n = 60
+    images = torch.randint(-3, 4, (n, 16), generator=g).float() / 8
+    texts = images + torch.randint(-2, 3, (n, 16), generator=g).float() / 8
+    texts[:copies] = texts[0]  # the first `copies` images' captions are one sentence
+    rows = torch.arange(n)
+    embs = {"image": (images, rows), "text": (texts, rows)}
+    groups = [f"images/{i:04d}.jpg" for i in range(n)]
+    ours = retrieval_metrics(embs, groups=groups)
+    ref = clip_benchmark_metrics(images, texts, rows)
+    for k in (1, 5, 10):
+        assert ours["text->image"][f"R@{k}"] == pytest.approx(ref[f"text->image R@{k}"], abs=1e-9)
+        assert ours["image->text"][f"R@{k}"] == pytest.approx(ref[f"image->text R@{k}"], abs=1e-9)
+    worst = retrieval_metrics(embs, groups=groups, ties="pessimistic")["image->text"]
+    best_positive = (images * texts).sum(1)  # (n,) each image's score for its own caption
+    ahead = ((images @ texts.T) > best_positive[:, None]).sum(1).float()  # negatives strictly above
+    tied = ((images @ texts.T) == best_positive[:, None]).sum(1).float() - 1  # the other copies
+    assert worst["mean_rank"] == pytest.approx(float((1 + ahead + tied).mean()))
+    assert ours["image->text"]["mean_rank"] == pytest.approx(float((1 + ahead + tied / 2).mean()))
+    if copies > 1:
+        assert worst["R@1"] <= (n - copies) / n  # no duplicated image can be first
+
+
 def test_row_pairing_would_miss_what_grouping_finds():
     """The failure the grouping fixes: five identical image rows per item tie with each other."""
     from multijepa.retrieval.metrics import retrieval_metrics
 
     embs, groups, images, texts, index = _coco_layout(20, 5, 16, 0.3, 0)
-    per_row = retrieval_metrics(embs)
+    per_row = retrieval_metrics(embs, ties="pessimistic")
     grouped = retrieval_metrics(embs, groups=groups)
     assert per_row["text->image"]["R@1"] == 0.0  # the right image ties with its four copies
     assert grouped["text->image"]["R@1"] == clip_benchmark_metrics(images, texts, index)["text->image R@1"] > 0.8

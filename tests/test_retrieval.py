@@ -24,10 +24,10 @@ def test_metrics_over_paired_rows_only():
     image = (e, torch.tensor([0, 1, 2, 3]))
     # text exists for rows 1, 2, 3 only; its row-2 embedding points at image row 3 instead
     text = (torch.stack([e[1], e[3], e[3]]), torch.tensor([1, 2, 3]))
-    res = retrieval_metrics({"image": image, "text": text})
+    res = retrieval_metrics({"image": image, "text": text}, ties="pessimistic")
     assert set(res) == {"image->text", "text->image"}
     t2i = res["text->image"]
-    assert t2i["n"] == 3
+    assert t2i["n"] == 3 and t2i["ties"] == "pessimistic"
     assert abs(t2i["R@1"] - 2 / 3) < 1e-6  # rows 1 and 3 right, row 2 ties with row 3 -> rank 2
     assert t2i["R@5"] == 1.0 and t2i["median_rank"] == 1.0
     assert "text->image" in format_table(res)
@@ -116,3 +116,19 @@ def test_eval_retrieval_on_a_coco_style_manifest_equals_clip_benchmark(run, demo
                  "--json", str(tmp_path / "g.json")]) == 0
     by_id = json.loads((tmp_path / "g.json").read_text())
     assert by_id["text->image"]["R@1"] == ours["text->image"]["R@1"] and by_id["text->image"]["grouping"] == "column image_id"
+
+
+def test_ties_conventions_on_a_constant_similarity():
+    """A collapsed model (every score equal): pessimistic ranks every query last; topk picks some
+    of the tied items as CLIP_benchmark does, and ranks are the expected rank of a random order."""
+    z = torch.ones(6, 4) / 2
+    embs = {"image": (z, torch.arange(6)), "text": (z.clone(), torch.arange(6))}
+    worst = retrieval_metrics(embs, ties="pessimistic")["image->text"]
+    assert worst["R@1"] == 0.0 and worst["median_rank"] == 6.0 and worst["R@5"] == 0.0
+    ref = retrieval_metrics(embs)["image->text"]  # the default: topk
+    assert ref["ties"] == "topk" and ref["mean_rank"] == pytest.approx(1 + 5 / 2)  # 5 tied negatives, 1 positive
+    top1 = torch.topk(z @ z.T, 1, dim=1).indices[:, 0]
+    assert ref["R@1"] == pytest.approx(float((top1 == torch.arange(6)).float().mean()))
+    assert ref["R@10"] == 1.0
+    with pytest.raises(ValueError, match="ties='best'"):
+        retrieval_metrics(embs, ties="best")

@@ -9,10 +9,14 @@ every entry of b is in the gallery, and the gallery entries of the query's group
 positives. With one row per group (the 1:1 layout) this is "row i's partner is the answer".
 
 - R@K: the share of queries with a positive in the top K (CLIP_benchmark's `recall_at_k(...) > 0`,
-  clip_benchmark/metrics/zeroshot_retrieval.py; equal to it on tie-free scores, see
-  tests/test_conformance.py). `median_rank` / `mean_rank`: of the best-ranked positive, 1-based.
-  Ties: a negative scoring the same as the best positive ranks above it (a constant similarity
-  scores badly, not perfectly), where CLIP_benchmark's `torch.topk` breaks ties by position.
+  clip_benchmark/metrics/zeroshot_retrieval.py). `median_rank` / `mean_rank`: of the best-ranked
+  positive, 1-based.
+- Ties (`ties=`): "topk", the default, is CLIP_benchmark's convention: the top K is what
+  `torch.topk` returns, which puts some of the tied items first (equal to the reference, ties
+  included, tests/test_conformance.py); ranks are then the expected rank under a random order of
+  the tied items. "pessimistic" ranks every negative that ties with the best positive above it, so
+  a constant similarity scores badly, not by chance; with duplicate captions across items (templated
+  captions, COCO's repeats) it gives R@1 0 where the reference gives 1 / (number of copies).
 - With labels, a gallery entry of the query's class is relevant: `mAP` is sklearn's
   `average_precision_score` per query (tied scores form one step), averaged; `P@1` is the share of
   relevant entries among those tied at the top score (the expected precision of a random tie-break).
@@ -37,11 +41,27 @@ def ranks_of_matches(sim: torch.Tensor, offset: int = 0) -> torch.Tensor:
     return best_positive_ranks(sim, positive)
 
 
-def best_positive_ranks(sim: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+TIES = ("topk", "pessimistic")
+
+
+def best_positive_ranks(sim: torch.Tensor, positive: torch.Tensor, ties: str = "pessimistic") -> torch.Tensor:
     """sim (Q, G), positive (Q, G) bool, every query with at least one positive -> 1-based rank of
-    each query's best positive: 1 + the negatives scoring at least as high (Q,)."""
+    each query's best positive (Q,). "pessimistic": 1 + the negatives scoring at least as high;
+    "topk": 1 + the negatives scoring higher + the expected number of tied negatives ahead of the
+    first tied positive in a random order (m tied negatives, p tied positives: m / (p + 1))."""
     best = sim.masked_fill(~positive, float("-inf")).amax(1, keepdim=True)  # (Q, 1)
-    return 1 + ((sim >= best) & ~positive).sum(1)
+    if ties == "pessimistic":
+        return 1 + ((sim >= best) & ~positive).sum(1)
+    tied_neg = ((sim == best) & ~positive).sum(1).float()
+    tied_pos = ((sim == best) & positive).sum(1).float()
+    return 1 + ((sim > best) & ~positive).sum(1).float() + tied_neg / (tied_pos + 1)
+
+
+def hits_at_k(sim: torch.Tensor, positive: torch.Tensor, k: int) -> torch.Tensor:
+    """Whether a positive is among the `torch.topk(sim, k)` items of each query (Q,), as
+    CLIP_benchmark's `recall_at_k(...) > 0`: topk decides which of the tied items come first."""
+    top = torch.topk(sim, min(k, sim.shape[1]), dim=1).indices  # (Q, k)
+    return positive.gather(1, top).any(1)
 
 
 def class_match(sim: torch.Tensor, query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,11 +87,13 @@ def class_match(sim: torch.Tensor, query_labels: torch.Tensor, gallery_labels: t
 
 
 def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_cells: int = 1 << 24,
-                      groups: list | None = None, grouping: str = "row") -> dict[str, dict]:
+                      groups: list | None = None, grouping: str = "row", ties: str = "topk") -> dict[str, dict]:
     """All ordered pairs of modalities present: R@1/5/10, median and mean rank, the number of
-    queries `n` and gallery items `n_items`, the `grouping` used, and with `labels` (one per
-    manifest row) P@1 and mAP over the queries that have a label. `groups`: one key per manifest
-    row (None: a row is its own group)."""
+    queries `n` and gallery items `n_items`, the `grouping` and `ties` used, and with `labels` (one
+    per manifest row) P@1 and mAP over the queries that have a label. `groups`: one key per manifest
+    row (None: a row is its own group). `ties`: see the module's docstring."""
+    if ties not in TIES:
+        raise ValueError(f"ties={ties!r}: use one of {', '.join(TIES)}")
     codes = _group_codes(groups, embeddings)
     entries = {m: _entries(z, r, codes) for m, (z, r) in embeddings.items()}
     results: dict[str, dict] = {}
@@ -88,20 +110,25 @@ def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_ce
             code_q, code_g = _label_codes(labels, qr.numpy(), gr.numpy()) if labels is not None else (None, None)
             chunk = max(1, max_cells // len(gg))
             ranks, top1, ap = [], [], []
+            hits: dict[int, list] = {k: [] for k in KS}
             for s in range(0, len(qg), chunk):
                 sim = qa[s : s + chunk] @ gz.T  # (chunk, G)
-                ranks.append(best_positive_ranks(sim, qg[s : s + chunk, None] == gg[None, :]))
+                positive = qg[s : s + chunk, None] == gg[None, :]  # (chunk, G)
+                ranks.append(best_positive_ranks(sim, positive, ties))
+                for k in KS:
+                    hits[k].append(hits_at_k(sim, positive, k) if ties == "topk" else ranks[-1] <= k)
                 if code_q is not None:
                     t, p = class_match(sim, code_q[s : s + chunk], code_g)
                     top1.append(t)
                     ap.append(p)
             r = torch.cat(ranks).float()
-            res = {f"R@{k}": float((r <= k).float().mean()) for k in KS}
+            res = {f"R@{k}": float(torch.cat(hits[k]).float().mean()) for k in KS}
             res["median_rank"] = float(np.median(r.numpy()))  # the middle pair's mean when n is even
             res["mean_rank"] = float(r.mean())
             res["n"] = int(len(qg))
             res["n_items"] = int(len(gg))
             res["grouping"] = grouping
+            res["ties"] = ties
             if code_q is not None and bool((code_q >= 0).any()):
                 has = code_q >= 0
                 res["P@1"] = float(torch.cat(top1)[has].mean())
@@ -112,13 +139,13 @@ def retrieval_metrics(embeddings: Embeddings, labels: list | None = None, max_ce
 
 
 def manifest_retrieval(model, manifest, group_by: str | None = None, batch_size: int = 128,
-                       progress: bool = True) -> tuple[dict[str, dict], str]:
+                       progress: bool = True, ties: str = "topk") -> tuple[dict[str, dict], str]:
     """Embed every row of a manifest and score retrieval between its modalities (items grouped
     as `manifest_groups` says, labels from its label column) -> (results, what an item is)."""
     dataset = open_manifest(model, manifest, extra=(group_by,) if group_by else ())
     embs, _ = embed_rows(model, dataset, batch_size=batch_size, progress=progress)
     groups, grouping = manifest_groups(dataset, group_by)
-    return retrieval_metrics(embs, manifest_labels(dataset), groups=groups, grouping=grouping), grouping
+    return retrieval_metrics(embs, manifest_labels(dataset), groups=groups, grouping=grouping, ties=ties), grouping
 
 
 def _group_codes(groups: list | None, embeddings: Embeddings) -> torch.Tensor | None:
