@@ -94,3 +94,15 @@ def test_the_core_has_no_import_cycle():
 
     for m in sorted(core):
         visit(m)
+
+
+def test_each_wing_registers_its_own_commands():
+    """cli.py keeps the root parser, the error shape and the dispatch; the commands live in their wings."""
+    cli = (ROOT / "multijepa" / "cli.py").read_text()
+    assert len(cli.splitlines()) <= 200
+    assert "add_parser(" not in cli and "def _cmd_" not in cli
+    from multijepa.cli import COMMANDS, ORDER
+
+    assert set(ORDER) == set(COMMANDS)
+    for name, add in COMMANDS.items():
+        assert add.__module__.split(".")[1] in WINGS and add.__module__.endswith(".commands"), (name, add.__module__)
