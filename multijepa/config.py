@@ -95,14 +95,14 @@ class EncoderConfig:
                         "attention_fraction": Range(0, 1, lo_open=True, hi_open=True)}
     CHOICES: ClassVar = {"kind": ENCODER_KINDS}
 
-    width: int = 192
-    depth: int = 4
-    heads: int = 3
-    mlp_ratio: float = 4.0
+    width: int = 192  # features per token
+    depth: int = 4  # blocks
+    heads: int = 3  # attention heads (width must be a multiple)
+    mlp_ratio: float = 4.0  # hidden width of each block's MLP = mlp_ratio * width
     # transformer: attention blocks; mamba: bidirectional Mamba blocks (linear in the token count);
     # hybrid: Mamba blocks first, then the last round(depth * attention_fraction) blocks attention
     kind: str = "transformer"
-    attention_fraction: float = 0.5
+    attention_fraction: float = 0.5  # hybrid: the share of blocks (the last ones) that are attention
     mamba: MambaConfig = field(default_factory=MambaConfig)
 
 
@@ -115,11 +115,11 @@ class BlockMaskConfig:
                         "context_scale": Range(0, 1, lo_open=True, ordered=True), "min_keep": COUNT,
                         "full_height_prob": SHARE, "full_width_prob": SHARE}
 
-    num_targets: int = 4
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    target_aspect: tuple[float, float] = (0.75, 1.5)
-    context_scale: tuple[float, float] = (0.85, 1.0)
-    min_keep: int = 4
+    num_targets: int = 4  # target blocks predicted per sample
+    target_scale: tuple[float, float] = (0.15, 0.2)  # each target block's share of the patches (low, high)
+    target_aspect: tuple[float, float] = (0.75, 1.5)  # target blocks' height / width (low, high)
+    context_scale: tuple[float, float] = (0.85, 1.0)  # the context block's share before the targets are cut out
+    min_keep: int = 4  # fewest context patches a sample keeps (at most all but one)
     full_height_prob: float = 0.0  # audio: share of batches whose targets span all mel bins
     full_width_prob: float = 0.0  # audio: share of batches whose targets are mel bands over all time
     pad_context: bool = True  # keep every context token (padded per batch) instead of cutting to the batch minimum
@@ -130,10 +130,10 @@ class SpanMaskConfig:
     RANGES: ClassVar = {"num_targets": COUNT, "target_scale": Range(0, 1, lo_open=True, ordered=True),
                         "min_keep": COUNT}
 
-    num_targets: int = 2
-    target_scale: tuple[float, float] = (0.15, 0.25)
-    min_keep: int = 1
-    pad_context: bool = True
+    num_targets: int = 2  # target spans of tokens predicted per caption
+    target_scale: tuple[float, float] = (0.15, 0.25)  # each span's share of the caption's tokens (low, high)
+    min_keep: int = 1  # fewest context tokens a caption keeps
+    pad_context: bool = True  # as the image mask's: keep every context token, padded per batch
 
 
 @dataclass
@@ -141,8 +141,8 @@ class ImageConfig:
     RANGES: ClassVar = {"size": COUNT, "patch": COUNT, "mean": ANY, "std": POSITIVE,
                         "bind_mask_ratio": Range(0, 1, hi_open=True)}
 
-    size: int = 64
-    patch: int = 8
+    size: int = 64  # images are resized and centre-cropped to size x size pixels
+    patch: int = 8  # pixels per side of a patch (a token): (size / patch)^2 tokens
     # timm:NAME[:PATH]: a timm Vision Transformer as the encoder (from a local weights file, or
     # random); its size, patch, width, depth, heads, mean and std then come from the tower
     pretrained: str | None = None
@@ -153,10 +153,10 @@ class ImageConfig:
     # encoder sees only the rest, so a step costs about that much less); 0 embeds the whole input.
     # Evaluation and `embed` never mask. In a run's prediction phase the prediction context serves
     # instead (loss.bind_input=context). 0 by default: on the demo at equal wall-clock, 0.5 cost more
-    # retrieval than its cheaper steps bought back (docs/objective_results.md)
+    # retrieval than its cheaper steps bought back (docs/results/objective.md)
     bind_mask_ratio: float = 0.0
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's
-    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # per colour, with mean
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: BlockMaskConfig = field(default_factory=BlockMaskConfig)
 
@@ -172,8 +172,8 @@ class TextConfig:
     # (CLIP BPE), context length, vocabulary, width, depth and heads then come from the tower
     pretrained: str | None = None
     freeze: bool = False  # fixed weights, as model.image.freeze
-    vocab_size: int = 1000
-    max_len: int = 48
+    vocab_size: int = 1000  # SentencePiece pieces trained on the captions (a tokenizer_file sets its own)
+    max_len: int = 48  # tokens per caption; longer captions are cut
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: SpanMaskConfig = field(default_factory=SpanMaskConfig)
 
@@ -185,12 +185,12 @@ class AudioConfig:
                         "bind_mask_ratio": Range(0, 1, hi_open=True)}
     CHOICES: ClassVar = {"train_crop": ("random", "start")}
 
-    sample_rate: int = 16000
-    num_mel_bins: int = 128
+    sample_rate: int = 16000  # audio is resampled to this rate (Hz) before the filter bank
+    num_mel_bins: int = 128  # the kaldi fbank's mel bins (25 ms windows, 10 ms shift)
     target_frames: int = 208  # ~2.1 s at a 10 ms shift
     patch: tuple[int, int] = (16, 16)  # (mel bins, frames) per patch
     mean: float = -4.268  # fbank normalisation (AudioSet statistics, as AST and ImageBind)
-    std: float = 4.569
+    std: float = 4.569  # with mean: fbank values are (x - mean) / (2 * std), as AST
     train_crop: str = "random"  # longer clips: a random window in training ("start" keeps the beginning)
     eval_clips: int = 3  # evaluation/embedding: average this many evenly spaced windows (ImageBind: 3)
     max_full_seconds: float = 30.0  # longer files are decoded window by window, never whole
@@ -207,9 +207,9 @@ class AudioConfig:
 class PredictorConfig:
     RANGES: ClassVar = {"width": COUNT, "depth": COUNT, "heads": COUNT}
 
-    width: int = 96
-    depth: int = 3
-    heads: int = 3
+    width: int = 96  # the predictors' features per token (narrower than the encoders, as I-JEPA)
+    depth: int = 3  # blocks of each modality's predictor
+    heads: int = 3  # attention heads
     cross_attention: bool = True  # attend to the other modalities' context tokens
 
 
@@ -220,8 +220,8 @@ class ModelConfig:
                         "init_temperature": POSITIVE}
     CHOICES: ClassVar = {"target": ("ema", "sigreg"), "target_norm": ("layer", "instance", "position", "instance_position")}
 
-    modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])
-    embed_dim: int = 128
+    modalities: list[str] = field(default_factory=lambda: ["image", "text", "audio"])  # encoders built and trained
+    embed_dim: int = 128  # size of the shared embedding space every modality's head maps into
     image: ImageConfig = field(default_factory=ImageConfig)
     text: TextConfig = field(default_factory=TextConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -248,7 +248,7 @@ class ModelConfig:
     # > 1: targets are the mean of the target encoder's last `target_layers` block outputs, each
     # instance-normalised first (data2vec), instead of its last output alone
     target_layers: int = 1
-    init_temperature: float = 0.07
+    init_temperature: float = 0.07  # binding's InfoNCE temperature (CLIP's); the start, if learned
     # Fixed by default: a learned one drifts up while embeddings are poor, and binding stalls. ImageBind
     # fixes the logit scale of what it binds to images (audio 20, i.e. T = 0.05; depth 5; thermal 10; IMU 5)
     # and learns only the text one (from 1/0.07, as CLIP). Learned here, the log-scale is clamped to
@@ -279,7 +279,7 @@ class LossConfig:
     # gradients matters: at 1 prediction is 0.1-0.5 % of it, at 30 11-19 % (grad_share/pred in metrics.jsonl).
     # 0 also builds no target encoders or predictors.
     pred_weight: float = 30.0
-    bind_weight: float = 1.0
+    bind_weight: float = 1.0  # weight of the binding (contrastive) term
     # When prediction starts, as a share of the run (of train.max_steps, or of train.max_seconds in a
     # time-budgeted run), as SigLIP 2 adds its masked-prediction terms for the last 20 % only: before it
     # the run binds alone (no target encoder or predictor runs); at it each target encoder is copied from
@@ -339,6 +339,7 @@ class DataConfig:
 
     train: str | None = None  # one manifest (shorthand for a single source); None = the built-in demo data
     sources: list[SourceConfig] = field(default_factory=list)  # several sources mixed by weight
+    # the manifest column of each modality and of the label, e.g. {image: jpg, text: caption}
     columns: dict[str, str] = field(
         default_factory=lambda: {"image": "image", "text": "text", "audio": "audio", "label": "label"}
     )
@@ -348,9 +349,9 @@ class DataConfig:
     shuffle_buffer: int = 1000  # streaming only
     on_error: str = "raise"  # raise | skip: what a row that cannot be decoded does
     max_bad_fraction: float = 0.05  # with skip: stop when more than this share of rows was bad
-    num_workers: int = 0
-    persistent_workers: bool = True
-    prefetch_factor: int = 4
+    num_workers: int = 0  # DataLoader processes decoding rows; 0 decodes in the training process
+    persistent_workers: bool = True  # keep the workers between epochs
+    prefetch_factor: int = 4  # batches each worker prepares ahead
     pin_memory: bool = True  # only takes effect on CUDA
     cache_decoded: bool = False  # keep decoded samples in memory after the first epoch (small map-style data)
     # Pair-aware batching: a map-style source whose rows are partly pairs (two or more modalities) and
@@ -368,9 +369,9 @@ class LrScaleConfig:
 
     RANGES: ClassVar = {"image": POSITIVE, "text": POSITIVE, "audio": POSITIVE}
 
-    image: float = 1.0
-    text: float = 1.0
-    audio: float = 1.0
+    image: float = 1.0  # the image encoder learns at optim.lr * this
+    text: float = 1.0  # the text encoder's
+    audio: float = 1.0  # the audio encoder's
 
 
 @dataclass
@@ -379,14 +380,14 @@ class OptimConfig:
                         "weight_decay": NON_NEGATIVE, "final_weight_decay": NON_NEGATIVE,
                         "betas": Range(0, 1, hi_open=True), "eps": POSITIVE, "grad_clip": POSITIVE}
 
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    warmup_steps: int = 100
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.98)
+    lr: float = 1e-3  # AdamW's peak learning rate, after warm-up (then cosine decay to min_lr)
+    min_lr: float = 1e-5  # the learning rate at the end of the run
+    warmup_steps: int = 100  # linear warm-up from 0 to lr
+    weight_decay: float = 0.04  # at the start; cosine to final_weight_decay (I-JEPA's schedule)
+    final_weight_decay: float = 0.1  # at the end of the run
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW's moment decays
     eps: float = 1e-8  # AdamW's: updates of weights whose gradient is below it are damped
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # the gradient's total norm is scaled down to at most this
     lr_scale: LrScaleConfig = field(default_factory=LrScaleConfig)
 
 
@@ -396,19 +397,19 @@ class TrainConfig:
                         "log_every": COUNT, "ckpt_every": COUNT, "keep_checkpoints": NON_NEGATIVE, "grad_accum": COUNT}
     CHOICES: ClassVar = {"precision": ("fp32", "bf16"), "device": DEVICES, "parallel": ("ddp", "fsdp")}
 
-    max_steps: int = 1000
+    max_steps: int = 1000  # optimizer steps of the run (the schedules' length)
     # > 0: stop after this many seconds of training steps (checkpoint writes not counted; a resumed run
     # counts the seconds already trained), with a checkpoint there. The schedules (LR decay, weight
     # decay, EMA) are then laid out over min(max_steps, the steps the rate measured over the first
     # CALIBRATION_STEPS predicts): fixed once, before the LR warmup ends, and kept in checkpoints.
     max_seconds: float = 0.0
-    seed: int = 0
+    seed: int = 0  # weights, masks and data order; the same seed trains the same run
     precision: str = "fp32"  # or "bf16" (autocast)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 = torch's default
-    log_every: int = 10
-    ckpt_every: int = 200
-    keep_checkpoints: int = 2
+    log_every: int = 10  # steps between metrics.jsonl records and progress lines
+    ckpt_every: int = 200  # steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2  # the newest this many are kept; 0 keeps them all
     plot: bool = True  # RUN/metrics.png (`multijepa plot`) at checkpoints at most once a minute, and at the end
     tensorboard: bool = False  # also write RUN/tensorboard event files (needs `pip install tensorboard`)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory
@@ -442,14 +443,14 @@ class FinetuneOptimConfig:
                         "betas": Range(0, 1, hi_open=True), "eps": POSITIVE, "warmup_steps": NON_NEGATIVE,
                         "min_lr": NON_NEGATIVE, "grad_clip": POSITIVE}
 
-    lr: float = 1.0e-3
+    lr: float = 1.0e-3  # AdamW's peak learning rate of the new layers
     encoder_lr_scale: float = 0.1  # pretrained encoders learn at lr * scale; 0 freezes them
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 50
-    min_lr: float = 1.0e-5
-    grad_clip: float = 1.0
+    weight_decay: float = 0.05  # AdamW's decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's moment decays
+    eps: float = 1e-8  # AdamW's epsilon
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to min_lr
+    min_lr: float = 1.0e-5  # the learning rate at the end
+    grad_clip: float = 1.0  # the gradient's total norm is scaled down to at most this
 
 
 @dataclass
@@ -460,14 +461,14 @@ class FinetuneTrainConfig:
                         "ckpt_every": COUNT, "threads": NON_NEGATIVE, "num_workers": NON_NEGATIVE}
     CHOICES: ClassVar = {"device": DEVICES}
 
-    max_steps: int = 600
-    batch_size: int = 64
-    seed: int = 0
-    log_every: int = 50
+    max_steps: int = 600  # optimizer steps
+    batch_size: int = 64  # rows per step
+    seed: int = 0  # the new layers' weights and the data order
+    log_every: int = 50  # steps between metrics.jsonl records
     ckpt_every: int = 200  # full-state checkpoints for --resume
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch threads (0 = torch's default)
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader processes; 0 decodes in the training process
 
 
 # ----------------------------------------------------------------------------- loading

@@ -239,7 +239,7 @@ def test_a_collapsing_shared_space_is_flagged_in_the_record_and_the_log():
 def test_a_run_whose_shared_space_collapses_says_so_while_it_trains(demo, tmp_path, capsys, monkeypatch):
     """The warning reaches the log and metrics.jsonl while the run trains (and the run goes on). The
     RankMe a tiny run measures is stood in for by a collapse, 10 then 1 (the demo's own collapse,
-    0.12-0.23 of the peak without pair-aware batching, is in docs/objective_results.md)."""
+    0.12-0.23 of the peak without pair-aware batching, is in docs/results/objective.md)."""
     from multijepa.train import loop
 
     values = iter([10.0] * 3 + [1.0] * 1000)  # the first log record's three modalities, then collapsed

@@ -19,9 +19,9 @@ class DecoderConfig:
     CHOICES: ClassVar = {"kind": DECODER_KINDS}
 
     kind: str = "transformer"  # transformer | meshed (M2)
-    width: int = 128
-    depth: int = 2
-    heads: int = 4
+    width: int = 128  # the decoder's features per token
+    depth: int = 2  # decoder layers
+    heads: int = 4  # attention heads (width must be a multiple)
     memory_layers: int = 2  # meshed: M2's memory-augmented encoder layers on the encoder's tokens
     memory_slots: int = 16  # meshed: learned key/value slots per such layer
     max_len: int = 40  # tokens per caption, bos and eos included (longer training captions are cut)
@@ -43,7 +43,7 @@ class CaptionOptimConfig(FinetuneOptimConfig):
     RANGES: ClassVar = {**FinetuneOptimConfig.RANGES, "label_smoothing": Range(0, 1, hi_open=True)}
 
     betas: tuple[float, float] = (0.9, 0.98)
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # cross-entropy against targets smoothed by this share
 
 
 @dataclass
@@ -52,7 +52,7 @@ class CaptionTrainConfig(FinetuneTrainConfig):
                         "scst_samples": COUNT}
 
     scst_steps: int = 0  # after max_steps of cross-entropy, self-critical steps (--scst sets max_steps // 5 when 0)
-    scst_lr: float = 5.0e-5
+    scst_lr: float = 5.0e-5  # the learning rate of the self-critical steps (constant)
     scst_samples: int = 5  # sampled captions per input, rewarded by CIDEr-D minus the greedy caption's
 
 

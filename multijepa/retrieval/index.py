@@ -69,7 +69,7 @@ class IndexConfig:
     ef_construction: int = 200  # HNSW: candidate list while building
     ef_search: int = 256  # HNSW: candidate list while searching (recall against speed)
     chunk_rows: int = 50_000  # rows embedded per resumable part
-    seed: int = 0
+    seed: int = 0  # k-means initialisation and the training sample
 
     RANGES: ClassVar = {"nlist": NON_NEGATIVE, "nprobe": COUNT, "train_size": NON_NEGATIVE, "hnsw_m": COUNT,
                         "pq_m": NON_NEGATIVE, "pq_nbits": Range(1, 16), "rerank": NON_NEGATIVE,

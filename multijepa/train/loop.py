@@ -53,13 +53,14 @@ from ..objective import CollapseError, rankme
 from ..processors import build_tokenizer
 from ..run_folder import RunFolderError, hold_run_folder, run_files
 from .builder import build_training
+from .model_card import model_card, write_model_card
 from .parallelize import full_state, load_optimizer_state
 from .step import SUMMED_LOGS
 
 CALIBRATION_STEPS = 10  # a time-limited run measures its rate over these steps (the first two not counted)
 RATE_WINDOW = 20  # ... and from then on re-estimates its length from the rate of the last this many steps
 RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.png", "tokenizer.model", "checkpoints", "bad_samples.jsonl",
-             "towers.json", "tensorboard")
+             "towers.json", "tensorboard", "MODEL_CARD.md")
 # what --resume may change; any other model.* or data.* key would continue the run as another one
 RESUMABLE_DATA_KEYS = ("data.num_workers", "data.persistent_workers", "data.prefetch_factor", "data.pin_memory",
                        "data.cache_decoded")
@@ -380,6 +381,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     start_step, clock = step, TrainingClock(trained_seconds)
 
     plotted = [time.perf_counter()]  # when RUN/metrics.png was last drawn
+    last_logged = [last]  # the newest log record, for the model card
+    parameters = sum(p.numel() for p in model.parameters())
 
     def checkpoint(step: int, last: bool = False) -> None:
         clock.pause()
@@ -396,6 +399,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                      "data_position": position, "world_size": world.size,
                      "train_seconds": clock.seconds(), "no_pair_steps": training.step.no_pair_steps}
             save_checkpoint(out, step, weights, state, keep=t.keep_checkpoints)
+            card = model_card(cfg, out, sources, step, clock.seconds(), device, world.size, last_logged[0], drawn,
+                              parameters)
+            write_model_card(out / "MODEL_CARD.md", card)
             if t.plot and (last or time.perf_counter() - plotted[0] >= 60):
                 plotted[0] = time.perf_counter()
                 _plot(out, metrics_file)
@@ -448,7 +454,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                         if k != "step":
                             board.add_scalar(k, v, step)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
-                last = rec
+                last = last_logged[0] = rec
                 samples, tic = 0, time.perf_counter()
 
             if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:

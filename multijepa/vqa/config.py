@@ -18,9 +18,9 @@ class FusionConfig:
     CHOICES: ClassVar = {"kind": FUSION_KINDS}
 
     kind: str = "cross"  # cross | coattention | merged
-    width: int = 128
-    depth: int = 2
-    heads: int = 4
+    width: int = 128  # the fusion layers' features per token
+    depth: int = 2  # fusion layers
+    heads: int = 4  # attention heads (width must be a multiple)
     memory_slots: int = 0  # M2 memory-augmented attention: learned key/value slots (0 = off)
 
 
