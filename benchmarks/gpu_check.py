@@ -10,7 +10,7 @@ It prints each check as it goes and writes them all to a JSON file:
    the CPU (the encoders' attention kernels differ): |difference| <= 1e-3.
 3. `mamba_kernel`: the CUDA kernel of `mamba-ssm`, when it is installed, against our pure-PyTorch
    chunked scan on the same inputs; otherwise why it was skipped.
-4. `vs_open_clip`: `step_throughput.py --config base --precision bf16`: MultiJEPA's ViT-B/16-sized
+4. `vs_open_clip`: `step_throughput.py --config vit_b16_gpu --precision bf16`: MultiJEPA's ViT-B/16-sized
    image+text step over open_clip's CLIP with the same towers (`ratio_vs_open_clip`), MFU and peak
    memory of each.
 5. `fsdp2`: with two GPUs or more, two processes of `torchrun` pretraining the demo config for a few
@@ -115,7 +115,7 @@ def vs_open_clip(quick: bool, tmp: Path) -> dict:
     if quick:
         return {"skipped": "--quick"}
     out = tmp / "throughput.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "step_throughput.py"), "--config", "base", "--precision", "bf16",
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "step_throughput.py"), "--config", "vit_b16_gpu", "--precision", "bf16",
            "--device", "cuda", "--batch-size", "64", "--steps", "10", "--warmup", "3", "--json", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     if done.returncode != 0:

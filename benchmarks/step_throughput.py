@@ -48,7 +48,7 @@ default of one thread per core can make every step many times slower (threads wa
 other): pass train.threads=1 there.
 
     python benchmarks/step_throughput.py                                   # demo config, CPU or GPU
-    python benchmarks/step_throughput.py --config base --precision bf16    # ViT-B-sized, on a GPU
+    python benchmarks/step_throughput.py --config vit_b16_gpu --precision bf16    # ViT-B-sized, on a GPU
     python benchmarks/step_throughput.py --config tiny --steps 3 --warmup 1 --json out.json
     python benchmarks/step_throughput.py --batch-size 32 train.threads=1 model.image.encoder.depth=6
     python benchmarks/step_throughput.py --profile 5                       # + where the time goes

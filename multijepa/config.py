@@ -549,6 +549,16 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+# shipped configs renamed, by their old names: those names keep working
+ALIASES = {"base": "vit_b16_gpu"}
+# keys of the run config that hold paths: relative ones in a config file start from its folder
+PATH_KEYS = (("data", "train"), ("model", "text", "tokenizer_file"))
+
+
+def _shipped_dir() -> Path:
+    return Path(str(resources.files("multijepa.configs")))
+
+
 def find_config(name_or_path: str | Path) -> Path:
     """A path to a YAML file, or the name of one shipped in configs/ (`demo`, `tiny`, ...)."""
     p = Path(name_or_path)
@@ -556,11 +566,54 @@ def find_config(name_or_path: str | Path) -> Path:
         if not p.exists():
             raise ConfigError(f"config file not found: {p}")
         return p
-    shipped = resources.files("multijepa.configs") / f"{name_or_path}.yaml"
+    name = ALIASES.get(str(name_or_path), str(name_or_path))
+    shipped = _shipped_dir() / f"{name}.yaml"
     if shipped.is_file():
-        return Path(str(shipped))
-    names = sorted(f.name[:-5] for f in resources.files("multijepa.configs").iterdir() if f.name.endswith(".yaml"))
+        return shipped
+    names = sorted(f.name[:-5] for f in _shipped_dir().iterdir() if f.name.endswith(".yaml"))
     raise ConfigError(f"no config named '{name_or_path}' (shipped: {', '.join(names)}; or give a .yaml path)")
+
+
+def read_config_tree(path: Path, anchor_paths: bool = False, _seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's keys on top of those of the config it names in `extends:` (a shipped name, or a
+    .yaml path relative to this file). `anchor_paths`: a relative data or tokenizer path in a config
+    of your own is read from the config's folder when it is there, else from the folder you run in
+    (as a shipped config's paths are, and a hub dataset's name stays a name)."""
+    tree = _read_yaml(path)
+    if anchor_paths and path.resolve().parent != _shipped_dir().resolve():
+        _anchor(tree, path.parent)
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be a config name or a .yaml path, got {parent!r}")
+    relative = Path(parent).suffix in (".yaml", ".yml") and not Path(parent).is_absolute()
+    target = find_config(path.parent / parent if relative else parent)
+    if target.resolve() in _seen or target.resolve() == path.resolve():
+        raise ConfigError(f"{path}: extends {parent}, which extends it again")
+    return _merge(read_config_tree(target, anchor_paths, (*_seen, path.resolve())), tree)
+
+
+def _anchor(tree: dict, base: Path) -> None:
+    """Relative paths in `tree` (PATH_KEYS, data.sources[].path) that exist under `base` made to
+    start from it (a shard pattern: when its folder does)."""
+    def anchored(value):
+        if not isinstance(value, str) or not value or "://" in value or Path(value).is_absolute():
+            return value
+        fixed = value.split("*")[0].split("{")[0]
+        there = (base / value).exists() if fixed == value else (base / fixed).parent.exists() and fixed != ""
+        return str(base / value) if there else value
+
+    for keys in PATH_KEYS:
+        node = tree
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = anchored(node[keys[-1]])
+    data = tree.get("data")
+    for src in (data.get("sources") or []) if isinstance(data, dict) else []:
+        if isinstance(src, dict) and "path" in src:
+            src["path"] = anchored(src["path"])
 
 
 def load_settings(cls: type, source: str | Path | dict | None = None, overrides: list[str] | None = None) -> Any:
@@ -572,7 +625,7 @@ def load_settings(cls: type, source: str | Path | dict | None = None, overrides:
     if isinstance(source, dict):
         tree = dict(source)
     elif source is not None:
-        tree = _read_yaml(find_config(source))
+        tree = read_config_tree(find_config(source), anchor_paths=cls is Config)
     cfg = _from_dict(cls, apply_overrides(tree, overrides or []))
     if hasattr(cfg, "validate"):
         cfg.validate()

@@ -2,18 +2,18 @@
 # Pretrain on several machines under SLURM: one torchrun agent per node, every GPU of a node one
 # process, c10d rendezvous on the first node. Submit with:
 #
-#     sbatch --nodes 4 scripts/slurm_pretrain.sh --config base --out /shared/runs/base
+#     sbatch --nodes 4 scripts/slurm_pretrain.sh --config vit_b16_gpu --out /shared/runs/vit_b16
 #
 # Everything after the script's name goes to `multijepa pretrain` (a config, --out, key=value
 # overrides). The run folder (--out) must be on storage every node sees; rank 0 alone writes to it.
 # A killed job continues with the same command plus --resume, on any number of nodes:
 #
-#     sbatch --nodes 2 scripts/slurm_pretrain.sh --config base --out /shared/runs/base --resume
+#     sbatch --nodes 2 scripts/slurm_pretrain.sh --config vit_b16_gpu --out /shared/runs/vit_b16 --resume
 #
 # The torchrun line each node runs, by hand without SLURM (HOST = the first node's address):
 #
 #     torchrun --nnodes N --nproc-per-node GPUS --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
-#         --rdzv-id RUN -m multijepa pretrain --config base --out /shared/runs/base
+#         --rdzv-id RUN -m multijepa pretrain --config vit_b16_gpu --out /shared/runs/vit_b16
 #
 #SBATCH --job-name=multijepa
 #SBATCH --ntasks-per-node=1

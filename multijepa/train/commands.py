@@ -16,7 +16,7 @@ config overrides: any `section.key=value` after the options, e.g.
 Values are parsed as YAML. Unknown keys are errors that name the key.
 
 several processes or GPUs: launch the same command with torchrun, e.g.
-  torchrun --nproc_per_node 8 -m multijepa pretrain --config base --out runs/base
+  torchrun --nproc_per_node 8 -m multijepa pretrain --config vit_b16_gpu --out runs/vit_b16
 data.batch_size is the global batch (split over processes and train.grad_accum micro-steps), so
 the same config trains the same way on any number of processes; rank 0 logs and writes, and a
 run resumes from its checkpoints at any world size. Speed switches: train.precision=bf16,
@@ -33,7 +33,8 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     pre.set_defaults(func=_cmd_pretrain)
-    pre.add_argument("--config", default="demo", help="shipped config name (demo, tiny, base) or a .yaml path [demo]")
+    pre.add_argument("--config", default="demo",
+                     help=f"shipped config name ({', '.join(run_config_names())}) or a .yaml path [demo]")
     pre.add_argument("--data", help="training manifest (.jsonl/.csv/.parquet or a saved datasets folder) [demo data]")
     pre.add_argument("--out", default="runs/demo", help="run folder [runs/demo]")
     pre.add_argument("--max-steps", type=int, help="total training steps (train.max_steps)")
@@ -52,6 +53,15 @@ def add_plot(sub: argparse._SubParsersAction) -> None:
 
 
 COMMANDS = {"pretrain": add_pretrain, "plot": add_plot}
+
+
+def run_config_names() -> list[str]:
+    """The shipped pretraining configs (not the VQA and captioning ones), demo first."""
+    from importlib import resources
+
+    names = sorted(f.name[:-5] for f in resources.files("multijepa.configs").iterdir()
+                   if f.name.endswith(".yaml") and not f.name.startswith(("vqa_", "caption_")))
+    return sorted(names, key=lambda n: n != "demo")
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
