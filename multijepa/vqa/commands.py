@@ -59,7 +59,7 @@ def add_vqa(sub: argparse._SubParsersAction) -> None:
         description="Predictions: JSON lines {\"row\": N | \"question_id\": ID, \"answer\": STR} (what `vqa eval "
         "--predictions` writes), or the official results JSON [{\"question_id\": ID, \"answer\": STR}]. Question ids "
         "are looked up in the manifest's question_id column. The accuracy equals the official vqaEval.py's per "
-        "question for rows with ten answers (see the README for rows with fewer).",
+        "question for rows with ten answers (docs/guides/vqa.md says how rows with fewer are scored).",
     )
     vs.set_defaults(func=_cmd_vqa_score)
     vs.add_argument("--predictions", required=True, help="predictions file (JSON lines or a JSON list)")
