@@ -382,7 +382,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
 
     plotted = [time.perf_counter()]  # when RUN/metrics.png was last drawn
     last_logged = [last]  # the newest log record, for the model card
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     def checkpoint(step: int, last: bool = False) -> None:
         clock.pause()

@@ -63,7 +63,7 @@ def model_card(cfg: Config, out: Path, sources, step: int, seconds: float, devic
         f"- Modalities: {', '.join(m.modalities)}, into one {m.embed_dim}-dimensional shared space.",
         f"- Encoders: {encoders}.",
         f"- Objective: {objective}.",
-        f"- Parameters: {parameters:,} (online encoders, heads and predictors).",
+        f"- Trainable parameters: {parameters:,} (a frozen tower's and the EMA targets' not counted).",
         "",
         "## Data",
         "",
