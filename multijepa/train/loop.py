@@ -53,6 +53,7 @@ from ..objective import CollapseError, rankme
 from ..processors import build_tokenizer
 from ..run_folder import RunFolderError, hold_run_folder, run_files
 from .builder import build_training
+from .clip_watch import ClipWatch
 from .model_card import model_card, write_model_card
 from .parallelize import full_state, load_optimizer_state
 from .step import SUMMED_LOGS
@@ -377,6 +378,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                dynamic_ncols=True)
     last: dict = {}
     monitors = CollapseMonitors(cfg.loss)
+    clip_watch = ClipWatch(cfg.optim.grad_clip, cfg.optim.warmup_steps, device)
     samples, tic = 0, time.perf_counter()
     start_step, clock = step, TrainingClock(trained_seconds)
 
@@ -440,12 +442,14 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                     break
                 continue
             samples += result.rows
+            clip_watch.count(result.grad_norm)
 
             if log_step or out_of_time:
                 rec = _log_record(step, result, mean_across(result.logs, world, SUMMED_LOGS), schedule, model,
                                   samples / max(time.perf_counter() - tic, 1e-9), drawn, bad.skipped,
                                   training.step.no_pair_steps)
                 monitors.watch(rec, say)  # warns of a collapsing shared space; stops on collapsed targets
+                clip_watch.record(rec, schedule.total, say)  # says when the clip rescales every step
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(rec) + "\n")
                     metrics_file.flush()
