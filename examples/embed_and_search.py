@@ -30,15 +30,15 @@ def main(argv: list[str] | None = None) -> None:
 
     query = embed_query(model, text=args.text)  # (embed_dim,), L2-normalised
     targets = [m for m in index.modalities if m != "text"]
-    for modality, hits in search(index, query, targets, args.top_k).items():
+    results = search(index, query, targets, args.top_k)
+    for modality, hits in results.items():
         print(f"{modality} for {args.text!r}:")
         for hit in hits:
             print(f"  {hit['rank']}. {hit['score']:.3f}  row {hit['row']}  {hit.get(modality) or ''}")
 
     # embeddings directly: (n, embed_dim) tensors, L2-normalised, so a matrix product is cosine similarity
-    best = search(index, query, ["image"], 1)["image"][0] if "image" in index.modalities else None
-    if best is not None:
-        zi = model.embed_images([best["image"]])
+    if results.get("image"):
+        zi = model.embed_images([results["image"][0]["image"]])
         zt = model.embed_texts([args.text, "something else entirely"])
         print(f"cosine similarity of the best image with the query and with another caption: {(zi @ zt.T).tolist()[0]}")
 

@@ -559,6 +559,11 @@ def _shipped_dir() -> Path:
     return Path(str(resources.files("multijepa.configs")))
 
 
+def shipped_config_names() -> list[str]:
+    """The names of the configs shipped in configs/, sorted."""
+    return sorted(f.name[:-5] for f in _shipped_dir().iterdir() if f.name.endswith(".yaml"))
+
+
 def find_config(name_or_path: str | Path) -> Path:
     """A path to a YAML file, or the name of one shipped in configs/ (`demo`, `tiny`, ...)."""
     p = Path(name_or_path)
@@ -570,8 +575,8 @@ def find_config(name_or_path: str | Path) -> Path:
     shipped = _shipped_dir() / f"{name}.yaml"
     if shipped.is_file():
         return shipped
-    names = sorted(f.name[:-5] for f in _shipped_dir().iterdir() if f.name.endswith(".yaml"))
-    raise ConfigError(f"no config named '{name_or_path}' (shipped: {', '.join(names)}; or give a .yaml path)")
+    raise ConfigError(f"no config named '{name_or_path}' (shipped: {', '.join(shipped_config_names())}; "
+                      "or give a .yaml path)")
 
 
 def read_config_tree(path: Path, anchor_paths: bool = False, _seen: tuple[Path, ...] = ()) -> dict:

@@ -57,10 +57,9 @@ COMMANDS = {"pretrain": add_pretrain, "plot": add_plot}
 
 def run_config_names() -> list[str]:
     """The shipped pretraining configs (not the VQA and captioning ones), demo first."""
-    from importlib import resources
+    from ..config import shipped_config_names
 
-    names = sorted(f.name[:-5] for f in resources.files("multijepa.configs").iterdir()
-                   if f.name.endswith(".yaml") and not f.name.startswith(("vqa_", "caption_")))
+    names = [n for n in shipped_config_names() if not n.startswith(("vqa_", "caption_"))]
     return sorted(names, key=lambda n: n != "demo")
 
 

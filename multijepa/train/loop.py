@@ -383,10 +383,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     start_step, clock = step, TrainingClock(trained_seconds)
 
     plotted = [time.perf_counter()]  # when RUN/metrics.png was last drawn
-    last_logged = [last]  # the newest log record, for the model card
     parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    def checkpoint(step: int, last: bool = False) -> None:
+    def checkpoint(step: int, final: bool = False) -> None:
         clock.pause()
         weights, optim_state = full_state(model, optimizer)  # a collective under FSDP
         rngs = gather_objects(_rng_state(device), world)  # each process's own generators
@@ -401,10 +400,9 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                      "data_position": position, "world_size": world.size,
                      "train_seconds": clock.seconds(), "no_pair_steps": training.step.no_pair_steps}
             save_checkpoint(out, step, weights, state, keep=t.keep_checkpoints)
-            card = model_card(cfg, out, sources, step, clock.seconds(), device, world.size, last_logged[0], drawn,
-                              parameters)
+            card = model_card(cfg, out, sources, step, clock.seconds(), device, world.size, last, drawn, parameters)
             write_model_card(out / "MODEL_CARD.md", card)
-            if t.plot and (last or time.perf_counter() - plotted[0] >= 60):
+            if t.plot and (final or time.perf_counter() - plotted[0] >= 60):
                 plotted[0] = time.perf_counter()
                 _plot(out, metrics_file)
         barrier(world)
@@ -458,7 +456,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                         if k != "step":
                             board.add_scalar(k, v, step)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
-                last = last_logged[0] = rec
+                last = rec
                 samples, tic = 0, time.perf_counter()
 
             if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
