@@ -25,7 +25,9 @@ of training (`train.max_seconds`). The arms:
 Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
 (trained on the demo's train split, `multijepa eval probe`), VQA accuracy after the same short
-fine-tune with the encoders frozen (`--freeze-encoders`; `--vqa-tune` tunes them instead), and the
+fine-tune with the encoders frozen (`--freeze-encoders`; `--vqa-tune` tunes them instead), the
+COCO caption metrics of a captioner trained on the frozen encoder (`caption train --freeze-encoders`,
+`--caption-steps` of `caption_demo`, image by default), and the
 order test (`order.py`: own caption and sound against those of the scene with two objects' places
 swapped). With `--pred-only` an arm `loss.bind_weight=0 loss.pred_start=0` checks that prediction
 alone learns: its probes are printed beside those of the same towers at their random
@@ -35,11 +37,15 @@ steps (cross-entropy, a reference for how far the probes can move in that time).
 The last lines, per seed then averaged: `quality_ratio_vs_clip_paired` (jepa's mean class-match
 P@1 over clip's, F = 1), `quality_ratio_vs_clip_scarce` (over clip_mix's, the same mixture),
 `quality_ratio_vs_clip_pairs_only_scarce` (over clip's on the pairs alone), `retrieval_delta_vs_flip_paired`,
-`frozen_vqa_delta_vs_clip`, `order_accuracy` per arm, and `step_time_ratio_vs_clip` (jepa's mean
+`frozen_vqa_delta_vs_clip`, `frozen_caption_delta_vs_clip` (CIDEr-D), `order_accuracy` per arm, and `step_time_ratio_vs_clip` (jepa's mean
 step time over the whole run, prediction phase included, over clip's, F = 1).
 
     python benchmarks/vs_clip.py                        # 240 s per arm, fractions 1.0 and 0.1, seed 0
     python benchmarks/vs_clip.py --seconds 120 --seeds 0 1 --ablations
+
+`--steps arm=N` trains an arm for N steps instead of `--seconds`: to replay, on a busy machine,
+the step counts that equal wall-clock bought on a quiet one (the quality figures then do not depend
+on the load; its speed figures are then not measurements).
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ from pathlib import Path
 
 import torch
 
+from multijepa.caption.config import load_caption_config
+from multijepa.caption.train import train_caption
 from multijepa.checkpoint import latest_checkpoint, load_train_state
 from multijepa.config import load_config
 from multijepa.data.collate import MultiModalCollator
@@ -77,9 +85,13 @@ ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_flip": FLIP, "jepa_ctx":
              "jepa_nofloor": ["data.min_pair_fraction=0"]}
 
 
-def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str], seed: int = 0) -> list[str]:
-    """The config overrides of one arm on the demo data of one paired fraction."""
-    common = [f"train.max_seconds={seconds}", "train.max_steps=100000", "train.ckpt_every=100000", f"train.seed={seed}"]
+def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str], seed: int = 0,
+                  steps: int | None = None) -> list[str]:
+    """The config overrides of one arm on the demo data of one paired fraction: `seconds` of
+    training, or `steps` steps when given."""
+    budget = [f"train.max_seconds={seconds}", "train.max_steps=100000"] if steps is None else [
+        "train.max_seconds=0", f"train.max_steps={steps}"]
+    common = [*budget, "train.ckpt_every=100000", f"train.seed={seed}"]
     mixture = [f"data.train={data / 'train.jsonl'}"]  # with F < 1 one manifest of pairs and single rows
     if arm in ("clip", "flip"):
         train = data / ("train_paired.jsonl" if fraction < 1 else "train.jsonl")
@@ -91,7 +103,8 @@ def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: 
 
 
 def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_data: Path,
-             vqa_tune: bool = False) -> dict:
+             vqa_tune: bool = False, caption_steps: int = 0, caption_modality: str = "image",
+             caption_config: str = "caption_demo") -> dict:
     """Every figure of one trained arm, on the held-out split."""
     test = data / "test.jsonl"
     ret, _ = manifest_retrieval(model, test, progress=False)
@@ -112,6 +125,13 @@ def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_
             last = train_vqa(run, data / "vqa_train.jsonl", vqa_dir, cfg, eval_data=data / "vqa_test.jsonl",
                              progress=False)
         out["vqa_accuracy"] = last["eval"]["accuracy"]
+    if caption_steps > 0:  # as `caption train --freeze-encoders`, on every training scene whole (as the probes)
+        cfg = load_caption_config(caption_config, [f"train.max_steps={caption_steps}", "train.log_every=1000000",
+                                                   "optim.encoder_lr_scale=0"])
+        with contextlib.redirect_stdout(io.StringIO()):
+            last = train_caption(run, probe_data, vqa_dir.with_name(vqa_dir.name.replace("vqa", "caption")),
+                                 cfg, caption_modality, eval_data=test, progress=False)
+        out["caption"] = {k: last["eval"][k] for k in ("CIDEr-D", "BLEU-4", "ROUGE-L")}
     return out
 
 
@@ -179,6 +199,12 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=600, help="held-out scenes [600]")
     ap.add_argument("--vqa-steps", type=int, default=150, help="VQA fine-tuning steps per arm; 0 skips VQA [150]")
     ap.add_argument("--vqa-tune", action="store_true", help="VQA tunes the encoders (default: frozen)")
+    ap.add_argument("--caption-steps", type=int, default=1000,
+                    help="steps of a captioner on each arm's frozen encoder; 0 skips captioning [1000]")
+    ap.add_argument("--caption-config", default="caption_demo", help="captioning config [caption_demo]")
+    ap.add_argument("--caption-modality", default="image", choices=["image", "audio"], help="what it describes [image]")
+    ap.add_argument("--steps", nargs="*", default=[], metavar="arm=N",
+                    help="train these arms N steps each instead of --seconds (replays a quiet machine's budgets)")
     ap.add_argument("--jepa", nargs="*", default=[], metavar="key=value", help="overrides of the jepa arms")
     ap.add_argument("--clip", nargs="*", default=[], metavar="key=value", help="overrides of the clip arms")
     ap.add_argument("--pred-only", action="store_true",
@@ -189,6 +215,10 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(args.work)
+    try:
+        step_budgets = {arm: int(n) for arm, n in (kv.split("=", 1) for kv in args.steps)}
+    except ValueError:
+        ap.error(f"--steps takes arm=N pairs, got {args.steps}")
     torch.manual_seed(0)
     print(f"machine: {json.dumps(machine())}; {args.seconds:g} s of training per arm, config {args.config}, "
           f"seeds {args.seeds}", flush=True)
@@ -207,10 +237,13 @@ def main() -> None:
                 extra = args.clip if arm in ("clip", "flip", "clip_mix") else args.jepa
                 run = work / f"run_{arm}_{fraction:g}_s{seed}"
                 print(f"paired fraction {fraction:g}, seed {seed}: training {arm} ...", flush=True)
-                seconds, steps = train_arm(arm_overrides(arm, data, fraction, args.seconds, extra, seed), args.config, run)
+                overrides = arm_overrides(arm, data, fraction, args.seconds, extra, seed, step_budgets.get(arm))
+                seconds, steps = train_arm(overrides, args.config, run)
                 model = load_run(run)
+                tuned = arm != "pred_only"
                 res = evaluate(model, data, work / f"vqa_{arm}_{fraction:g}_s{seed}", run,
-                               0 if arm == "pred_only" else args.vqa_steps, full, args.vqa_tune)
+                               args.vqa_steps if tuned else 0, full, args.vqa_tune,
+                               args.caption_steps if tuned else 0, args.caption_modality, args.caption_config)
                 logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
                 shares = [r["grad_share/pred"] for r in logged if "grad_share/pred" in r]
                 ranks = {m: [r[f"rankme/{m}"] for r in logged if f"rankme/{m}" in r] for m in model.modalities}
@@ -249,8 +282,12 @@ def summarise(rows: list[dict], seeds: list[int]) -> dict:
             figures["step_time_ratio_vs_clip"] = jp["ms_per_step"] / cp["ms_per_step"]
             if "vqa_accuracy" in jp and "vqa_accuracy" in cp:
                 figures["frozen_vqa_delta_vs_clip"] = jp["vqa_accuracy"] - cp["vqa_accuracy"]
+            if "caption" in jp and "caption" in cp:
+                figures["frozen_caption_delta_vs_clip"] = jp["caption"]["CIDEr-D"] - cp["caption"]["CIDEr-D"]
         if jp and fp:
             figures["retrieval_delta_vs_flip_paired"] = jp["mean_R@1"] - fp["mean_R@1"]
+            if "caption" in jp and "caption" in fp:
+                figures["frozen_caption_delta_vs_flip"] = jp["caption"]["CIDEr-D"] - fp["caption"]["CIDEr-D"]
         scarce = sorted({r["paired_fraction"] for r in rows if r["paired_fraction"] < 1})
         for fraction in scarce[:1]:
             js, cm, cs = get("jepa", fraction, seed), get("clip_mix", fraction, seed), get("clip", fraction, seed)
@@ -276,6 +313,7 @@ def format_row(r: dict) -> str:
             f"mean R@1 {r['mean_R@1']:.3f}  mean class-match P@1 {r['mean_P@1']:.3f}  zero-shot "
             + " ".join(f"{m} {v:.3f}" for m, v in r["zeroshot_top1"].items())
             + (f"  VQA {r['vqa_accuracy']:.3f}" if "vqa_accuracy" in r else "")
+            + ("  caption " + " ".join(f"{k} {v:.3f}" for k, v in r["caption"].items()) if "caption" in r else "")
             + (f"  pred grad share {r['grad_share_pred']:.3f}" if r.get("grad_share_pred") is not None else "")
             + f"\n    probes: {format_probes(r['probe'])}"
             + "\n    order (own vs swapped places): " + " ".join(f"{k} {v:.3f}" for k, v in r.get("order", {}).items() if k != "n")

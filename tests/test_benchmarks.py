@@ -34,11 +34,13 @@ def test_loader_benchmark_runs(demo, tmp_path):
 
 def test_vs_clip_benchmark_runs_every_arm_and_prints_the_headline_figures(tmp_path):
     out = _run("vs_clip.py", "--config", "tiny", "--seconds", "2", "--fractions", "1.0", "0.5", "--n", "24",
-               "--n-test", "12", "--vqa-steps", "2", "--pred-only", "--ablations", "--work", str(tmp_path / "work"),
+               "--n-test", "12", "--vqa-steps", "2", "--caption-steps", "2", "--caption-config", "caption_tiny",
+               "--steps", "clip=3", "--pred-only", "--ablations", "--work", str(tmp_path / "work"),
                "--json", str(tmp_path / "r.json"))
     result = json.loads((tmp_path / "r.json").read_text())
     for key in ("quality_ratio_vs_clip_paired", "quality_ratio_vs_clip_scarce", "quality_ratio_vs_clip_pairs_only_scarce",
-                "step_time_ratio_vs_clip", "frozen_vqa_delta_vs_clip", "retrieval_delta_vs_flip_paired"):
+                "step_time_ratio_vs_clip", "frozen_vqa_delta_vs_clip", "retrieval_delta_vs_flip_paired",
+                "frozen_caption_delta_vs_clip", "frozen_caption_delta_vs_flip"):
         assert f"\n{key}: {result[key]:.3f}\n" in out + "\n" and result[f"{key}_s0"] == result[key]
     assert f"order_accuracy: {json.dumps(result['order_accuracy'])}" in out
     arms = {(r["arm"], r["paired_fraction"]) for r in result["results"]}
@@ -48,7 +50,8 @@ def test_vs_clip_benchmark_runs_every_arm_and_prints_the_headline_figures(tmp_pa
                     ("jepa_nofloor", 0.5)}
     for r in result["results"]:
         assert set(r["probe"]) == {"image", "text", "audio"} and len(r["P@1"]) == 6 and r["steps"] > 0
-        assert ("vqa_accuracy" in r) == (r["arm"] != "pred_only")
+        assert ("vqa_accuracy" in r) == ("caption" in r) == (r["arm"] != "pred_only")
+        assert r["steps"] == 3 if r["arm"] == "clip" else True  # --steps clip=3 replaces its time budget
         assert r["order"]["n"] > 0 and 0 <= r["order"]["text"] <= 1 and 0 <= r["order"]["audio"] <= 1
     pred_only = next(r for r in result["results"] if r["arm"] == "pred_only")
     assert set(pred_only["probe_random_init"]) == set(pred_only["probe_input"]) == {"image", "text", "audio"}
