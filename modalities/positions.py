@@ -23,8 +23,21 @@ def sincos_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
     return torch.cat([sincos_1d(dim // 2, rows), sincos_1d(dim // 2, cols)], dim=1)
 
 
+def sincos_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    """(T, H, W) grid -> (T*H*W, dim), time-major (then row, then column); half the channels encode
+    the time, a quarter the row, a quarter the column, as V-JEPA's `get_3d_sincos_pos_embed`."""
+    assert dim % 8 == 0, "3-D sin-cos embedding needs a dimension divisible by 8"
+    t, h, w = grid
+    times = torch.arange(t).repeat_interleave(h * w)
+    rows = torch.arange(h).repeat_interleave(w).repeat(t)
+    cols = torch.arange(w).repeat(t * h)
+    return torch.cat([sincos_1d(dim // 2, times), sincos_1d(dim // 4, rows), sincos_1d(dim // 4, cols)], dim=1)
+
+
 def position_table(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
-    """Sin-cos table for a 1-D (length,) or 2-D (H, W) token layout: (N, dim)."""
+    """Sin-cos table for a 1-D (length,), 2-D (H, W) or 3-D (T, H, W) token layout: (N, dim)."""
     if len(grid) == 1:
         return sincos_1d(dim, torch.arange(grid[0]))
+    if len(grid) == 3:
+        return sincos_3d(dim, grid)  # type: ignore[arg-type]
     return sincos_2d(dim, grid)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """Token embeddings: raw inputs -> positioned tokens (B, N, D) for the encoders.
 
 Images and audio spectrograms are both 2-D grids cut into patches by timm's `PatchEmbed`;
-text is a token-id lookup. Positions are fixed sin-cos so the predictor can rebuild them at
+video is a 3-D grid cut into tubelets (V-JEPA); text is a token-id lookup. Positions are fixed sin-cos so the predictor can rebuild them at
 its own width for any masked position.
 """
 
@@ -59,3 +59,39 @@ class TextTokens(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.embed(ids) + self.pos[: ids.shape[1]], ids != self.pad_id
+
+
+class TubeletTokens(nn.Module):
+    """(B, C, T, H, W) video -> (B, N, D) tubelet tokens + 3-D positions (V-JEPA's `PatchEmbed3D`:
+    one Conv3d over `tubelet` frames x `patch` x `patch` pixels). Tokens are numbered time-major:
+    every tubelet of the first frames, row by row, then the next."""
+
+    def __init__(self, input_size: tuple[int, int, int], tubelet: int, patch: int, in_chans: int, dim: int):
+        super().__init__()
+        T, H, W = (int(v) for v in input_size)
+        if T % tubelet or H % patch or W % patch:
+            raise ValueError(f"input_size={input_size}: frames must be a multiple of tubelet={tubelet}, "
+                             f"height and width of patch={patch}")
+        self.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
+        self.grid: tuple[int, ...] = (T // tubelet, H // patch, W // patch)
+        self.register_buffer("pos", position_table(dim, self.grid), persistent=False)  # (N, D)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.pos.shape[0]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.proj(x).flatten(2).transpose(1, 2) + self.pos, None  # (B, N, D), no padding
+
+    @torch.no_grad()
+    def inflate_from(self, patch_weight: torch.Tensor, patch_bias: torch.Tensor | None = None) -> None:
+        """Start from an image tower's patch embedding (D, C, p, p), as I3D / V-JEPA 2 inflate one:
+        the kernel repeated over the tubelet's frames and divided by their number, so a video of one
+        still frame gets, at every time, the tokens the image model gives that frame."""
+        w = self.proj.weight  # (D, C, t, p, p)
+        if patch_weight.shape != (w.shape[0], w.shape[1], w.shape[3], w.shape[4]):
+            raise ValueError(f"patch embedding of shape {tuple(patch_weight.shape)} cannot inflate into "
+                             f"{tuple(w.shape)}: widths, colours and patch sizes must match")
+        w.copy_(patch_weight.unsqueeze(2).expand_as(w) / w.shape[2])
+        if patch_bias is not None and self.proj.bias is not None:
+            self.proj.bias.copy_(patch_bias)
