@@ -27,7 +27,7 @@ import torch
 from modalities.errors import DataError
 from modalities.seeding import mix_seeds
 
-__all__ = ["MultiBlockMasker", "RandomKeepMasker", "SpanMasker"]
+__all__ = ["MultiBlock3DMasker", "MultiBlockMasker", "RandomKeepMasker", "SpanMasker", "TubeMask"]
 
 class _RowRandom:
     """One generator per row, seeded from (base, key): a row's draws never depend on the other rows."""
@@ -205,6 +205,111 @@ class MultiBlockMasker:
         targets = (top * W + left)[..., None] + block  # (B, K, Nt), sorted
         context = _context(ctx, self.pad_context, rr)  # (B, Nc)
         return context, targets
+
+
+class TubeMask(tuple):
+    """One kind of V-JEPA mask: (spatial_scale, temporal_scale, aspect, num_blocks). V-JEPA's two:
+    short-range (0.15, 1.0) x 8 blocks and long-range (0.7, 1.0) x 2, aspect (0.75, 1.5) both."""
+
+    def __new__(cls, spatial_scale=(0.15, 0.15), temporal_scale=(1.0, 1.0), aspect=(0.75, 1.5), num_blocks=8):
+        return super().__new__(cls, (tuple(spatial_scale), tuple(temporal_scale), tuple(aspect), int(num_blocks)))
+
+
+V_JEPA_MASKS = (TubeMask((0.15, 0.15), (1.0, 1.0), (0.75, 1.5), 8), TubeMask((0.7, 0.7), (1.0, 1.0), (0.75, 1.5), 2))
+
+
+class MultiBlock3DMasker:
+    """V-JEPA's 3-D multi-block masking on a (T, H, W) tubelet grid (facebookresearch/jepa,
+    src/masks/multiblock3d.py): the target is the union of `num_blocks` tubes of one size (t, h, w),
+    the context every other token (of the first `max_context_frames_ratio` of the time steps).
+
+    The block size is V-JEPA's, from three uniforms drawn from the batch generator in its order
+    (time, space, aspect): t = max(1, int(T * time scale)), h, w = round(sqrt(int(H*W*space scale)
+    * aspect)), round(sqrt(... / aspect)), cut to the grid. Block positions come from each row's own
+    generator (see the module docstring). Deliberate differences, for our collator's one context per
+    batch and rank-independent rows: each batch uses one of the mask kinds (a fourth uniform picks it;
+    V-JEPA runs every kind on every batch), the union target is kept whole and padded with -1 to the
+    batch's largest (V-JEPA cuts every row's to the batch minimum), and a row whose context would be
+    under `min_keep` tokens is redrawn (V-JEPA redraws only an empty one).
+    """
+
+    def __init__(self, grid: tuple[int, int, int], masks: Sequence[TubeMask] = V_JEPA_MASKS, min_keep: int = 4,
+                 max_context_frames_ratio: float = 1.0, pad_context: bool = True, max_tries: int = 50):
+        self.T, self.H, self.W = (int(v) for v in grid)
+        n = self.T * self.H * self.W
+        if min(self.T, self.H, self.W) < 1 or n < 2:
+            raise ValueError(f"grid={grid!r}: need at least 2 tokens (one target, one context)")
+        if not masks:
+            raise ValueError("masks: need at least one kind")
+        self.masks = []
+        for i, (space, time, aspect, blocks) in enumerate(masks):
+            if blocks < 1:
+                raise ValueError(f"masks[{i}]: num_blocks={blocks}: need at least 1")
+            self.masks.append((_check_range(f"masks[{i}].spatial_scale", space, 0.0, 1.0),
+                               _check_range(f"masks[{i}].temporal_scale", time, 0.0, 1.0),
+                               _check_range(f"masks[{i}].aspect", aspect, 0.0, math.inf), int(blocks)))
+        if min_keep < 1:
+            raise ValueError(f"min_keep={min_keep}: need at least 1 context token")
+        if not 0.0 < max_context_frames_ratio <= 1.0:
+            raise ValueError(f"max_context_frames_ratio={max_context_frames_ratio}: need a share in (0, 1]")
+        self.context_frames = max(1, int(self.T * max_context_frames_ratio))
+        self.min_keep = min(int(min_keep), self.context_frames * self.H * self.W - 1)
+        self.pad_context, self.max_tries = pad_context, int(max_tries)
+
+    def block_size(self, u: Sequence[float], kind: int = 0) -> tuple[int, int, int]:
+        """(t, h, w) from uniforms (time, space, aspect), exactly as V-JEPA's `_sample_block_size`."""
+        space, time, aspect, _ = self.masks[kind]
+        t = max(1, int(self.T * _uniform(u[0], time)))
+        keep = int(self.H * self.W * _uniform(u[1], space))
+        ar = _uniform(u[2], aspect)
+        h, w = int(round(math.sqrt(keep * ar))), int(round(math.sqrt(keep / ar)))
+        return t, min(h, self.H), min(w, self.W)
+
+    def __call__(self, batch_size: int, generator: torch.Generator,
+                 row_keys: Sequence[int] | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (context (B, Nc), targets (B, 1, Nt)) of flat token indices (t * H * W + r * W + c);
+        targets padded with -1 after each row's last (rows differ where blocks overlap)."""
+        B, T, H, W = int(batch_size), self.T, self.H, self.W
+        if B < 1:
+            raise ValueError(f"batch_size={batch_size}: need at least 1")
+        keys = _row_keys(row_keys, B)
+        u = [float(torch.rand(1, generator=generator)) for _ in range(4)]  # time, space, aspect (V-JEPA's order), kind
+        kind = min(int(u[3] * len(self.masks)), len(self.masks) - 1)
+        t, h, w = self.block_size(u, kind)
+        t, h, w = max(t, 1), max(h, 1), max(w, 1)
+        in_reach = torch.zeros(T, H, W, dtype=torch.bool)
+        in_reach[: self.context_frames] = True
+        in_reach = in_reach.flatten()
+        while t * h * w > int(in_reach.sum()) - self.min_keep:  # one block must leave min_keep of context
+            t, h, w = (t, h, w - 1) if w >= h and w > 1 else (t, h - 1, w) if h > 1 else (t - 1, h, w)
+        blocks = self.masks[kind][3]
+        rr = _RowRandom(int(torch.randint(2**62, (1,), generator=generator)), keys)
+        dt, dh, dw = torch.arange(t), torch.arange(h), torch.arange(w)
+        offsets = (dt[:, None, None] * H * W + dh[None, :, None] * W + dw[None, None, :]).flatten()  # (t*h*w,)
+
+        def union(uu: torch.Tensor) -> torch.Tensor:  # (R, 3 * blocks) uniforms -> (R, N) masked tokens
+            uu = uu.view(-1, blocks, 3)
+            start = (uu[..., 0] * (T - t + 1)).long() * H * W + (uu[..., 1] * (H - h + 1)).long() * W \
+                + (uu[..., 2] * (W - w + 1)).long()  # (R, blocks)
+            out = torch.zeros(uu.shape[0], T * H * W, dtype=torch.bool)
+            return out.scatter_(1, (start[..., None] + offsets).flatten(1), True)
+
+        masked = torch.empty(B, T * H * W, dtype=torch.bool)
+        rows = torch.arange(B)
+        for _ in range(self.max_tries):
+            m = union(rr.rand(rows, 3 * blocks))
+            masked[rows] = m
+            rows = rows[(in_reach & ~m).sum(1) < self.min_keep]
+            if rows.numel() == 0:
+                break
+        if rows.numel():  # rare: the first block alone, which leaves min_keep by its size
+            masked[rows] = union(rr.rand(rows, 3)[:, None].expand(-1, blocks, -1).flatten(1))
+        context = _context(in_reach & ~masked, self.pad_context, rr)  # (B, Nc)
+        n = int(masked.sum(1).max())
+        slot = torch.where(masked, masked.cumsum(1) - 1, n)
+        targets = torch.full((B, n + 1), -1, dtype=torch.long)
+        targets.scatter_(1, slot, torch.arange(T * H * W).expand(B, -1))
+        return context, targets[:, None, :n]  # (B, Nc), (B, 1, Nt)
 
 
 class SpanMasker:

@@ -363,3 +363,117 @@ def test_collator_masks_do_not_depend_on_the_split():
     other = collate([{**it, "batch_no": 4} for it in items])
     assert not torch.equal(other["image"]["context"], whole["image"]["context"]) or \
         not torch.equal(other["image"]["targets"], whole["image"]["targets"])
+
+
+# --- V-JEPA's 3-D multi-block masks -----------------------------------------------------------------
+# facebookresearch/jepa, src/masks/multiblock3d.py, `_MaskGenerator`: its block size and block mask,
+# ported as is (the generator passed in instead of torch's global one for the positions).
+
+def _ref_block_size(generator, duration, height, width, temporal_scale, spatial_scale, aspect_ratio_scale):
+    import math
+
+    _rand = torch.rand(1, generator=generator).item()
+    min_t, max_t = temporal_scale
+    t = max(1, int(duration * (min_t + _rand * (max_t - min_t))))
+    _rand = torch.rand(1, generator=generator).item()
+    min_s, max_s = spatial_scale
+    spatial_num_keep = int(height * width * (min_s + _rand * (max_s - min_s)))
+    _rand = torch.rand(1, generator=generator).item()
+    min_ar, max_ar = aspect_ratio_scale
+    aspect_ratio = min_ar + _rand * (max_ar - min_ar)
+    h = int(round(math.sqrt(spatial_num_keep * aspect_ratio)))
+    w = int(round(math.sqrt(spatial_num_keep / aspect_ratio)))
+    return t, min(h, height), min(w, width)
+
+
+def _ref_block_mask(generator, b_size, duration, height, width):
+    t, h, w = b_size
+    top = torch.randint(0, height - h + 1, (1,), generator=generator)
+    left = torch.randint(0, width - w + 1, (1,), generator=generator)
+    start = torch.randint(0, duration - t + 1, (1,), generator=generator)
+    mask = torch.ones((duration, height, width), dtype=torch.int32)
+    mask[start:start + t, top:top + h, left:left + w] = 0
+    return mask
+# ----------------------------------------------------------------------------------------------------
+
+
+GRIDS_3D = [(8, 14, 14), (4, 8, 8), (2, 4, 6)]
+
+
+@pytest.mark.parametrize("grid", GRIDS_3D)
+@pytest.mark.parametrize("kind", [0, 1])
+def test_3d_block_sizes_are_v_jepas(grid, kind):
+    from modalities.masking import V_JEPA_MASKS, MultiBlock3DMasker
+
+    space, time, aspect, _ = V_JEPA_MASKS[kind]
+    masker = MultiBlock3DMasker(grid, masks=[V_JEPA_MASKS[kind]], min_keep=1)
+    for seed in range(30):
+        want = _ref_block_size(gen(seed), *grid, time, space, aspect)
+        u = torch.rand(3, generator=gen(seed)).tolist()  # the same three draws, in the same order
+        assert masker.block_size(u) == want
+    wide = MultiBlock3DMasker(grid, masks=[((0.1, 0.9), (0.25, 1.0), (0.3, 3.0), 2)], min_keep=1)
+    for seed in range(30):
+        u = torch.rand(3, generator=gen(seed)).tolist()
+        assert wide.block_size(u) == _ref_block_size(gen(seed), *grid, (0.25, 1.0), (0.1, 0.9), (0.3, 3.0))
+
+
+@pytest.mark.parametrize("grid", GRIDS_3D)
+@pytest.mark.parametrize("kind", [0, 1])
+def test_3d_masks_are_unions_of_tubes_and_match_v_jepas_coverage(grid, kind):
+    """Each row's target is the union of num_blocks (t, h, w) tubes and its context all the rest;
+    over many rows the masked share is V-JEPA's for the same block size."""
+    from modalities.masking import V_JEPA_MASKS, MultiBlock3DMasker
+
+    T, H, W = grid
+    masker = MultiBlock3DMasker(grid, masks=[V_JEPA_MASKS[kind]], min_keep=1)
+    blocks = V_JEPA_MASKS[kind][3]
+    ours, theirs = [], []
+    for seed in range(40):
+        g = gen(seed)
+        context, targets = masker(8, g)
+        check_disjoint_sorted(context, targets, T * H * W)
+        for b in range(8):  # context + target = every token (max_context_frames_ratio 1)
+            assert sorted(strip(context[b]).tolist() + strip(targets[b, 0]).tolist()) == list(range(T * H * W))
+        size = masker.block_size(torch.rand(3, generator=gen(seed)).tolist())
+        ours += [int((targets[b, 0] >= 0).sum()) / (T * H * W) for b in range(8)]
+        rg = gen(1000 + seed)
+        for _ in range(8):
+            empty_context = True
+            while empty_context:  # V-JEPA redraws a row whose context is empty
+                keep = torch.ones(T, H, W, dtype=torch.int32)
+                for _ in range(blocks):
+                    keep *= _ref_block_mask(rg, size, T, H, W)
+                empty_context = int(keep.sum()) == 0
+            theirs.append(float((keep == 0).float().mean()))
+        for b in range(8):  # the target is a union of whole (t, h, w) tubes: the tubes inside it cover it
+            m = torch.zeros(T * H * W, dtype=torch.bool)
+            m[strip(targets[b, 0])] = True
+            m = m.view(1, 1, T, H, W).float()
+            inside = torch.nn.functional.avg_pool3d(m, size, stride=1) > 1 - 1e-6  # placements fully masked
+            covered = torch.nn.functional.conv_transpose3d(inside.float(), torch.ones(1, 1, *size)) > 0
+            assert torch.equal(covered, m > 0)
+    mean = sum(ours) / len(ours)
+    ref = sum(theirs) / len(theirs)
+    assert abs(mean - ref) < 0.03, (mean, ref)
+
+
+def test_3d_masks_keep_context_limits_and_row_independence():
+    from modalities.masking import MultiBlock3DMasker
+
+    masker = MultiBlock3DMasker((4, 6, 6), masks=[((0.7, 0.7), (1.0, 1.0), (0.75, 1.5), 2)], min_keep=20,
+                                max_context_frames_ratio=0.5)
+    context, targets = masker(6, gen(0), row_keys=[10, 11, 12, 13, 14, 15])
+    for b in range(6):
+        c = strip(context[b])
+        assert len(c) >= 20 and int(c.max()) < 2 * 36  # the first half of the time steps only
+    _, part = masker(2, gen(0), row_keys=[12, 13])  # the same rows in another split: the same targets
+    n = part.shape[-1]
+    assert torch.equal(strip(part[0, 0]), strip(targets[2, 0])) and torch.equal(strip(part[1, 0]), strip(targets[3, 0]))
+    assert n >= 1
+    full = MultiBlock3DMasker((2, 2, 2), masks=[((1.0, 1.0), (1.0, 1.0), (1.0, 1.0), 3)], min_keep=4)
+    c, t = full(3, gen(1))  # blocks as big as the grid shrink until 4 tokens of context remain
+    assert all(len(strip(c[b])) >= 4 for b in range(3))
+    with pytest.raises(ValueError, match="num_blocks"):
+        MultiBlock3DMasker((2, 4, 4), masks=[((0.1, 0.1), (1.0, 1.0), (1.0, 1.0), 0)])
+    with pytest.raises(ValueError, match="max_context_frames_ratio"):
+        MultiBlock3DMasker((2, 4, 4), max_context_frames_ratio=0)
