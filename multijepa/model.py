@@ -21,34 +21,24 @@ from torch.profiler import record_function
 from fusion.predictor import CrossModalPredictor
 from modalities.encoder import Encoder, encoder_blocks, gather_tokens, init_weights
 from modalities.text import TextTokenizer
-from modalities.tokens import PatchTokens, TextTokens
 from modalities.towers import build_tower, file_sha256, load_tower, read_weights, weights_file
 
 from . import distributed
 from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
 from .config import Config, ConfigError, ModelConfig, load_run_config
+from .modality import get_modality
 from .processors import Processors, build_tokenizer
 from .towers import TOWER_MODALITIES, audio_size, resolve_towers, tower_spec
 
 
 def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None) -> nn.Module:
+    """A pretrained tower where `model.<m>.pretrained` names one, else the modality's tokens
+    (`Modality.tokens`) followed by our blocks of `model.<m>.encoder`."""
     spec = tower_spec(cfg, modality)
     if spec is not None:
         return build_tower(spec, modality, audio_size(cfg) if modality == "audio" else None)
-    if modality == "image":
-        c = cfg.image
-        tokens: nn.Module = PatchTokens((c.size, c.size), c.patch, 3, c.encoder.width)
-    elif modality == "audio":
-        c = cfg.audio
-        tokens = PatchTokens((c.num_mel_bins, c.target_frames), tuple(c.patch), 1, c.encoder.width, scan="columns")
-    elif modality == "text":
-        c = cfg.text
-        if vocab_size is None:
-            raise ValueError("a text encoder needs the tokenizer's vocab_size")
-        tokens = TextTokens(vocab_size, c.max_len, c.encoder.width)
-    else:
-        raise ValueError(f"unknown modality '{modality}'")
-    e = c.encoder
+    tokens = get_modality(modality).tokens(cfg, vocab_size)
+    e = getattr(cfg, modality).encoder
     m = e.mamba
     blocks = encoder_blocks(e.kind, e.width, e.depth, e.heads, e.mlp_ratio, e.attention_fraction,
                             state=m.state, expand=m.expand, head_dim=m.head_dim, conv=m.conv, chunk=m.chunk)
@@ -531,7 +521,7 @@ class MultiJEPA(nn.Module):
         if modality not in self.encoders:
             raise ValueError(f"this model has no '{modality}' encoder (it has: {', '.join(self.modalities)})")
         enc = self.feature_encoder(modality) if encoder == "target" else self.encoders[modality]
-        clips = x.shape[1] if modality == "audio" and x.dim() == 4 else 0
+        clips = get_modality(modality).clips(x)
         if not clips:
             return fn(enc, x)
         return fn(enc, x.flatten(0, 1)).unflatten(0, (-1, clips)).mean(1)  # (B * clips, F) -> (B, F)

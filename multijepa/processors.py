@@ -12,54 +12,35 @@ from typing import Any
 
 import torch
 
-from modalities.audio import AudioPreprocessor
-from modalities.image import ImagePreprocessor
-from modalities.text import TextTokenizer, _check_text
+from modalities.text import TextTokenizer
 
 from .config import ModelConfig
+from .modality import get_modality
 from .towers import resolve_towers
 
 
 class Processors:
+    """Each configured modality's preprocessing object (`Modality.processor`), and the run's tokenizer."""
+
     def __init__(self, cfg: ModelConfig, tokenizer: TextTokenizer | None):
         self.modalities = list(cfg.modalities)
-        self.image = (ImagePreprocessor(cfg.image.size, cfg.image.mean, cfg.image.std)
-                      if "image" in self.modalities else None)
-        a = cfg.audio
-        self.audio = (
-            AudioPreprocessor(a.target_frames, a.sample_rate, a.num_mel_bins, a.mean, a.std, max_full_seconds=a.max_full_seconds)
-            if "audio" in self.modalities
-            else None
-        )
-        self.train_crop, self.eval_clips = a.train_crop, a.eval_clips
         self.tokenizer = tokenizer
+        self.by_modality = {m: get_modality(m).processor(cfg, tokenizer) for m in self.modalities}
+
+    def of(self, modality: str) -> Any:
+        """The preprocessing object of one modality (an ImagePreprocessor, the tokenizer, ...)."""
+        if modality not in self.by_modality:
+            raise ValueError(f"no '{modality}' preprocessing: this model has {', '.join(self.modalities)}")
+        return self.by_modality[modality]
 
     def decode(self, modality: str, value: Any, base_dir: str | Path | None = None) -> Any:
-        """One raw value -> a decoded sample, cacheable: image (3, H, W), text (ids (L,), length),
-        audio a DecodedAudio (the whole clip's fbank, or a window reader for long files).
-        Without a tokenizer, text is only checked (as `data check` does)."""
-        if modality == "image":
-            return self.image(value, base_dir)
-        if modality == "audio":
-            return self.audio.decode(value, base_dir)
-        if modality == "text":
-            if self.tokenizer is None:
-                return _check_text(value)
-            _check_text(value)
-            ids, lengths = self.tokenizer([value])
-            return ids[0], lengths[0]
-        raise ValueError(f"unknown modality '{modality}'")
+        """One raw value -> a decoded sample, cacheable (`Modality.decode`: image (3, H, W), text
+        (ids (L,), length), audio a DecodedAudio). Without a tokenizer, text is only checked."""
+        return get_modality(modality).decode(self.by_modality.get(modality), value, base_dir)
 
     def finish(self, modality: str, decoded: Any, train: bool, rng: torch.Generator | None = None) -> Any:
-        """Decoded sample -> model input. Audio: a window of the clip, at random in training,
-        `eval_clips` evenly spaced ones (clips, mel, T) at evaluation."""
-        if modality != "audio" or isinstance(decoded, torch.Tensor):
-            return decoded
-        if train:
-            return self.audio.crop(decoded, self.train_crop, rng)
-        if self.eval_clips > 1:
-            return self.audio.crop(decoded, "clips", num_clips=self.eval_clips)
-        return self.audio.crop(decoded, "start")
+        """Decoded sample -> model input (`Modality.finish`: audio's window, at random when `train`)."""
+        return get_modality(modality).finish(self.by_modality.get(modality), decoded, train, rng)
 
     def item(self, modality: str, value: Any, base_dir: str | Path | None = None) -> Any:
         """One value -> the evaluation input: image (3, H, W), audio (mel, T) or (clips, mel, T),
@@ -68,10 +49,7 @@ class Processors:
 
     def batch(self, modality: str, values: list) -> torch.Tensor:
         """Values -> one unmasked input batch, as the encoders take it."""
-        if modality == "text":
-            ids, lengths = self.tokenizer([_check_text(v) for v in values])
-            return ids[:, : int(lengths.max())]
-        return torch.stack([self.item(modality, v) for v in values])
+        return get_modality(modality).batch(self.of(modality), values)
 
 
 def build_tokenizer(cfg: ModelConfig, run_dir: str | Path | None = None, texts=None) -> TextTokenizer | None:

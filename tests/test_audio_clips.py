@@ -34,7 +34,7 @@ def test_evaluation_averages_evenly_spaced_clips(tiny_cfg):
     proc = Processors(tiny_cfg.model, None)
     x = proc.item("audio", _long_clip())
     assert x.shape == (3, tiny_cfg.model.audio.num_mel_bins, tiny_cfg.model.audio.target_frames)
-    assert torch.equal(x[0], proc.audio.crop(proc.decode("audio", _long_clip()), "start"))
+    assert torch.equal(x[0], proc.of("audio").crop(proc.decode("audio", _long_clip()), "start"))
     model = MultiJEPA(tiny_cfg.model, vocab_size=64).eval()
     z = model.encode("audio", x[None])  # (1, E) from (1, clips, mel, T)
     per_clip = model.encode("audio", x)  # (3, E)

@@ -8,57 +8,33 @@ builds it, however the global batch is split, and again after a resume.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from modalities.errors import DataError
-from modalities.masking import MultiBlockMasker, RandomKeepMasker, SpanMasker
+from modalities.masking import RandomKeepMasker
 from modalities.seeding import AUDIO_CROP, BATCH, BIND_KEEP, mix_seed
 
 from ..config import ModelConfig
+from ..modality import get_modality
 from .bad_samples import BadRow
-
-
-def _grid(cfg: ModelConfig, m: str) -> tuple[int, int]:
-    """The (H, W) token grid of a patched modality (image, audio)."""
-    if m == "image":
-        return cfg.image.size // cfg.image.patch, cfg.image.size // cfg.image.patch
-    return cfg.audio.num_mel_bins // cfg.audio.patch[0], cfg.audio.target_frames // cfg.audio.patch[1]
 
 
 def build_bind_maskers(cfg: ModelConfig) -> dict:
     """FLIP's random keep sets for what binding embeds, for modalities with `bind_mask_ratio` > 0
-    (image, audio; text binds whole captions)."""
+    (those whose `Modality.bind_masking` allows it; text binds whole captions)."""
     maskers: dict = {}
     for m in cfg.modalities:
         ratio = getattr(getattr(cfg, m), "bind_mask_ratio", 0.0)
-        if ratio > 0:
-            h, w = _grid(cfg, m)
-            maskers[m] = RandomKeepMasker(h * w, ratio)
+        if ratio > 0 and get_modality(m).bind_masking:
+            maskers[m] = RandomKeepMasker(math.prod(get_modality(m).grid(cfg)), ratio)
     return maskers
 
 
 def build_maskers(cfg: ModelConfig) -> dict:
-    maskers: dict = {}
-    for m in cfg.modalities:
-        if m == "text":
-            k = cfg.text.mask
-            maskers[m] = SpanMasker(k.num_targets, tuple(k.target_scale), k.min_keep, pad_context=k.pad_context)
-            continue
-        c = getattr(cfg, m)
-        grid = _grid(cfg, m)
-        k = c.mask
-        maskers[m] = MultiBlockMasker(
-            grid,
-            num_targets=k.num_targets,
-            target_scale=tuple(k.target_scale),
-            target_aspect=tuple(k.target_aspect),
-            context_scale=tuple(k.context_scale),
-            min_keep=k.min_keep,
-            full_height_prob=k.full_height_prob,
-            full_width_prob=k.full_width_prob,
-            pad_context=k.pad_context,
-        )
-    return maskers
+    """Each modality's JEPA masker (`Modality.masker`)."""
+    return {m: get_modality(m).masker(cfg) for m in cfg.modalities}
 
 
 class MultiModalCollator:
@@ -120,18 +96,12 @@ class MultiModalCollator:
             pos = [i for i, it in enumerate(items) if m in it]
             if not pos:
                 continue
-            entry: dict = {"index": torch.tensor(pos, dtype=torch.long)}
-            if m == "text":
-                lengths = torch.stack([items[i][m][1] for i in pos])
-                entry["x"] = torch.stack([items[i][m][0] for i in pos])[:, : int(lengths.max())]  # (B_t, L)
-                entry["lengths"] = lengths
-            else:
-                entry["x"] = torch.stack([items[i][m] for i in pos])  # (B_m, C, H, W), (B_m, mel, T) or (B_m, clips, mel, T)
+            spec = get_modality(m)
+            entry: dict = {"index": torch.tensor(pos, dtype=torch.long),
+                           **spec.stack([items[i][m] for i in pos])}  # "x": (B_m, ...), text also "lengths"
             if self.maskers is not None:
-                masker = self.maskers[m]
-                arg = entry["lengths"] if m == "text" else len(pos)
-                context, targets = masker(arg, torch.Generator().manual_seed(mod_seed),
-                                          row_keys=[slots[i] for i in pos])
+                context, targets = self.maskers[m](spec.mask_arg(entry), torch.Generator().manual_seed(mod_seed),
+                                                   row_keys=[slots[i] for i in pos])
                 entry["context"], entry["targets"] = context, targets  # (B_m, Nc), (B_m, K, Nt)
                 if bool((targets < 0).any()):  # text: spans padded with -1 to the longest
                     entry["target_valid"] = targets.flatten(1) >= 0  # (B_m, K * Nt)
@@ -142,17 +112,21 @@ class MultiModalCollator:
         return batch
 
     def _finish(self, item: dict, batch_no: int, slot: int) -> dict:
-        """Crop decoded audio (at random from a generator of (seed, batch_no, slot)); a long file
-        read window by window can still turn out bad here."""
-        if "error" in item or "audio" not in item or isinstance(item["audio"], torch.Tensor):
+        """`Modality.finish` of each decoded sample that still needs it (audio: a window, at random from
+        a generator of (seed, batch_no, slot)); a long file read window by window can still turn out bad here."""
+        if "error" in item:
             return item
-        gen = torch.Generator().manual_seed(mix_seed(AUDIO_CROP, self.seed, batch_no, slot))
-        try:
-            return {**item, "audio": self.processors.finish("audio", item["audio"], self.train, gen)}
-        except DataError as e:
-            source, where = item.get("where", ("?", f"row {item['row']}"))
-            record = BadRow(source, item["row"], None, "audio", None, e.reason, f"{where} column 'audio': {e}")
-            return {"row": item["row"], "source": item.get("source", 0), "error": record}
+        for m in self.modalities:
+            if m not in item or not get_modality(m).needs_finish(item[m]):
+                continue
+            gen = torch.Generator().manual_seed(mix_seed(AUDIO_CROP, self.seed, batch_no, slot))
+            try:
+                item = {**item, m: self.processors.finish(m, item[m], self.train, gen)}
+            except DataError as e:
+                source, where = item.get("where", ("?", f"row {item['row']}"))
+                record = BadRow(source, item["row"], None, m, None, e.reason, f"{where} column '{m}': {e}")
+                return {"row": item["row"], "source": item.get("source", 0), "error": record}
+        return item
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:

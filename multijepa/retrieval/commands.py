@@ -225,8 +225,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> None:
     from .metrics import format_table, manifest_retrieval
 
     model = load_run(args)
-    if args.audio_clips is not None:
-        model.processors.eval_clips = args.audio_clips
+    if args.audio_clips is not None and "audio" in model.modalities:
+        model.processors.of("audio").eval_clips = args.audio_clips
     manifest = resolve_manifest(args.data, "test")
     results, grouping = manifest_retrieval(model, manifest, args.group_by, args.batch_size, ties=args.ties)
     if not results:

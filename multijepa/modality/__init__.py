@@ -1,0 +1,9 @@
+"""Modalities as registered definitions (`base.py`); the built-ins register on import, in this order."""
+# isort: skip_file
+
+from . import image  # noqa: F401
+from . import text  # noqa: F401
+from . import audio  # noqa: F401
+from .base import Modality, get_modality, register_modality, registered_modalities, unregister_modality
+
+__all__ = ["Modality", "get_modality", "register_modality", "registered_modalities", "unregister_modality"]

@@ -1,0 +1,65 @@
+"""The audio modality: a sound (path, bytes, array) -> its log-mel filter bank, a window of it in
+training (random) and several evenly spaced ones at evaluation, averaged; patches on a 2-D (mel,
+time) grid scanned in time order, I-JEPA's blocks with time spans and mel bands."""
+
+from __future__ import annotations
+
+import torch
+
+from modalities.audio import AudioPreprocessor
+from modalities.tokens import PatchTokens
+
+from .base import Modality, register_modality
+from .image import block_masker
+
+
+class AudioProcessor(AudioPreprocessor):
+    """AudioPreprocessor with the run's crop settings (model.audio.train_crop, eval_clips)."""
+
+    train_crop: str = "random"
+    eval_clips: int = 1
+
+
+@register_modality
+class Audio(Modality):
+    name = "audio"
+    suffixes = (".wav", ".flac", ".ogg", ".mp3")
+    bind_masking = True
+
+    def processor(self, cfg, tokenizer=None):
+        a = cfg.audio
+        proc = AudioProcessor(a.target_frames, a.sample_rate, a.num_mel_bins, a.mean, a.std,
+                              max_full_seconds=a.max_full_seconds)
+        proc.train_crop, proc.eval_clips = a.train_crop, a.eval_clips
+        return proc
+
+    def decode(self, processor, value, base_dir=None):
+        return processor.decode(value, base_dir)  # a DecodedAudio: the clip's fbank, or a window reader
+
+    def needs_finish(self, decoded):
+        return not isinstance(decoded, torch.Tensor)
+
+    def finish(self, processor, decoded, train, rng=None):
+        """A window of the clip: at random in training, `eval_clips` evenly spaced ones (clips, mel, T)
+        at evaluation."""
+        if isinstance(decoded, torch.Tensor):
+            return decoded
+        if train:
+            return processor.crop(decoded, processor.train_crop, rng)
+        if processor.eval_clips > 1:
+            return processor.crop(decoded, "clips", num_clips=processor.eval_clips)
+        return processor.crop(decoded, "start")
+
+    def clips(self, x):
+        return x.shape[1] if x.dim() == 4 else 0  # (B, clips, mel, T)
+
+    def grid(self, cfg):
+        a = cfg.audio
+        return a.num_mel_bins // a.patch[0], a.target_frames // a.patch[1]
+
+    def masker(self, cfg):
+        return block_masker(self.grid(cfg), cfg.audio.mask)
+
+    def tokens(self, cfg, vocab_size=None):
+        c = cfg.audio
+        return PatchTokens((c.num_mel_bins, c.target_frames), tuple(c.patch), 1, c.encoder.width, scan="columns")

@@ -1,0 +1,118 @@
+"""What a modality is to MultiJEPA, and the registry of them.
+
+A `Modality` says, in one place, everything the rest of the package needs to know about one kind
+of input: how a value is decoded and checked (bad input raises `DataError`, one line), how decoded
+samples become a batch, its token grid and JEPA masks, how its encoder turns the batch into tokens,
+and whether its values are files that an index serves. Core, collator, objective, retrieval, serve
+and the CLI ask the registry (`get_modality`, `registered_modalities`) instead of naming modalities.
+The built-in image, text and audio are registered the same way (`multijepa/modality/<name>.py`).
+
+    from multijepa.modality import Modality, register_modality
+
+    @register_modality
+    class Depth(Modality):
+        name = "depth"
+        ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+_REGISTRY: dict[str, Modality] = {}
+
+
+class Modality:
+    """One modality's definition. Subclasses set `name` and override what differs from the defaults
+    (a value decoded by `decode`, batches stacked along a new first axis, no clips)."""
+
+    name: ClassVar[str] = ""
+    # values are files (a path in a manifest, bytes in shards): an index keeps their paths and the
+    # search page serves them; False for values that are the data itself (text)
+    media: ClassVar[bool] = True
+    # file name endings that an upload of this modality may have (the search page)
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    # FLIP's masked binding applies (model.<name>.bind_mask_ratio): tokens can be dropped at random
+    bind_masking: ClassVar[bool] = False
+
+    # ------------------------------------------------------------------ data
+
+    def processor(self, cfg: Any, tokenizer: Any = None) -> Any:
+        """The per-run preprocessing object of this modality, from the model config (cfg.<name>)."""
+        return None
+
+    def decode(self, processor: Any, value: Any, base_dir: str | Path | None = None) -> Any:
+        """One raw value -> a decoded sample (what the loader may cache). Bad input: DataError."""
+        raise NotImplementedError(f"modality '{self.name}' does not say how to decode a value")
+
+    def finish(self, processor: Any, decoded: Any, train: bool, rng: torch.Generator | None = None) -> Any:
+        """A decoded sample -> the model input: where a random window or crop is drawn (at random
+        from `rng` in training, deterministically at evaluation). By default the sample itself."""
+        return decoded
+
+    def needs_finish(self, decoded: Any) -> bool:
+        """Whether `finish` still has work to do on a sample (the collator calls it per batch, seeded)."""
+        return False
+
+    def stack(self, inputs: list) -> dict[str, torch.Tensor]:
+        """Model inputs of the rows that have this modality -> {"x": (B_m, ...)} and any other
+        tensors the masker or encoder needs (text: "lengths")."""
+        return {"x": torch.stack(inputs)}
+
+    def batch(self, processor: Any, values: list) -> torch.Tensor:
+        """Raw values -> one unmasked evaluation batch, as the encoder takes it."""
+        return self.stack([self.finish(processor, self.decode(processor, v), train=False) for v in values])["x"]
+
+    def clips(self, x: torch.Tensor) -> int:
+        """How many clips per sample an evaluation batch holds (0: one input per sample). Their
+        embeddings are averaged (ImageBind's multi-clip evaluation)."""
+        return 0
+
+    # ------------------------------------------------------------------ tokens and masks
+
+    def grid(self, cfg: Any) -> tuple[int, ...]:
+        """The token grid of an input: (length,), (H, W) or (T, H, W)."""
+        raise NotImplementedError(f"modality '{self.name}' does not say its token grid")
+
+    def masker(self, cfg: Any) -> Any:
+        """The JEPA masker of this modality: called (count or `mask_arg`, generator, row_keys) ->
+        (context (B, Nc), targets (B, K, Nt))."""
+        raise NotImplementedError(f"modality '{self.name}' has no JEPA masks")
+
+    def mask_arg(self, entry: dict) -> Any:
+        """What the masker is called with for a sub-batch: its size, or (text) its lengths."""
+        return entry["x"].shape[0]
+
+    def tokens(self, cfg: Any, vocab_size: int | None = None) -> nn.Module:
+        """The module that turns a batch into positioned tokens: (B, ...) -> ((B, N, D), valid or None),
+        with a `grid` and a `num_tokens`. The encoder's blocks (model.<name>.encoder) come after it."""
+        raise NotImplementedError(f"modality '{self.name}' does not say how to make tokens")
+
+
+def register_modality(cls: type[Modality]) -> type[Modality]:
+    """Class decorator: make `cls` a modality every part of MultiJEPA knows by `cls.name`."""
+    if not cls.name or not cls.name.isidentifier():
+        raise ValueError(f"{cls.__name__}.name must be an identifier, got {cls.name!r}")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def unregister_modality(name: str) -> None:
+    """Forget a registered modality (tests that register their own)."""
+    _REGISTRY.pop(name, None)
+
+
+def get_modality(name: str) -> Modality:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown modality '{name}' (registered: {', '.join(_REGISTRY)})") from None
+
+
+def registered_modalities() -> list[str]:
+    """Names of the registered modalities, in registration order (the built-ins first)."""
+    return list(_REGISTRY)

@@ -1,0 +1,43 @@
+"""The image modality: a picture (path, bytes, PIL image or array) -> (3, size, size), patches on a
+2-D grid, I-JEPA's multi-block masks, FLIP's random keep sets for binding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modalities.image import ImagePreprocessor
+from modalities.masking import MultiBlockMasker
+from modalities.tokens import PatchTokens
+
+from .base import Modality, register_modality
+
+
+def block_masker(grid: tuple[int, int], k: Any) -> MultiBlockMasker:
+    """I-JEPA's multi-block masker on a 2-D grid from a `BlockMaskConfig` (image and audio)."""
+    return MultiBlockMasker(grid, num_targets=k.num_targets, target_scale=tuple(k.target_scale),
+                            target_aspect=tuple(k.target_aspect), context_scale=tuple(k.context_scale),
+                            min_keep=k.min_keep, full_height_prob=k.full_height_prob,
+                            full_width_prob=k.full_width_prob, pad_context=k.pad_context)
+
+
+@register_modality
+class Image(Modality):
+    name = "image"
+    suffixes = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+    bind_masking = True
+
+    def processor(self, cfg, tokenizer=None):
+        return ImagePreprocessor(cfg.image.size, cfg.image.mean, cfg.image.std)
+
+    def decode(self, processor, value, base_dir=None):
+        return processor(value, base_dir)  # (3, H, W)
+
+    def grid(self, cfg):
+        return cfg.image.size // cfg.image.patch, cfg.image.size // cfg.image.patch
+
+    def masker(self, cfg):
+        return block_masker(self.grid(cfg), cfg.image.mask)
+
+    def tokens(self, cfg, vocab_size=None):
+        c = cfg.image
+        return PatchTokens((c.size, c.size), c.patch, 3, c.encoder.width)  # (B, 3, H, W) -> (B, N, D)
