@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from .modality import get_modality, registered_modalities
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
@@ -255,6 +257,14 @@ class ModelConfig:
     # [0, ln 100] after every step, as open_clip does.
     learn_temperature: bool = False
 
+    def __getattr__(self, name: str) -> Any:
+        """`model.<name>` of a registered modality that is not one of the fields above (its
+        `Modality.config_class`): the settings the config gave, or its defaults."""
+        cls = section_class(name) if not name.startswith("_") else None
+        if cls is None:
+            raise AttributeError(f"'ModelConfig' object has no attribute '{name}'")
+        return self.__dict__.setdefault("_sections", {}).setdefault(name, cls())
+
 
 # ----------------------------------------------------------------------------- training
 
@@ -430,7 +440,14 @@ class Config:
         _validate(self)
 
 
-MODALITIES = ("image", "text", "audio")
+BUILT_IN = ("image", "text", "audio")  # the modalities whose sections are fields of ModelConfig
+
+
+def section_class(name: str) -> type | None:
+    """The settings dataclass of `model.<name>` for a registered modality that brings its own
+    (`Modality.config_class`); None for the built-ins, whose sections are ModelConfig's fields."""
+    spec = get_modality(name) if name in registered_modalities() else None
+    return getattr(spec, "config_class", None)
 
 # ----------------------------------------------------------------------------- fine-tuning wings
 
@@ -512,10 +529,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in names:
-            where = f"{prefix}.{k}" if prefix else k
+    sections = {}  # model.<name> of registered modalities that bring their own settings
+    for k in list(data):
+        where = f"{prefix}.{k}" if prefix else k
+        if k not in names and cls is ModelConfig and section_class(k) is not None:
+            sections[k] = _coerce(data[k], section_class(k), where)
+        elif k not in names:
             raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(names))})")
+    data = {k: v for k, v in data.items() if k not in sections}
     for f in dataclasses.fields(cls):
         if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             where = f"{prefix}.{f.name}" if prefix else f.name
@@ -528,6 +549,8 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
                 data[f.name] = _merge(to_dict(default), data[f.name])
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     obj = cls(**kwargs)
+    if sections:
+        obj.__dict__["_sections"] = sections
     check_ranges(obj, prefix)
     return obj
 
@@ -691,11 +714,14 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
 
 def _validate(cfg: Config) -> None:
     mods = cfg.model.modalities
+    known = registered_modalities()
     if not mods:
-        raise ConfigError("model.modalities must name at least one of image, text, audio")
+        raise ConfigError(f"model.modalities must name at least one of {', '.join(known)}")
     for m in mods:
-        if m not in MODALITIES:
-            raise ConfigError(f"model.modalities: unknown modality '{m}' (known: {', '.join(MODALITIES)})")
+        if m not in known:
+            raise ConfigError(f"model.modalities: unknown modality '{m}' (known: {', '.join(known)})")
+        if not hasattr(cfg.model, m):
+            raise ConfigError(f"model.modalities: modality '{m}' has no settings (its Modality.config_class)")
     lo = cfg.loss
     if lo.objective == "clip" and (lo.bind_weight <= 0 or len(mods) < 2):
         raise ConfigError("loss.objective=clip trains by binding alone: it needs loss.bind_weight > 0 and two modalities")
@@ -714,18 +740,20 @@ def _validate(cfg: Config) -> None:
         if src.name is not None and src.name in names:
             raise ConfigError(f"data.sources[{i}].name '{src.name}' is used twice")
         names.add(src.name)
-    for key, enc in (("model.image.encoder", cfg.model.image.encoder), ("model.text.encoder", cfg.model.text.encoder),
-                     ("model.audio.encoder", cfg.model.audio.encoder), ("model.predictor", cfg.model.predictor)):
+    checked = list(dict.fromkeys([*BUILT_IN, *mods]))  # every built-in section, and those of the others in use
+    encoders = [(f"model.{m}.encoder", getattr(cfg.model, m).encoder) for m in checked]
+    for key, enc in (*encoders, ("model.predictor", cfg.model.predictor)):
         if enc.width % enc.heads:
             raise ConfigError(f"{key}.width={enc.width} must be a multiple of {key}.heads={enc.heads}")
-    for m in MODALITIES:
+    for m in checked:
         key, c = f"model.{m}", getattr(cfg.model, m)
-        if cfg.model.target_layers > 1 and c.pretrained is not None and m in cfg.model.modalities and not c.freeze:
+        pretrained = getattr(c, "pretrained", None)
+        if cfg.model.target_layers > 1 and pretrained is not None and m in cfg.model.modalities and not c.freeze:
             raise ConfigError(f"model.target_layers={cfg.model.target_layers} averages our encoders' blocks; {key}.pretrained "
                               "is an open_clip/timm tower: keep model.target_layers=1 with it")
         if c.encoder.kind == "transformer":
             continue
-        if c.pretrained is not None:
+        if pretrained is not None:
             raise ConfigError(f"{key}.encoder.kind={c.encoder.kind}: a pretrained tower ({key}.pretrained) is a "
                               "transformer; drop one of the two")
         if c.encoder.kind == "hybrid" and c.encoder.depth < 2:
@@ -756,7 +784,11 @@ def to_dict(cfg: Any) -> dict:
             return {k: plain(v) for k, v in x.items()}
         return x
 
-    return plain(dataclasses.asdict(cfg))
+    tree = plain(dataclasses.asdict(cfg))
+    model, node = (cfg.model, tree["model"]) if isinstance(cfg, Config) else (cfg, tree)
+    if isinstance(model, ModelConfig):  # the sections of registered modalities, where they were set
+        node.update({m: to_dict(c) for m, c in model.__dict__.get("_sections", {}).items()})
+    return tree
 
 
 def changed_keys(a: Any, b: Any) -> list[str]:

@@ -180,7 +180,7 @@ class MultiJEPA(nn.Module):
         self.loaded_towers: dict = {}  # modality -> the weights file a pretrained tower started from
         self.encoders = nn.ModuleDict({m: build_encoder(m, cfg, vocab_size) for m in self.modalities})
         # frozen encoders (`model.<m>.freeze`): fixed weights, whole inputs, nothing predicted for them
-        self.frozen = [m for m in self.modalities if getattr(cfg, m).freeze]
+        self.frozen = [m for m in self.modalities if getattr(getattr(cfg, m), "freeze", False)]
         for m in self.frozen:
             self.encoders[m].requires_grad_(False)
         learned = [m for m in self.modalities if m not in self.frozen]
@@ -313,7 +313,7 @@ class MultiJEPA(nn.Module):
     def _binds_whole(self, m: str) -> bool:
         """Whether binding must embed m's whole input rather than the prediction context, while
         predicting: with `bind_input` "full", and for text (masking words loses what retrieval needs)."""
-        return self.bind_input == "full" or not hasattr(getattr(self.cfg, m), "bind_mask_ratio")
+        return self.bind_input == "full" or not get_modality(m).bind_masking
 
     def _bind_features(self, batch: dict, present: list[str], context: dict, valid: dict,
                        seen: dict) -> tuple[dict, dict, dict]:
@@ -531,7 +531,9 @@ class MultiJEPA(nn.Module):
         """Load a pretraining run folder (config.yaml, tokenizer, latest weights), with its preprocessing."""
         return load_run(run_dir, device)
 
-    def _embed(self, modality: str, values: Any, batch_size: int) -> torch.Tensor:
+    def embed(self, modality: str, values: Any, batch_size: int = 64) -> torch.Tensor:
+        """Raw values of any modality this model has (paths, bytes, strings, arrays: what its
+        `Modality.decode` reads) -> (n, embed_dim) normalised embeddings."""
         if self.processors is None:
             raise RuntimeError("no preprocessing attached: load the model with MultiJEPA.from_pretrained(run_dir)")
         if not isinstance(values, (list, tuple)):
@@ -546,15 +548,15 @@ class MultiJEPA(nn.Module):
 
     def embed_images(self, images: Any, batch_size: int = 64) -> torch.Tensor:
         """Paths, PIL images or arrays -> (n, embed_dim) normalised embeddings."""
-        return self._embed("image", images, batch_size)
+        return self.embed("image", images, batch_size)
 
     def embed_texts(self, texts: Any, batch_size: int = 64) -> torch.Tensor:
         """Strings -> (n, embed_dim) normalised embeddings."""
-        return self._embed("text", texts, batch_size)
+        return self.embed("text", texts, batch_size)
 
     def embed_audio(self, audio: Any, batch_size: int = 64) -> torch.Tensor:
         """Paths, (array, sample_rate) tuples or {'array', 'sampling_rate'} dicts -> (n, embed_dim)."""
-        return self._embed("audio", audio, batch_size)
+        return self.embed("audio", audio, batch_size)
 
 
 # ----------------------------------------------------------------------------- the model with its preprocessing

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, ConfigError
+from ..modality import registered_modalities
 from ..processors import Processors
 from .collate import MultiModalCollator, build_bind_maskers, build_maskers
 from .dataset import PairedDataset, RowDecoder, SourceMixture, source_texts
@@ -69,7 +70,7 @@ class TrainData:
 
     @property
     def modalities(self) -> list[str]:
-        return [m for m in ("image", "text", "audio") if any(m in s.columns for s in self.sources)]
+        return [m for m in registered_modalities() if any(m in s.columns for s in self.sources)]
 
 
 def build_train_data(cfg: Config, sources: list[Source], processors: Processors, start: int = 0,

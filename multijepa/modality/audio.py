@@ -4,20 +4,10 @@ time) grid scanned in time order, I-JEPA's blocks with time spans and mel bands.
 
 from __future__ import annotations
 
-import torch
-
-from modalities.audio import AudioPreprocessor
-from modalities.tokens import PatchTokens
-
 from .base import Modality, register_modality
 from .image import block_masker
 
-
-class AudioProcessor(AudioPreprocessor):
-    """AudioPreprocessor with the run's crop settings (model.audio.train_crop, eval_clips)."""
-
-    train_crop: str = "random"
-    eval_clips: int = 1
+# modalities/ and torch are imported inside the methods: the CLI reads the registry for --help
 
 
 @register_modality
@@ -27,9 +17,12 @@ class Audio(Modality):
     bind_masking = True
 
     def processor(self, cfg, tokenizer=None):
+        """An AudioPreprocessor that also holds the run's crops (model.audio.train_crop, eval_clips)."""
+        from modalities.audio import AudioPreprocessor
+
         a = cfg.audio
-        proc = AudioProcessor(a.target_frames, a.sample_rate, a.num_mel_bins, a.mean, a.std,
-                              max_full_seconds=a.max_full_seconds)
+        proc = AudioPreprocessor(a.target_frames, a.sample_rate, a.num_mel_bins, a.mean, a.std,
+                                 max_full_seconds=a.max_full_seconds)
         proc.train_crop, proc.eval_clips = a.train_crop, a.eval_clips
         return proc
 
@@ -37,12 +30,14 @@ class Audio(Modality):
         return processor.decode(value, base_dir)  # a DecodedAudio: the clip's fbank, or a window reader
 
     def needs_finish(self, decoded):
+        import torch
+
         return not isinstance(decoded, torch.Tensor)
 
     def finish(self, processor, decoded, train, rng=None):
         """A window of the clip: at random in training, `eval_clips` evenly spaced ones (clips, mel, T)
         at evaluation."""
-        if isinstance(decoded, torch.Tensor):
+        if not self.needs_finish(decoded):
             return decoded
         if train:
             return processor.crop(decoded, processor.train_crop, rng)
@@ -61,5 +56,7 @@ class Audio(Modality):
         return block_masker(self.grid(cfg), cfg.audio.mask)
 
     def tokens(self, cfg, vocab_size=None):
+        from modalities.tokens import PatchTokens
+
         c = cfg.audio
         return PatchTokens((c.num_mel_bins, c.target_frames), tuple(c.patch), 1, c.encoder.width, scan="columns")

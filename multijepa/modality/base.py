@@ -18,10 +18,11 @@ The built-in image, text and audio are registered the same way (`multijepa/modal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads the registry to build --help
+    import torch
+    from torch import nn
 
 _REGISTRY: dict[str, Modality] = {}
 
@@ -38,6 +39,10 @@ class Modality:
     suffixes: ClassVar[tuple[str, ...]] = ()
     # FLIP's masked binding applies (model.<name>.bind_mask_ratio): tokens can be dropped at random
     bind_masking: ClassVar[bool] = False
+    # the settings dataclass of `model.<name>` (a modality that is not built in): it needs at least
+    # `encoder` (an EncoderConfig) and may have `freeze`, `bind_mask_ratio` and `mask`; what it holds
+    # is handed to the methods below as cfg.<name> of the model config
+    config_class: ClassVar[type | None] = None
 
     # ------------------------------------------------------------------ data
 
@@ -61,6 +66,8 @@ class Modality:
     def stack(self, inputs: list) -> dict[str, torch.Tensor]:
         """Model inputs of the rows that have this modality -> {"x": (B_m, ...)} and any other
         tensors the masker or encoder needs (text: "lengths")."""
+        import torch
+
         return {"x": torch.stack(inputs)}
 
     def batch(self, processor: Any, values: list) -> torch.Tensor:
@@ -116,3 +123,8 @@ def get_modality(name: str) -> Modality:
 def registered_modalities() -> list[str]:
     """Names of the registered modalities, in registration order (the built-ins first)."""
     return list(_REGISTRY)
+
+
+def is_media(name: str) -> bool:
+    """Whether `name` is a registered modality whose values are files (an index serves them)."""
+    return name in _REGISTRY and _REGISTRY[name].media

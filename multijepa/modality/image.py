@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from modalities.image import ImagePreprocessor
-from modalities.masking import MultiBlockMasker
-from modalities.tokens import PatchTokens
-
 from .base import Modality, register_modality
 
+# modalities/ (torch, timm, PIL) is imported inside the methods: the CLI reads the registry for --help
 
-def block_masker(grid: tuple[int, int], k: Any) -> MultiBlockMasker:
+
+def block_masker(grid: tuple[int, int], k: Any) -> Any:
     """I-JEPA's multi-block masker on a 2-D grid from a `BlockMaskConfig` (image and audio)."""
+    from modalities.masking import MultiBlockMasker
+
     return MultiBlockMasker(grid, num_targets=k.num_targets, target_scale=tuple(k.target_scale),
                             target_aspect=tuple(k.target_aspect), context_scale=tuple(k.context_scale),
                             min_keep=k.min_keep, full_height_prob=k.full_height_prob,
@@ -27,6 +27,8 @@ class Image(Modality):
     bind_masking = True
 
     def processor(self, cfg, tokenizer=None):
+        from modalities.image import ImagePreprocessor
+
         return ImagePreprocessor(cfg.image.size, cfg.image.mean, cfg.image.std)
 
     def decode(self, processor, value, base_dir=None):
@@ -39,5 +41,7 @@ class Image(Modality):
         return block_masker(self.grid(cfg), cfg.image.mask)
 
     def tokens(self, cfg, vocab_size=None):
+        from modalities.tokens import PatchTokens
+
         c = cfg.image
         return PatchTokens((c.size, c.size), c.patch, 3, c.encoder.width)  # (B, 3, H, W) -> (B, N, D)

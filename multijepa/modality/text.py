@@ -3,13 +3,9 @@ positions on a 1-D grid, contiguous-span masks; binding sees whole captions."""
 
 from __future__ import annotations
 
-import torch
-
-from modalities.masking import SpanMasker
-from modalities.text import _check_text
-from modalities.tokens import TextTokens
-
 from .base import Modality, register_modality
+
+# modalities/ and torch are imported inside the methods: the CLI reads the registry for --help
 
 
 @register_modality
@@ -22,6 +18,8 @@ class Text(Modality):
 
     def decode(self, processor, value, base_dir=None):
         """-> (ids (L,), length); without a tokenizer the caption is only checked (`data check`)."""
+        from modalities.text import _check_text
+
         if processor is None:
             return _check_text(value)
         _check_text(value)
@@ -29,10 +27,14 @@ class Text(Modality):
         return ids[0], lengths[0]
 
     def stack(self, inputs):
+        import torch
+
         lengths = torch.stack([length for _, length in inputs])
         return {"x": torch.stack([ids for ids, _ in inputs])[:, : int(lengths.max())], "lengths": lengths}  # (B, L)
 
     def batch(self, processor, values):
+        from modalities.text import _check_text
+
         ids, lengths = processor([_check_text(v) for v in values])
         return ids[:, : int(lengths.max())]
 
@@ -40,6 +42,8 @@ class Text(Modality):
         return (cfg.text.max_len,)
 
     def masker(self, cfg):
+        from modalities.masking import SpanMasker
+
         k = cfg.text.mask
         return SpanMasker(k.num_targets, tuple(k.target_scale), k.min_keep, pad_context=k.pad_context)
 
@@ -49,4 +53,6 @@ class Text(Modality):
     def tokens(self, cfg, vocab_size=None):
         if vocab_size is None:
             raise ValueError("a text encoder needs the tokenizer's vocab_size")
+        from modalities.tokens import TextTokens
+
         return TextTokens(vocab_size, cfg.text.max_len, cfg.text.encoder.width)  # (B, L) -> (B, L, D)

@@ -21,6 +21,7 @@ from ..cli_args import (
     processes,
     write_json,
 )
+from ..modality import is_media, registered_modalities
 
 
 def add_embed(sub: argparse._SubParsersAction) -> None:
@@ -60,15 +61,16 @@ def add_search(sub: argparse._SubParsersAction) -> None:
         "search",
         parents=[INDEX, DEVICE],
         help="search an index with a text, an image, a sound, or their sum",
-        description="Embed the query and print the top-k rows of the index. Several of --text, --image, "
-        "--audio at once are summed (ImageBind's embedding arithmetic: the sum of the normalised "
-        "embeddings). By default every indexed modality the query does not use is searched.",
+        description="Embed the query and print the top-k rows of the index. Several of "
+        + ", ".join(f"--{m}" for m in registered_modalities()) + " at once are summed (ImageBind's embedding "
+        "arithmetic: the sum of the normalised embeddings). By default every indexed modality the query "
+        "does not use is searched.",
     )
     srch.set_defaults(func=_cmd_search)
-    srch.add_argument("--text", help="query caption")
-    srch.add_argument("--image", help="query image file")
-    srch.add_argument("--audio", help="query audio file")
-    srch.add_argument("--modality", help="what to search, comma-separated (image,text,audio) [the others]")
+    for m in registered_modalities():  # one query option per modality
+        srch.add_argument(f"--{m}", help=f"query {m} file" if is_media(m) else f"query {m} (the value itself)")
+    srch.add_argument("--modality", help=f"what to search, comma-separated ({','.join(registered_modalities())}) "
+                      "[the others]")
     srch.add_argument("--top-k", type=int, default=5, help="results per searched modality [5]")
     srch.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -193,13 +195,14 @@ def load_index(args: argparse.Namespace, say=lambda line: None):
 
 def _cmd_search(args: argparse.Namespace) -> None:
     need(args.index, "the --index folder", "index.json")
-    queries = {m: v for m, v in (("text", args.text), ("image", args.image), ("audio", args.audio)) if v is not None}
+    queries = {m: getattr(args, m, None) for m in registered_modalities()}
+    queries = {m: v for m, v in queries.items() if v is not None}
     if not queries:
-        raise UsageError("give a query: --text STR, --image FILE and/or --audio FILE")
+        raise UsageError("give a query: " + ", ".join(f"--{m}" for m in registered_modalities()) + " (one or several)")
     if args.top_k < 1:
         raise UsageError("--top-k must be at least 1")
     for m, v in queries.items():
-        if m != "text":
+        if is_media(m):
             need(v, f"the --{m} query")
     from .search import embed_query, format_results, search, target_modalities
 
@@ -212,7 +215,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
     for m in queries:
         if m not in model.modalities:
             raise UsageError(f"this model has no {m} encoder (it has: {', '.join(model.modalities)})")
-    results = search(index, embed_query(model, **queries), targets, args.top_k)
+    results = search(index, embed_query(model, queries), targets, args.top_k)
     if args.json:
         print(json.dumps({"query": queries, "results": results}, indent=2, ensure_ascii=False))
         return

@@ -24,6 +24,7 @@ from ..data.bad_samples import BadRow, raise_first
 from ..data.collate import MultiModalCollator, move_batch
 from ..data.dataset import PairedDataset
 from ..data.sources import open_source
+from ..modality import is_media, registered_modalities
 from ..model import MultiJEPA
 
 Embeddings = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (z (n_m, E), manifest rows (n_m,))
@@ -116,7 +117,7 @@ def manifest_groups(dataset: PairedDataset, group_by: str | None = None) -> tupl
         if group_by not in ds.column_names:
             raise DataError(f"--group-by: no column '{group_by}' in {src.origin} (columns: {ds.column_names})")
         return [None if v is None else str(v) for v in ds[group_by]], f"column {group_by}"
-    for m in ("image", "audio"):
+    for m in (m for m in registered_modalities() if is_media(m)):
         col = src.columns.get(m)
         if col is not None:
             values = ds[col]

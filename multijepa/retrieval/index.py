@@ -41,6 +41,7 @@ from tqdm import tqdm
 from ..config import COUNT, NON_NEGATIVE, Range, check_ranges, load_settings
 from ..data.bad_samples import BadRow
 from ..distributed import World, barrier, gather_objects
+from ..modality import is_media
 from ..model import MultiJEPA
 from ..run_folder import hold_run_folder
 from .embed import embed_rows, open_manifest
@@ -259,7 +260,7 @@ class EmbeddingIndex:
         self._order: dict[str, np.ndarray] = {}
         base = self.info.get("base_dir")
         # the fields holding a file path, shown absolute whatever folder the search runs from
-        self._paths = {c for m, c in self.info.get("columns", {}).items() if m in ("image", "audio")} if base else set()
+        self._paths = {c for m, c in self.info.get("columns", {}).items() if is_media(m)} if base else set()
         self._base = Path(base) if base else None
 
     @property

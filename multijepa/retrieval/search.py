@@ -1,4 +1,4 @@
-"""Searching an index with a text, an image, a sound, or a sum of them.
+"""Searching an index with a text, an image, a sound (any modality the model has), or a sum of them.
 
 Several query inputs are combined as ImageBind does (embedding arithmetic): the sum of their
 L2-normalised embeddings, normalised again, so "image of a dog + sound of rain" finds items
@@ -8,6 +8,7 @@ near both.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,19 +17,17 @@ from ..model import MultiJEPA
 from .index import EmbeddingIndex
 
 
-def embed_query(model: MultiJEPA, text: str | None = None, image: str | Path | None = None,
-                audio: str | Path | None = None, vectors: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """The query embedding (E,): the normalised sum of the given inputs' normalised embeddings;
+def embed_query(model: MultiJEPA, queries: dict[str, Any] | None = None, vectors: list[torch.Tensor] | None = None,
+                **named: Any) -> torch.Tensor:
+    """The query embedding (E,): the normalised sum of the given inputs' normalised embeddings.
+    `queries` (or keywords): {modality: a value, e.g. a caption or a file path}, None values skipped;
     `vectors`: (E,) normalised embeddings already made (an upload's, an indexed item's)."""
     parts = [v.reshape(1, -1).float() for v in vectors or []]
-    if text is not None:
-        parts.append(model.embed_texts([text]))
-    if image is not None:
-        parts.append(model.embed_images([str(image)]))
-    if audio is not None:
-        parts.append(model.embed_audio([str(audio)]))
+    for m, value in {**(queries or {}), **named}.items():
+        if value is not None:
+            parts.append(model.embed(m, [str(value) if isinstance(value, Path) else value]))
     if not parts:
-        raise ValueError("give at least one of text, image, audio")
+        raise ValueError(f"give at least one of {', '.join(model.modalities)}")
     return F.normalize(torch.cat(parts).sum(0), dim=-1)
 
 

@@ -22,19 +22,20 @@ import threading
 from pathlib import Path
 
 import torch
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from modalities.errors import DataError
 
+from ..modality import is_media, registered_modalities
 from ..model import MultiJEPA
 from ..retrieval.index import EmbeddingIndex
 from ..retrieval.search import embed_query, search, target_modalities
 
 STATIC = Path(__file__).parent / "static"
-MEDIA = ("image", "audio")  # modalities that have a file to serve
 MAX_K = 200
 MAX_TEXT = 2000  # characters of a text query
 
@@ -60,8 +61,9 @@ class SearchService:
     def media_path(self, row: int, modality: str, meta: dict | None = None) -> Path:
         """The file of an indexed row, or 404: the row must hold a vector of that modality and a
         local file path in the index's metadata (`meta`: the row's record, when already read)."""
-        if modality not in MEDIA:
-            raise _bad(f"no media of kind '{modality}' (image or audio)", 404)
+        if not is_media(modality):
+            media = [m for m in registered_modalities() if is_media(m)]
+            raise _bad(f"no media of kind '{modality}' ({', '.join(media)})", 404)
         if self.index.position(row, modality) is None:
             raise _bad(f"row {row} has no indexed {modality}", 404)
         value = (meta if meta is not None else self.index.metadata(row)).get(self.columns.get(modality, modality))
@@ -83,7 +85,7 @@ class SearchService:
     def media_urls(self, row: int, meta: dict) -> dict[str, str]:
         """{modality: URL} of the row's servable files, from its already-read record."""
         urls = {}
-        for m in MEDIA:
+        for m in (m for m in self.index.modalities if is_media(m)):
             try:
                 self.media_path(row, m, meta)
             except HTTPException:
@@ -126,7 +128,7 @@ class SearchService:
             vectors = [] if like_vector is None else [torch.from_numpy(like_vector)]
             for m, (name, data) in uploads.items():
                 try:  # one at a time, so an error names its upload
-                    vectors.append(self.model.embed_images([data])[0] if m == "image" else self.model.embed_audio([data])[0])
+                    vectors.append(self.model.embed(m, [data])[0])
                 except DataError as e:  # "image <123 bytes>: truncated (...)": the upload's name instead
                     raise _bad(f"{m} upload {name!r}: {str(e).split(': ', 1)[-1]}") from None
             results = search(self.index, embed_query(self.model, text=text, vectors=vectors), targets, k)
@@ -172,12 +174,14 @@ def create_app(index: EmbeddingIndex, model: MultiJEPA, max_upload_mb: float = 2
         return service.search(text, {}, like, like_modality, modality, k)
 
     @app.post("/api/search")
-    async def search_post(text: str | None = Form(None), modality: str | None = Form(None), k: int = Form(10),
-                          like: int | None = Form(None), like_modality: str | None = Form(None),
-                          image: UploadFile | None = File(None), audio: UploadFile | None = File(None)) -> dict:
+    async def search_post(request: Request, text: str | None = Form(None), modality: str | None = Form(None), k: int = Form(10),
+                          like: int | None = Form(None), like_modality: str | None = Form(None)) -> dict:
+        """Form fields as the GET's, and an upload per file modality, named by it (image=@x.png)."""
+        form = await request.form()
         uploads = {}
-        for m, f in (("image", image), ("audio", audio)):
-            if f is None or not f.filename and not f.size:
+        for m in (m for m in registered_modalities() if is_media(m)):
+            f = form.get(m)
+            if not isinstance(f, StarletteUpload) or not f.filename and not f.size:
                 continue  # an empty file input
             data = await f.read()
             if not data:
