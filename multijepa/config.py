@@ -535,7 +535,9 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         if k not in names and cls is ModelConfig and section_class(k) is not None:
             sections[k] = _coerce(data[k], section_class(k), where)
         elif k not in names:
-            raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(names))})")
+            hint = "; a modality of your own is known once its module is imported: MULTIJEPA_PLUGINS=your.module" \
+                if cls is ModelConfig else ""
+            raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(names))}{hint})")
     data = {k: v for k, v in data.items() if k not in sections}
     for f in dataclasses.fields(cls):
         if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -719,7 +721,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"model.modalities must name at least one of {', '.join(known)}")
     for m in mods:
         if m not in known:
-            raise ConfigError(f"model.modalities: unknown modality '{m}' (known: {', '.join(known)})")
+            raise ConfigError(f"model.modalities: unknown modality '{m}' (known: {', '.join(known)}; one of your own "
+                              "is known once its module is imported: MULTIJEPA_PLUGINS=your.module)")
         if not hasattr(cfg.model, m):
             raise ConfigError(f"model.modalities: modality '{m}' has no settings (its Modality.config_class)")
     lo = cfg.loss

@@ -236,7 +236,7 @@ class MultiJEPA(nn.Module):
         skip = {f"{prefix}.{name}" for prefix, mod in self.named_modules()
                 if mod is not self and hasattr(mod, "no_weight_decay") for name in mod.no_weight_decay()}
         scales = getattr(optim, "lr_scale", None)
-        split = scales is not None and any(getattr(scales, m) != 1.0 for m in self.modalities if m not in self.frozen)
+        split = scales is not None and any(getattr(scales, m, 1.0) != 1.0 for m in self.modalities if m not in self.frozen)
         late = self.predictors is not None and self.pred_start > 0  # predictors on their own schedule
         buckets: dict[str, tuple[list, list]] = {"": ([], [])}
         for name, p in self.named_parameters():
@@ -248,7 +248,7 @@ class MultiJEPA(nn.Module):
             (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
         groups = []
         for key, (decay, no_decay) in buckets.items():
-            extra = {"phase": "pred"} if key == "predictors" else {"lr_scale": float(getattr(scales, key))} if key else {}
+            extra = {"phase": "pred"} if key == "predictors" else {"lr_scale": float(getattr(scales, key, 1.0))} if key else {}
             groups += [{"params": decay, "apply_wd": True, **extra},
                        {"params": no_decay, "apply_wd": False, "weight_decay": 0.0, **extra}]
         return [g for g in groups if g["params"]]

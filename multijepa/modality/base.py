@@ -13,10 +13,17 @@ The built-in image, text and audio are registered the same way (`multijepa/modal
     class Depth(Modality):
         name = "depth"
         ...
+
+A modality defined outside this package is known to the `multijepa` commands once its module is
+imported: name the module in the environment (MULTIJEPA_PLUGINS=my_package.depth, several separated
+by commas) or declare it as an entry point of the group "multijepa.modalities" in its package.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -25,6 +32,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads the regis
     from torch import nn
 
 _REGISTRY: dict[str, Modality] = {}
+_PLUGINS_LOADED = False
 
 
 class Modality:
@@ -113,15 +121,33 @@ def unregister_modality(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+def _load_plugins() -> None:
+    """Import the modules that register modalities from outside (MULTIJEPA_PLUGINS, entry points), once."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for name in filter(None, (n.strip() for n in os.environ.get("MULTIJEPA_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ImportError(f"MULTIJEPA_PLUGINS names '{name}', which cannot be imported: {e}") from e
+    for ep in entry_points(group="multijepa.modalities"):
+        ep.load()
+
+
 def get_modality(name: str) -> Modality:
+    _load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown modality '{name}' (registered: {', '.join(_REGISTRY)})") from None
+        raise ValueError(f"unknown modality '{name}' (registered: {', '.join(_REGISTRY)}; a modality of "
+                         "your own is known once its module is imported, see MULTIJEPA_PLUGINS)") from None
 
 
 def registered_modalities() -> list[str]:
     """Names of the registered modalities, in registration order (the built-ins first)."""
+    _load_plugins()
     return list(_REGISTRY)
 
 

@@ -39,10 +39,10 @@ def source_rows(sources) -> list[tuple[str, str, str, float]]:
 def model_card(cfg: Config, out: Path, sources, step: int, seconds: float, device: torch.device, world_size: int,
                last: dict, drawn: dict[str, int], parameters: int) -> str:
     m, loss = cfg.model, cfg.loss
+    sections = {name: getattr(m, name) for name in m.modalities}
     encoders = "; ".join(
-        f"{name}: {getattr(m, name).pretrained or getattr(m, name).encoder.kind} "
-        f"(width {getattr(m, name).encoder.width}, depth {getattr(m, name).encoder.depth}"
-        f"{', frozen' if getattr(m, name).freeze else ''})" for name in m.modalities)
+        f"{name}: {getattr(c, 'pretrained', None) or c.encoder.kind} (width {c.encoder.width}, depth {c.encoder.depth}"
+        f"{', frozen' if getattr(c, 'freeze', False) else ''})" for name, c in sections.items())
     if loss.objective == "clip":
         objective = "binding alone (`loss.objective=clip`, open_clip's symmetric InfoNCE)"
     elif loss.predicts:
