@@ -28,7 +28,7 @@ from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weigh
 from .config import Config, ConfigError, ModelConfig, load_run_config
 from .modality import get_modality
 from .processors import Processors, build_tokenizer
-from .towers import TOWER_MODALITIES, audio_size, resolve_towers, tower_spec
+from .towers import resolve_towers, tower_spec
 
 
 def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None) -> nn.Module:
@@ -36,7 +36,7 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
     (`Modality.tokens`) followed by our blocks of `model.<m>.encoder`."""
     spec = tower_spec(cfg, modality)
     if spec is not None:
-        return build_tower(spec, modality, audio_size(cfg) if modality == "audio" else None)
+        return build_tower(spec, modality, get_modality(modality).tower_input(cfg))
     tokens = get_modality(modality).tokens(cfg, vocab_size)
     e = getattr(cfg, modality).encoder
     m = e.mamba
@@ -52,8 +52,8 @@ def load_pretrained_towers(model: MultiJEPA) -> dict:
     hashed once."""
     loaded: dict = {}
     files: dict[Path, tuple[dict, str]] = {}  # path -> (tensors, sha256)
-    for m in TOWER_MODALITIES:
-        spec = tower_spec(model.cfg, m) if m in model.modalities else None
+    for m in model.modalities:
+        spec = tower_spec(model.cfg, m)
         if spec is None or spec.path is None:
             continue
         path = weights_file(spec)

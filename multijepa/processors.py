@@ -24,8 +24,20 @@ class Processors:
 
     def __init__(self, cfg: ModelConfig, tokenizer: TextTokenizer | None):
         self.modalities = list(cfg.modalities)
-        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self._tokenizer = tokenizer
         self.by_modality = {m: get_modality(m).processor(cfg, tokenizer) for m in self.modalities}
+
+    @property
+    def tokenizer(self) -> TextTokenizer | None:
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: TextTokenizer | None) -> None:
+        """A tokenizer trained after the processors were made (on the sources they read): the
+        modalities whose preprocessing uses it are made again."""
+        self._tokenizer = tokenizer
+        self.by_modality = {m: get_modality(m).processor(self.cfg, tokenizer) for m in self.modalities}
 
     def of(self, modality: str) -> Any:
         """The preprocessing object of one modality (an ImagePreprocessor, the tokenizer, ...)."""

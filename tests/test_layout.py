@@ -107,3 +107,18 @@ def test_each_wing_registers_its_own_commands():
     assert set(ORDER) == set(COMMANDS)
     for name, add in COMMANDS.items():
         assert add.__module__.split(".")[1] in WINGS and add.__module__.endswith(".commands"), (name, add.__module__)
+
+
+def test_no_modality_is_named_outside_its_own_files():
+    """The modalities are registered definitions (multijepa/modality/): the rest of the package asks
+    the registry instead of testing a modality's name. Left out: the demo data and the benchmark
+    readers, which write and read particular modalities, and VQA, whose question is about an image.
+    Text is the language side of zero-shot prompts, captions and questions, so `!= "text"` stays."""
+    import re
+
+    named = re.compile(r"""(==|!=)\s*["'](image|audio|video)["']|in \(["'](image|audio|video)["'],""")
+    exempt = ("multijepa/modality/", "multijepa/data/demo.py", "multijepa/data/benchmarks.py", "multijepa/vqa/")
+    found = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
+             for p in sorted((ROOT / "multijepa").rglob("*.py")) if not str(p.relative_to(ROOT)).startswith(exempt)
+             for i, line in enumerate(p.read_text().splitlines(), 1) if named.search(line)]
+    assert not found, "\n".join(found)

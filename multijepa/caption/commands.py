@@ -18,6 +18,7 @@ from ..cli_args import (
     run_config,
     write_json,
 )
+from ..modality import media_modalities
 
 
 def add_caption(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def add_caption(sub: argparse._SubParsersAction) -> None:
     ct.add_argument("--data", help="training rows [demo train.jsonl]")
     ct.add_argument("--eval-data", help="held-out rows evaluated after training [demo test.jsonl without --data]")
     ct.add_argument("--out", required=True, help="output folder")
-    ct.add_argument("--modality", default="image", choices=["image", "audio"], help="what to describe [image]")
+    ct.add_argument("--modality", default="image", choices=media_modalities(), help="what to describe [image]")
     ct.add_argument("--config", default="caption_demo", help="shipped captioning config name or .yaml path [caption_demo]")
     ct.add_argument("--from-scratch", action="store_true",
                     help="same model, tokenizer and steps, but a random encoder trained at the full LR: the comparison")
@@ -61,8 +62,8 @@ def add_caption(sub: argparse._SubParsersAction) -> None:
     cp = cap_sub.add_parser("predict", parents=[cap_folder, DEVICE], help="caption one image or sound")
     cp.set_defaults(func=_cmd_caption_predict)
     what = cp.add_mutually_exclusive_group(required=True)
-    what.add_argument("--image", help="image file")
-    what.add_argument("--audio", help="audio file")
+    for m in media_modalities():
+        what.add_argument(f"--{m}", help=f"{m} file")
     cp.add_argument("--beam", type=int, help="beam size [the folder's decode.beam]")
     cp.add_argument("--json", action="store_true", help="print JSON")
 
@@ -118,10 +119,10 @@ def _cmd_caption_predict(args: argparse.Namespace) -> None:
     from .model import load_captioner
 
     captioner = load_captioner(args.checkpoint, pick_device(args.device))
-    given = "image" if args.image else "audio"
+    given = next(m for m in media_modalities() if getattr(args, m, None))
     if given != captioner.modality:
         raise UsageError(f"{args.checkpoint} captions {captioner.modality}: give --{captioner.modality}")
-    path = args.image or args.audio
+    path = getattr(args, given)
     need(path, f"the --{given} to caption")
     caption = captioner.caption([path], beam=args.beam)[0]
     if args.json:

@@ -21,6 +21,7 @@ from modalities.text import TextTokenizer
 from ..config import SourceConfig
 from ..data.dataset import PairedDataset
 from ..data.sources import open_source
+from ..modality import is_media, media_modalities
 from ..processors import Processors
 
 
@@ -32,9 +33,9 @@ class CaptionDataset(Dataset):
 
     def __init__(self, manifest: str | Path, processors: Processors, modality: str, tokenizer: TextTokenizer,
                  columns: dict[str, str] | None = None, train: bool = True):
-        if modality not in ("image", "audio"):
-            raise ValueError(f"captioning describes an image or a sound, not '{modality}'")
-        cols = {"image": "image", "audio": "audio", "text": "text", **(columns or {})}
+        if not is_media(modality):
+            raise ValueError(f"captioning describes a file ({', '.join(media_modalities())}), not '{modality}'")
+        cols = {modality: modality, "text": "text", **(columns or {})}
         self.text_col = cols["text"]
         src = open_source(SourceConfig(path=str(manifest), name=Path(str(manifest)).stem), {modality: cols[modality]},
                           [modality], streaming=False, extra=(self.text_col,))

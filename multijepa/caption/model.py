@@ -23,6 +23,7 @@ from modalities.text import TextTokenizer
 
 from ..checkpoint import CheckpointError
 from ..config import ModelConfig, load_settings, save_config
+from ..modality import get_modality
 from ..model import build_encoder
 from ..processors import Processors, build_tokenizer
 from ..train.builder import encoder_scaled_groups
@@ -47,8 +48,8 @@ class CaptionModel(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Inputs -> the decoder's memories (each (B, N, W)) and their validity (B, N) or None."""
-        if x.dim() == 4 and self.modality == "audio":  # (B, clips, mel, T): every clip's tokens, side by side
-            h, _ = self.encoder(x.flatten(0, 1))  # (B*clips, N, D); spectrogram patches have no padding
+        if get_modality(self.modality).clips(x):  # (B, clips, ...): every clip's tokens, side by side
+            h, _ = self.encoder(x.flatten(0, 1))  # (B*clips, N, D); patches and tubelets have no padding
             h, valid = h.reshape(x.shape[0], -1, h.shape[-1]), None
         else:
             h, valid = self.encoder(x)  # (B, N, D)

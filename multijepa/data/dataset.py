@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from modalities.errors import EMPTY_ROW, UNDECODABLE, DataError
 
+from ..modality import is_media
 from ..processors import Processors
 from .bad_samples import BadRow
 from .sources import Source
@@ -51,8 +52,8 @@ class RowDecoder:
         item: dict[str, Any] = {"row": row_id, "source": self.source_index, "where": (self.source.name, self.where(row_id, row))}
         for m, col in self.source.columns.items():
             value = row.get(col)
-            if _is_missing(value) and not (m == "text" and value == ""):
-                continue  # "" as a caption is an empty caption, not a missing one
+            if _is_missing(value) and not (value == "" and not is_media(m)):
+                continue  # "" as a caption (a value, not a file) is an empty one, not a missing one
             try:
                 item[m] = self.processors.decode(m, value, self.source.base_dir)
             except DataError as e:

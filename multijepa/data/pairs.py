@@ -15,6 +15,7 @@ import dataclasses
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..modality import is_media
 from .sources import Source
 
 
@@ -30,7 +31,7 @@ def pair_mask(source: Source) -> list[bool] | None:
     for m, c in cols:
         col = table.column(c)
         present = pc.is_valid(col)
-        if m != "text" and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        if is_media(m) and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
             present = pc.and_(present, pc.not_equal(col, ""))  # "" as a caption is an (empty) caption
         n = pc.cast(pc.fill_null(present, False), pa.int32())
         count = n if count is None else pc.add(count, n)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from modalities.errors import DataError
 from modalities.paths import resolve_path
 
+from ..modality import get_modality
 from .sources import Source
 
 
@@ -43,13 +44,14 @@ def write_shards(source: Source, out_dir: str | Path, modalities: list[str], sha
                 value = row.get(col)
                 if value is None or value == "":
                     continue
-                if m == "text":
-                    members["txt"] = str(value).encode("utf-8")
+                spec = get_modality(m)
+                if not spec.media:  # a caption: the value itself
+                    members[spec.shard_member] = str(value).encode("utf-8")
                     continue
                 if isinstance(value, dict):
                     value = value.get("bytes") or value.get("path")
                 if isinstance(value, (bytes, bytearray)):
-                    members["png" if m == "image" else "wav"] = bytes(value)
+                    members[spec.shard_member] = bytes(value)
                     continue
                 path = resolve_path(value, source.base_dir, m)
                 members[path.suffix.lstrip(".").lower() or m] = path.read_bytes()

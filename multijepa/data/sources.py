@@ -20,6 +20,7 @@ import datasets
 from modalities.errors import DataError
 
 from ..config import DataConfig, SourceConfig
+from ..modality import is_media
 from .benchmarks import parse_spec, read_benchmark
 from .demo_paths import resolve_manifest
 
@@ -191,7 +192,7 @@ def open_source(src: SourceConfig, columns: dict[str, str], modalities: list[str
         elif fmt == "webdataset":
             fields = _tar_fields(files[0])
             present = {m: c for m, c in wanted_cols.items() if c in fields}
-            feats = {c: datasets.Value("string") if m == "text" else datasets.Value("binary") for m, c in present.items()}
+            feats = {c: datasets.Value("binary") if is_media(m) else datasets.Value("string") for m, c in present.items()}
             if label in fields:
                 feats[label] = datasets.Value("string")
             feats.update({k: datasets.Value("string") for k in KEY_COLUMNS})

@@ -4,8 +4,8 @@
 from . import image  # noqa: F401
 from . import text  # noqa: F401
 from . import audio  # noqa: F401
-from .base import (Modality, get_modality, is_media, register_modality, registered_modalities,
+from .base import (Modality, get_modality, is_media, media_modalities, register_modality, registered_modalities,
                    unregister_modality)
 
-__all__ = ["Modality", "get_modality", "is_media", "register_modality", "registered_modalities",
+__all__ = ["Modality", "get_modality", "is_media", "media_modalities", "register_modality", "registered_modalities",
            "unregister_modality"]

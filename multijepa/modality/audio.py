@@ -13,6 +13,7 @@ from .image import block_masker
 @register_modality
 class Audio(Modality):
     name = "audio"
+    shard_member = "wav"
     suffixes = (".wav", ".flac", ".ogg", ".mp3")
     bind_masking = True
 
@@ -45,6 +46,11 @@ class Audio(Modality):
             return processor.crop(decoded, "clips", num_clips=processor.eval_clips)
         return processor.crop(decoded, "start")
 
+    def raw_features(self, processor, x):
+        """The mean log-mel spectrum (B, mel), clips averaged."""
+        spectrum = x.float().mean(-1)  # (B, [clips,] mel)
+        return spectrum.mean(1) if self.clips(x) else spectrum
+
     def clips(self, x):
         return x.shape[1] if x.dim() == 4 else 0  # (B, clips, mel, T)
 
@@ -54,6 +60,18 @@ class Audio(Modality):
 
     def masker(self, cfg):
         return block_masker(self.grid(cfg), cfg.audio.mask)
+
+    def tower_input(self, cfg):
+        return cfg.audio.num_mel_bins, cfg.audio.target_frames  # our spectrogram, whatever the tower's images
+
+    def settle_tower(self, section, facts, key):
+        """Our spectrogram (size, mean/std) stays; the patches are the tower's."""
+        from ..config import ConfigError
+
+        section.patch = (facts["patch"], facts["patch"])
+        if section.num_mel_bins % facts["patch"] or section.target_frames % facts["patch"]:
+            raise ConfigError(f"{key}: model.audio.num_mel_bins={section.num_mel_bins} and target_frames="
+                              f"{section.target_frames} must be multiples of the tower's patch {facts['patch']}")
 
     def tokens(self, cfg, vocab_size=None):
         from modalities.tokens import PatchTokens

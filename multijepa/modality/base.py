@@ -45,6 +45,8 @@ class Modality:
     media: ClassVar[bool] = True
     # file name endings that an upload of this modality may have (the search page)
     suffixes: ClassVar[tuple[str, ...]] = ()
+    # the webdataset member name of a value given as bytes (a file keeps its own suffix): png, wav, txt
+    shard_member: ClassVar[str] = "bin"
     # FLIP's masked binding applies (model.<name>.bind_mask_ratio): tokens can be dropped at random
     bind_masking: ClassVar[bool] = False
     # the settings dataclass of `model.<name>` (a modality that is not built in): it needs at least
@@ -87,6 +89,13 @@ class Modality:
         embeddings are averaged (ImageBind's multi-clip evaluation)."""
         return 0
 
+    def raw_features(self, processor: Any, x: torch.Tensor) -> torch.Tensor:
+        """An evaluation batch -> (B, F) with no network: the probes' floor ("the inputs, no encoder").
+        By default the flattened input (clips averaged)."""
+        if self.clips(x):
+            x = x.float().mean(1)
+        return x.flatten(1).float()
+
     # ------------------------------------------------------------------ tokens and masks
 
     def grid(self, cfg: Any) -> tuple[int, ...]:
@@ -101,6 +110,18 @@ class Modality:
     def mask_arg(self, entry: dict) -> Any:
         """What the masker is called with for a sub-batch: its size, or (text) its lengths."""
         return entry["x"].shape[0]
+
+    def tower_input(self, cfg: Any) -> tuple[int, int] | None:
+        """The input size an open_clip/timm tower (model.<name>.pretrained) must be built for, where
+        ours decides it (audio: our spectrogram); None: the tower's own."""
+        return None
+
+    def settle_tower(self, section: Any, facts: dict, key: str) -> None:
+        """Write into model.<name> (`section`) what a pretrained tower decides for this modality (its
+        grid, preprocessing, tokenizer), from `tower_facts`; `key` names the setting in errors."""
+        from ..config import ConfigError
+
+        raise ConfigError(f"{key}: the {self.name} modality cannot start from an open_clip/timm tower")
 
     def tokens(self, cfg: Any, vocab_size: int | None = None) -> nn.Module:
         """The module that turns a batch into positioned tokens: (B, ...) -> ((B, N, D), valid or None),
@@ -153,4 +174,9 @@ def registered_modalities() -> list[str]:
 
 def is_media(name: str) -> bool:
     """Whether `name` is a registered modality whose values are files (an index serves them)."""
-    return name in _REGISTRY and _REGISTRY[name].media
+    return name in registered_modalities() and _REGISTRY[name].media
+
+
+def media_modalities() -> list[str]:
+    """The registered modalities whose values are files: what captioning describes, uploads carry."""
+    return [m for m in registered_modalities() if _REGISTRY[m].media]

@@ -23,6 +23,7 @@ def block_masker(grid: tuple[int, int], k: Any) -> Any:
 @register_modality
 class Image(Modality):
     name = "image"
+    shard_member = "png"
     suffixes = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
     bind_masking = True
 
@@ -39,6 +40,14 @@ class Image(Modality):
 
     def masker(self, cfg):
         return block_masker(self.grid(cfg), cfg.image.mask)
+
+    def settle_tower(self, section, facts, key):
+        """The tower's input size, patch and normalisation."""
+        from ..config import ConfigError
+
+        if facts["size"][0] != facts["size"][1]:
+            raise ConfigError(f"{key}: only square input sizes are supported (the tower takes {facts['size']})")
+        section.size, section.patch, section.mean, section.std = facts["size"][0], facts["patch"], facts["mean"], facts["std"]
 
     def tokens(self, cfg, vocab_size=None):
         from modalities.tokens import PatchTokens

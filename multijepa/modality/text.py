@@ -12,6 +12,7 @@ from .base import Modality, register_modality
 class Text(Modality):
     name = "text"
     media = False
+    shard_member = "txt"
 
     def processor(self, cfg, tokenizer=None):
         return tokenizer
@@ -38,6 +39,15 @@ class Text(Modality):
         ids, lengths = processor([_check_text(v) for v in values])
         return ids[:, : int(lengths.max())]
 
+    def raw_features(self, processor, x):
+        """Token counts over the vocabulary divided by the caption's length (bos, eos, padding left out)."""
+        import torch
+
+        tok = processor
+        keep = (x != tok.pad_id) & (x != tok.bos_id) & (x != tok.eos_id)  # (B, L)
+        counts = torch.zeros(x.shape[0], tok.vocab_size, device=x.device).scatter_add_(1, x, keep.float())
+        return counts / keep.sum(1, keepdim=True).clamp_min(1)
+
     def grid(self, cfg):
         return (cfg.text.max_len,)
 
@@ -49,6 +59,14 @@ class Text(Modality):
 
     def mask_arg(self, entry):
         return entry["lengths"]
+
+    def settle_tower(self, section, facts, key):
+        """The tower's tokenizer (CLIP BPE), context length and vocabulary."""
+        from ..config import ConfigError
+
+        if section.tokenizer_file:
+            raise ConfigError(f"{key} brings its own tokenizer (CLIP BPE): unset model.text.tokenizer_file")
+        section.tokenizer, section.max_len, section.vocab_size = "clip", facts["max_len"], facts["vocab_size"]
 
     def tokens(self, cfg, vocab_size=None):
         if vocab_size is None:

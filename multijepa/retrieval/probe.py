@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..modality import get_modality
 from ..model import MultiJEPA
 from .embed import embed_rows, manifest_labels, open_manifest
 
@@ -47,18 +48,9 @@ def labelled_features(model: MultiJEPA, manifest: str | Path, modality: str, enc
 
 
 def input_features(model: MultiJEPA, modality: str, x: torch.Tensor) -> torch.Tensor:
-    """Preprocessed inputs -> (B, F) with no network: image (B, 3, H, W) -> its pixels; audio (B,
-    [clips,] mel, T) -> the mean log-mel spectrum (B, mel); text ids (B, L) -> token counts over the
-    vocabulary divided by the caption's length (bos, eos and padding left out)."""
-    if modality == "image":
-        return x.flatten(1).float()
-    if modality == "audio":
-        spectrum = x.float().mean(-1)  # (B, [clips,] mel)
-        return spectrum.mean(1) if x.dim() == 4 else spectrum
-    tok = model.processors.tokenizer
-    keep = (x != tok.pad_id) & (x != tok.bos_id) & (x != tok.eos_id)  # (B, L)
-    counts = torch.zeros(x.shape[0], tok.vocab_size, device=x.device).scatter_add_(1, x, keep.float())
-    return counts / keep.sum(1, keepdim=True).clamp_min(1)
+    """Preprocessed inputs -> (B, F) with no network (`Modality.raw_features`): image pixels, the
+    mean log-mel spectrum of audio, token counts of text over its length."""
+    return get_modality(modality).raw_features(model.processors.of(modality), x)
 
 
 def linear_probe(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, test_y: list[str],

@@ -95,7 +95,7 @@ def zero_shot_eval(
     progress: bool = True,
 ) -> dict[str, dict]:
     """Classify every image/audio of `manifest` -> {modality: {"top1", "top5", "n", "classes", "chance_top1"}}."""
-    wanted = modalities or [m for m in ("image", "audio") if m in model.modalities]
+    wanted = modalities or [m for m in model.modalities if m != "text"]  # what the prompts classify
     dataset = open_manifest(model, manifest, wanted)  # the captions need no decoding here
     labels = manifest_labels(dataset)
     if labels is None:
