@@ -29,8 +29,7 @@ ROOT = Path(__file__).parent.parent
 
 
 # --- the modality: a 1-D signal stored as a .npy file of `length` float32 samples ------------------
-
-
+# --8<-- [start:modality]
 @dataclass
 class SignalConfig:
     """model.signal: what a config may set for it."""
@@ -85,6 +84,7 @@ class Signal(Modality):
 
     def tokens(self, cfg, vocab_size=None):
         return SignalTokens(cfg.signal.length, cfg.signal.chunk, cfg.signal.encoder.width)
+# --8<-- [end:modality]
 
 
 # --- its data: the demo scenes, each with a signal whose frequency is the scene's class ------------
@@ -113,11 +113,13 @@ def signal_run(demo, tmp_path_factory):
     """A tiny run over image, text and the signal: its folder, config and data folder."""
     work = tmp_path_factory.mktemp("signal")
     train, test = _manifest(demo, "train", work), _manifest(demo, "test", work)
+    # --8<-- [start:pretrain]
     cfg = load_config("tiny", ["model.modalities=[image,text,signal]", "model.signal.chunk=8"])
     save_config(cfg, work / "signal.yaml")
     run = work / "run"
     assert main(["pretrain", "--config", str(work / "signal.yaml"), "--data", str(train), "--out", str(run),
                  "--max-steps", "4", "--no-progress"]) == 0
+    # --8<-- [end:pretrain]
     return run, train, test
 
 
@@ -158,6 +160,7 @@ def test_it_pretrains_with_binding_and_prediction(signal_run):
 
 def test_it_embeds_indexes_and_searches(signal_run, tmp_path, capsys):
     run, _, test = signal_run
+    # --8<-- [start:use]
     model = load_run(run)
     z = model.embed("signal", [str(test.parent / "signals/test_000.npy")])
     assert z.shape == (1, 16) and torch.allclose(z.norm(dim=-1), torch.ones(1))
@@ -174,6 +177,7 @@ def test_it_embeds_indexes_and_searches(signal_run, tmp_path, capsys):
                  "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)["results"]["signal"]
     assert hits and all(h["signal"].endswith(".npy") for h in hits)  # the row's own file, as indexed
+    # --8<-- [end:use]
 
 
 def test_its_bad_input_is_one_line_naming_the_file(signal_run, tmp_path, capsys):
