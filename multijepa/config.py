@@ -206,6 +206,49 @@ class AudioConfig:
 
 
 @dataclass
+class TubeMaskConfig:
+    """V-JEPA's 3-D multi-block masks: each batch draws one of two kinds of tube (all frames, or
+    temporal_scale of them), short-range (many small blocks) or long-range (two large ones)."""
+
+    RANGES: ClassVar = {"short_range_blocks": COUNT, "short_range_scale": Range(0, 1, lo_open=True),
+                        "long_range_blocks": COUNT, "long_range_scale": Range(0, 1, lo_open=True),
+                        "aspect": Range(0, lo_open=True, ordered=True),
+                        "temporal_scale": Range(0, 1, lo_open=True, ordered=True), "min_keep": COUNT}
+
+    short_range_blocks: int = 8  # blocks of a short-range mask (V-JEPA: 8)
+    short_range_scale: float = 0.15  # each one's share of a frame's tubelets (V-JEPA: 0.15)
+    long_range_blocks: int = 2  # blocks of a long-range mask (V-JEPA: 2)
+    long_range_scale: float = 0.7  # each one's share of a frame's tubelets (V-JEPA: 0.7)
+    aspect: tuple[float, float] = (0.75, 1.5)  # blocks' height / width (low, high)
+    temporal_scale: tuple[float, float] = (1.0, 1.0)  # share of the clip's time a tube spans (V-JEPA: all of it)
+    min_keep: int = 4  # fewest context tubelets a clip keeps
+    pad_context: bool = True  # keep every context token (padded per batch)
+
+
+@dataclass
+class VideoConfig:
+    RANGES: ClassVar = {"size": COUNT, "patch": COUNT, "frames": COUNT, "tubelet": COUNT, "clip_seconds": POSITIVE,
+                        "eval_clips": COUNT, "max_decoded_frames": COUNT, "mean": ANY, "std": POSITIVE,
+                        "bind_mask_ratio": Range(0, 1, hi_open=True)}
+    CHOICES: ClassVar = {"train_crop": ("random", "start")}
+
+    size: int = 64  # frames are resized and centre-cropped to size x size pixels, as images are
+    patch: int = 16  # pixels per side of a tubelet (V-JEPA: 16)
+    frames: int = 8  # frames sampled evenly from each window of a clip
+    tubelet: int = 2  # frames per tubelet (V-JEPA: 2): (frames / tubelet) * (size / patch)^2 tokens
+    clip_seconds: float = 2.0  # the window the frames are sampled from (a shorter file: all of it)
+    train_crop: str = "random"  # the window's start in training: "random", or "start" (the beginning)
+    eval_clips: int = 2  # evaluation/embedding: average this many evenly spaced windows
+    max_decoded_frames: int = 256  # frames decoded per window at most, whatever the file says
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # as model.image.mean
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # as model.image.std
+    freeze: bool = False  # fixed weights, as model.image.freeze
+    bind_mask_ratio: float = 0.0  # as model.image.bind_mask_ratio (tubelets)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mask: TubeMaskConfig = field(default_factory=TubeMaskConfig)
+
+
+@dataclass
 class PredictorConfig:
     RANGES: ClassVar = {"width": COUNT, "depth": COUNT, "heads": COUNT}
 
@@ -227,6 +270,7 @@ class ModelConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     text: TextConfig = field(default_factory=TextConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)  # used when model.modalities names video
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     ema_momentum: tuple[float, float] = (0.996, 1.0)  # target-encoder momentum, start -> end
     # > 0: the momentum starts at 1 - 1 / (ema_horizon * train.max_steps) instead of ema_momentum[0]
@@ -377,11 +421,12 @@ class LrScaleConfig:
     recipes do); heads, predictors and the rest learn at optim.lr. Set before a run starts: turning
     scales on or off changes the optimizer's groups, which a resumed run must keep."""
 
-    RANGES: ClassVar = {"image": POSITIVE, "text": POSITIVE, "audio": POSITIVE}
+    RANGES: ClassVar = {"image": POSITIVE, "text": POSITIVE, "audio": POSITIVE, "video": POSITIVE}
 
     image: float = 1.0  # the image encoder learns at optim.lr * this
     text: float = 1.0  # the text encoder's
     audio: float = 1.0  # the audio encoder's
+    video: float = 1.0  # the video encoder's
 
 
 @dataclass
@@ -440,7 +485,7 @@ class Config:
         _validate(self)
 
 
-BUILT_IN = ("image", "text", "audio")  # the modalities whose sections are fields of ModelConfig
+BUILT_IN = ("image", "text", "audio", "video")  # the modalities whose sections are fields of ModelConfig
 
 
 def section_class(name: str) -> type | None:
@@ -767,6 +812,10 @@ def _validate(cfg: Config) -> None:
                               f"of mamba.head_dim={mb.head_dim}")
     if cfg.model.image.size % cfg.model.image.patch:
         raise ConfigError("model.image.size must be a multiple of model.image.patch")
+    v = cfg.model.video
+    if v.size % v.patch or v.frames % v.tubelet:
+        raise ConfigError(f"model.video: size={v.size} must be a multiple of patch={v.patch}, and frames={v.frames} "
+                          f"of tubelet={v.tubelet}")
     for key, k in (("model.image.mask", cfg.model.image.mask), ("model.audio.mask", cfg.model.audio.mask)):
         if k.full_height_prob + k.full_width_prob > 1:
             raise ConfigError(f"{key}: full_height_prob + full_width_prob = {k.full_height_prob + k.full_width_prob:g}"

@@ -4,6 +4,7 @@
 from . import image  # noqa: F401
 from . import text  # noqa: F401
 from . import audio  # noqa: F401
+from . import video  # noqa: F401
 from .base import (Modality, get_modality, is_media, media_modalities, register_modality, registered_modalities,
                    unregister_modality)
 

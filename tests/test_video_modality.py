@@ -1,0 +1,110 @@
+"""Video as a registered modality: its settings, batches (training windows and evaluation clips),
+V-JEPA masks on the tubelet grid, pretraining beside text, embedding, and bad files under both
+bad-input policies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from modalities.video import write_video
+from multijepa.cli import main
+from multijepa.config import load_config, save_config
+from multijepa.data.collate import MultiModalCollator, build_maskers
+from multijepa.model import MultiJEPA, load_run
+from multijepa.modality import get_modality, registered_modalities
+from multijepa.processors import Processors
+
+TINY_VIDEO = ["model.modalities=[text,video]", "model.video.size=16", "model.video.patch=4", "model.video.frames=4",
+              "model.video.clip_seconds=1.0", "model.video.encoder={width: 16, depth: 1, heads: 2}",
+              "model.video.mask.min_keep=2"]
+COLOURS = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255)}
+
+
+def _clip(path, colour: str, direction: str, frames: int = 12, fps: int = 8):
+    """A square of `colour` moving left or right across 24 x 24 px."""
+    video = np.full((frames, 24, 24, 3), 255, np.uint8)
+    for t in range(frames):
+        x = 2 + t if direction == "right" else 14 - t
+        video[t, 8:16, x:x + 8] = COLOURS[colour]
+    return write_video(path, video, fps=fps)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("video")
+    (root / "clips").mkdir()
+    rows = []
+    for i in range(24):
+        colour, direction = list(COLOURS)[i % 3], ("left", "right")[i // 3 % 2]
+        _clip(root / "clips" / f"{i:02d}.mp4", colour, direction)
+        rows.append({"video": f"clips/{i:02d}.mp4", "text": f"a {colour} square moving to the {direction}",
+                     "label": f"{colour} {direction}"})
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_video_is_a_built_in_modality_with_its_own_settings():
+    assert registered_modalities()[:4] == ["image", "text", "audio", "video"]
+    cfg = load_config("tiny", TINY_VIDEO)
+    assert get_modality("video").grid(cfg.model) == (2, 4, 4)
+    with pytest.raises(Exception, match="model.video: size=18 must be a multiple of patch=4"):
+        load_config("tiny", [*TINY_VIDEO, "model.video.size=18"])
+
+
+def test_batches_masks_and_clips(clips):
+    cfg = load_config("tiny", [*TINY_VIDEO, "model.video.eval_clips=3"])
+    proc = Processors(cfg.model, None)
+    items = [{"row": i, "video": proc.decode("video", f"clips/{i:02d}.mp4", clips)} for i in range(4)]
+    train = MultiModalCollator(["video"], build_maskers(cfg.model), processors=proc, train=True)(items)
+    v = train["video"]
+    assert v["x"].shape == (4, 3, 4, 16, 16)  # (B, 3, T, H, W): one random window each
+    assert v["context"].shape[0] == 4 and v["targets"].shape[:2] == (4, 1)  # V-JEPA: one union target per clip
+    n = 2 * 4 * 4
+    for b in range(4):
+        c, t = v["context"][b], v["targets"][b, 0]
+        assert not set(c[c >= 0].tolist()) & set(t[t >= 0].tolist()) and int(t.max()) < n
+    evaluation = MultiModalCollator(["video"], processors=proc, train=False)(items)["video"]["x"]
+    assert evaluation.shape == (4, 3, 3, 4, 16, 16)  # (B, clips, 3, T, H, W)
+    model = MultiJEPA(cfg.model, vocab_size=64).eval()
+    z = model.encode("video", evaluation)
+    per_clip = model.encode("video", evaluation[0])
+    assert torch.allclose(z[0], torch.nn.functional.normalize(per_clip.mean(0), dim=-1), atol=1e-5)
+
+
+def test_it_pretrains_beside_text_and_embeds(clips, tmp_path):
+    cfg = load_config("tiny", TINY_VIDEO)
+    save_config(cfg, tmp_path / "video.yaml")
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(tmp_path / "video.yaml"), "--data", str(clips / "train.jsonl"),
+                 "--out", str(run), "--max-steps", "4", "--no-progress"]) == 0
+    keys = {k for line in (run / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)}
+    assert {"bind/text-video", "pred/video"} <= keys
+    model = load_run(run)
+    z = model.embed("video", [str(clips / "clips" / "00.mp4")])
+    assert z.shape == (1, 16) and torch.allclose(z.norm(dim=-1), torch.ones(1))
+    assert main(["embed", "--checkpoint", str(run), "--data", str(clips / "train.jsonl"),
+                 "--out", str(tmp_path / "emb")]) == 0
+    assert np.load(tmp_path / "emb" / "video.npy").shape == (24, 16)
+
+
+def test_bad_video_is_one_line_or_skipped_and_counted(clips, tmp_path, capsys):
+    (tmp_path / "clips").mkdir()
+    good = (clips / "clips" / "00.mp4").read_bytes()
+    (tmp_path / "clips" / "cut.mp4").write_bytes(good[: len(good) // 3])
+    rows = [{"video": str(clips / "clips" / f"{i:02d}.mp4"), "text": "a red square"} for i in range(7)]
+    rows.append({"video": "clips/cut.mp4", "text": "a cut clip"})
+    (tmp_path / "bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config("tiny", TINY_VIDEO)
+    save_config(cfg, tmp_path / "video.yaml")
+    argv = ["pretrain", "--config", str(tmp_path / "video.yaml"), "--data", str(tmp_path / "bad.jsonl"),
+            "--max-steps", "2", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "raise")]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "cut.mp4" in err[0] and "row 7" in err[0], err
+    assert main([*argv, "--out", str(tmp_path / "skip"), "data.on_error=skip", "data.max_bad_fraction=0.5"]) == 0
+    logged = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1].get("bad_rows", 0) >= 1, logged[-1]  # the cut clip, skipped and counted
