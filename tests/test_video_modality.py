@@ -14,8 +14,8 @@ from modalities.video import write_video
 from multijepa.cli import main
 from multijepa.config import load_config, save_config
 from multijepa.data.collate import MultiModalCollator, build_maskers
-from multijepa.model import MultiJEPA, load_run
 from multijepa.modality import get_modality, registered_modalities
+from multijepa.model import MultiJEPA, load_run
 from multijepa.processors import Processors
 
 TINY_VIDEO = ["model.modalities=[text,video]", "model.video.size=16", "model.video.patch=4", "model.video.frames=4",
