@@ -127,6 +127,54 @@ def decode_window(video: DecodedVideo, start: float, seconds: float, max_frames:
     return frames
 
 
+def sound_track(value: Any, base_dir: str | Path | None = None, max_seconds: float = 600.0):
+    """The sound of a video file (path, bytes, or a {'bytes'|'path'} dict) -> (samples (n,) float32
+    mono, sample rate), its first `max_seconds` at most. DataError when the file has no sound track
+    or it cannot be decoded."""
+    import av
+    import numpy as np
+
+    name, source = "<video>", value
+    if isinstance(value, dict):
+        source, named = unpack_media(value, "video")
+        name = named or name
+    if isinstance(source, (str, Path)):
+        source = resolve_path(source, base_dir, "video")
+        name = str(source)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        source = bytes(source)
+        name = name if name != "<video>" else f"<{len(source)} bytes>"
+    else:
+        raise DataError(f"unsupported video value of type {type(value).__name__}", UNSUPPORTED_VALUE)
+    parts: list = []
+    try:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
+            if not container.streams.audio:
+                raise DataError(f"video {name}: no sound track (data.audio_from_video)", UNDECODABLE)
+            stream = container.streams.audio[0]
+            rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+            if rate <= 0:
+                raise DataError(f"video {name}: its sound track has no sample rate", UNDECODABLE)
+            mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            limit, got = int(max_seconds * rate), 0
+            for frame in container.decode(stream):
+                for out in mono.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+                    got += parts[-1].shape[0]
+                if got >= limit:
+                    break
+    except DataError:
+        raise
+    except _av_errors() as e:
+        if not parts:
+            raise DataError(f"video {name}: its sound track cannot be decoded ({type(e).__name__}: {e})",
+                            UNDECODABLE) from e
+    samples = np.concatenate(parts)[:limit] if parts else np.zeros(0, np.float32)
+    if samples.size == 0:
+        raise DataError(f"video {name}: its sound track holds no samples", ZERO_FRAMES)
+    return samples.astype(np.float32), rate
+
+
 def even_indices(n: int, k: int) -> list[int]:
     """k indices into n items, evenly spread (the middle of each of k equal parts); repeats when n < k."""
     return [min(n - 1, int((i + 0.5) * n / k)) for i in range(k)]

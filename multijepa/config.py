@@ -408,6 +408,9 @@ class DataConfig:
     prefetch_factor: int = 4  # batches each worker prepares ahead
     pin_memory: bool = True  # only takes effect on CUDA
     cache_decoded: bool = False  # keep decoded samples in memory after the first epoch (small map-style data)
+    # a row with a video and no audio takes the video file's sound track as its audio (MJEPA's
+    # setting: one file, frames and sound predicted from each other); read up to model.audio.max_full_seconds
+    audio_from_video: bool = False
     # Pair-aware batching: a map-style source whose rows are partly pairs (two or more modalities) and
     # partly single-modality rows, with fewer pairs than this share, is drawn as two parts, its pairs
     # taking this share of its batch slots: InfoNCE over the few pairs of a natural mixture's batch is

@@ -24,13 +24,15 @@ TINY_VIDEO = ["model.modalities=[text,video]", "model.video.size=16", "model.vid
 COLOURS = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255)}
 
 
-def _clip(path, colour: str, direction: str, frames: int = 12, fps: int = 8):
-    """A square of `colour` moving left or right across 24 x 24 px."""
+def _clip(path, colour: str, direction: str, frames: int = 12, fps: int = 8, sound: bool = True):
+    """A square of `colour` moving left or right across 24 x 24 px, with a tone of its colour."""
     video = np.full((frames, 24, 24, 3), 255, np.uint8)
     for t in range(frames):
         x = 2 + t if direction == "right" else 14 - t
         video[t, 8:16, x:x + 8] = COLOURS[colour]
-    return write_video(path, video, fps=fps)
+    pitch = {"red": 440, "green": 660, "blue": 880}[colour]
+    tone = 0.3 * np.sin(2 * np.pi * pitch * np.arange(16000 * frames // fps) / 16000) if sound else None
+    return write_video(path, video, fps=fps, audio=tone)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +110,33 @@ def test_bad_video_is_one_line_or_skipped_and_counted(clips, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "skip"), "data.on_error=skip", "data.max_bad_fraction=0.5"]) == 0
     logged = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1].get("bad_rows", 0) >= 1, logged[-1]  # the cut clip, skipped and counted
+
+
+def test_audio_from_video_takes_each_files_sound_track(clips, tmp_path, capsys):
+    cfg = load_config("tiny", [*TINY_VIDEO, "model.modalities=[text,audio,video]", "data.audio_from_video=true"])
+    save_config(cfg, tmp_path / "av.yaml")
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(tmp_path / "av.yaml"), "--data", str(clips / "train.jsonl"),
+                 "--out", str(run), "--max-steps", "3", "--no-progress"]) == 0
+    keys = {k for line in (run / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)}
+    assert {"bind/audio-video", "bind/text-video", "pred/audio", "pred/video"} <= keys  # MJEPA's pair
+    model = load_run(run)
+    from modalities.video import sound_track
+
+    samples, rate = sound_track(clips / "clips" / "00.mp4")  # what the row's audio is
+    assert torch.allclose(model.embed("audio", [(samples, rate)]), _embedded(run, clips, tmp_path), atol=1e-5)
+    _clip(tmp_path / "silent.mp4", "red", "left", sound=False)
+    (tmp_path / "silent.jsonl").write_text(json.dumps({"video": "silent.mp4", "text": "a red square"}) + "\n")
+    assert main(["embed", "--checkpoint", str(run), "--data", str(tmp_path / "silent.jsonl"),
+                 "--out", str(tmp_path / "e2")]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and "silent.mp4: no sound track" in err[0], err
+
+
+def _embedded(run, clips, tmp_path):
+    """Row 0's audio embedding as `multijepa embed` makes it from the video column alone."""
+    assert main(["embed", "--checkpoint", str(run), "--data",
+                 str(clips / "train.jsonl"), "--out", str(tmp_path / "e")]) == 0
+    z, rows = np.load(tmp_path / "e" / "audio.npy"), np.load(tmp_path / "e" / "audio_rows.npy")
+    assert len(rows) == 24
+    return torch.from_numpy(z[list(rows).index(0)])[None]

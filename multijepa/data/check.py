@@ -28,7 +28,7 @@ def check_sources(cfg: Config, sources: list[Source], workers: int = 0, batch_si
     processors = Processors(cfg.model, None)
     total, errors = 0, []
     for i, source in enumerate(sources):
-        dataset = PairedDataset(source, processors, source_index=i)
+        dataset = PairedDataset(source, processors, source_index=i, derive=cfg.data.audio_from_video)
         loader = DataLoader(
             dataset,
             batch_sampler=SequentialBatchSampler(len(dataset), batch_size),

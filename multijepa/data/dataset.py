@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from modalities.errors import EMPTY_ROW, UNDECODABLE, DataError
 
-from ..modality import is_media
+from ..modality import get_modality, is_media
 from ..processors import Processors
 from .bad_samples import BadRow
 from .sources import Source
@@ -31,8 +31,9 @@ def _is_missing(value: Any) -> bool:
 class RowDecoder:
     """One source's rows -> {"row", "source", modality: decoded, ["label"]} or {"error": record}."""
 
-    def __init__(self, source: Source, processors: Processors, source_index: int = 0):
+    def __init__(self, source: Source, processors: Processors, source_index: int = 0, derive: bool = False):
         self.source, self.processors, self.source_index = source, processors, source_index
+        self.derive = derive  # data.audio_from_video: fill a modality a row lacks from its others (`Modality.derive`)
 
     def where(self, row_id: Any, row: dict) -> str:
         s = self.source
@@ -58,6 +59,10 @@ class RowDecoder:
                 item[m] = self.processors.decode(m, value, self.source.base_dir)
             except DataError as e:
                 return self.error(row_id, row, col, value, e)
+        if self.derive:
+            item = self._derived(row, row_id, item)
+        if "error" in item:
+            return item
         if not any(m in item for m in self.source.columns):
             cols = ", ".join(f"'{c}'" for c in self.source.columns.values())
             return self.error(row_id, row, None, None, DataError(f"empty in every column ({cols})", reason=EMPTY_ROW))
@@ -66,17 +71,34 @@ class RowDecoder:
         return item
 
 
+    def _derived(self, row: dict, row_id: Any, item: dict) -> dict:
+        """Each configured modality the row lacks, taken from its other values where its Modality can."""
+        values = {m: row.get(c) for m, c in self.source.columns.items() if m in item}
+        for m in self.processors.modalities:
+            if m in item:
+                continue
+            try:
+                value = get_modality(m).derive(self.processors.of(m), values, self.source.base_dir)
+                if value is not None:
+                    item[m] = self.processors.decode(m, value, self.source.base_dir)
+            except DataError as e:
+                col = next(iter(values), None)
+                return self.error(row_id, row, self.source.columns.get(col), values.get(col), e)
+        return item
+
+
 class PairedDataset(Dataset):
     """Map-style access to one source's decoded rows. Keys: a row number, or a tuple whose last
     element is the row (samplers pass (batch_no, slot, source, row))."""
 
-    def __init__(self, source: Source, processors: Processors, cache: bool = False, source_index: int = 0):
+    def __init__(self, source: Source, processors: Processors, cache: bool = False, source_index: int = 0,
+                 derive: bool = False):
         if source.streaming:
             raise TypeError("PairedDataset needs a map-style source (open it with streaming=False)")
         self.source = source
         self.ds: datasets.Dataset = source.ds
         self.columns = source.columns
-        self.decoder = RowDecoder(source, processors, source_index)
+        self.decoder = RowDecoder(source, processors, source_index, derive)
         # Decoded rows kept in memory (each loader worker keeps its own copy): PNG + fbank decoding
         # is most of the loading cost on small data seen for many epochs. Bad rows are kept too.
         self._cache: dict[int, dict] | None = {} if cache else None
@@ -84,6 +106,12 @@ class PairedDataset(Dataset):
     @property
     def processors(self) -> Processors:
         return self.decoder.processors
+
+    @property
+    def modalities(self) -> list[str]:
+        """What its rows may hold: the source's columns, and with `derive` every modality of the run."""
+        extra = [m for m in self.processors.modalities if m not in self.columns] if self.decoder.derive else []
+        return [*self.columns, *extra]
 
     def __len__(self) -> int:
         return len(self.ds)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import Config, ConfigError
-from ..modality import registered_modalities
+from ..modality import get_modality, registered_modalities
 from ..processors import Processors
 from .collate import MultiModalCollator, build_bind_maskers, build_maskers
 from .dataset import PairedDataset, RowDecoder, SourceMixture, source_texts
@@ -45,7 +45,9 @@ def check_training_sources(cfg: Config, sources: list[Source]) -> None:
     """Refuse what would train silently wrong: a configured modality no source provides (its encoder
     would never be touched, and VQA would later use it untrained), and fewer rows than one batch
     (every batch the same rows, repeated)."""
-    missing = [m for m in cfg.model.modalities if not any(m in s.columns for s in sources)]
+    derivable = {m for m in cfg.model.modalities if cfg.data.audio_from_video
+                 and any(o in s.columns for s in sources for o in get_modality(m).derived_from)}
+    missing = [m for m in cfg.model.modalities if m not in derivable and not any(m in s.columns for s in sources)]
     if missing:
         cols = ", ".join(f"data.columns.{m}=NAME" for m in missing)
         raise ConfigError(f"model.modalities has {', '.join(missing)} but no data source has a column for it "
@@ -84,7 +86,7 @@ def build_train_data(cfg: Config, sources: list[Source], processors: Processors,
         raise ValueError(f"data.batch_size={d.batch_size} (the global batch) must be divisible by the number of "
                          f"processes x train.grad_accum = {world} x {t.grad_accum}")
     micro = d.batch_size // parts
-    modalities = [m for m in cfg.model.modalities if any(m in s.columns for s in sources)]
+    modalities = [m for m in cfg.model.modalities if d.audio_from_video or any(m in s.columns for s in sources)]
     maskers = build_maskers(cfg.model) if cfg.loss.masks else None  # the CLIP objective sees whole inputs
     bind_maskers = build_bind_maskers(cfg.model)  # FLIP's keep sets (bind_mask_ratio > 0), used before prediction starts
     collator = MultiModalCollator(modalities, maskers, t.seed, processors, train=True,
@@ -101,12 +103,13 @@ def build_train_data(cfg: Config, sources: list[Source], processors: Processors,
         generator=torch.Generator().manual_seed(t.seed * 1000 + rank),
     )
     if d.streaming:
-        decoders = [RowDecoder(s, processors, i) for i, s in enumerate(sources)]
+        decoders = [RowDecoder(s, processors, i, d.audio_from_video) for i, s in enumerate(sources)]
         batches = StreamingBatches(sources, decoders, collator, micro, t.seed, d.shuffle, d.shuffle_buffer,
                                    start, t.max_steps, position, rank, world, t.grad_accum)
         return TrainData(DataLoader(batches, batch_size=None, **common), sources, None)
 
-    datasets = [PairedDataset(s, processors, cache=d.cache_decoded, source_index=i) for i, s in enumerate(sources)]
+    datasets = [PairedDataset(s, processors, cache=d.cache_decoded, source_index=i, derive=d.audio_from_video)
+                for i, s in enumerate(sources)]
     sampler = MixedBatchSampler([len(p) for p in datasets], [s.weight for s in sources], micro, t.seed,
                                 d.shuffle, start, t.max_steps, rank, world, position, t.grad_accum)
     loader = DataLoader(SourceMixture(datasets), batch_sampler=sampler, collate_fn=collator, **common)

@@ -16,6 +16,7 @@ class Audio(Modality):
     shard_member = "wav"
     suffixes = (".wav", ".flac", ".ogg", ".mp3")
     bind_masking = True
+    derived_from = ("video",)
 
     def processor(self, cfg, tokenizer=None):
         """An AudioPreprocessor that also holds the run's crops (model.audio.train_crop, eval_clips)."""
@@ -29,6 +30,14 @@ class Audio(Modality):
 
     def decode(self, processor, value, base_dir=None):
         return processor.decode(value, base_dir)  # a DecodedAudio: the clip's fbank, or a window reader
+
+    def derive(self, processor, values, base_dir=None):
+        """A video file's sound track, (samples, rate): the first max_full_seconds of it."""
+        if values.get("video") is None:
+            return None
+        from modalities.video import sound_track
+
+        return sound_track(values["video"], base_dir, processor.max_full_seconds)
 
     def needs_finish(self, decoded):
         import torch

@@ -53,6 +53,8 @@ class Modality:
     # `encoder` (an EncoderConfig) and may have `freeze`, `bind_mask_ratio` and `mask`; what it holds
     # is handed to the methods below as cfg.<name> of the model config
     config_class: ClassVar[type | None] = None
+    # the modalities whose values `derive` can take one of this modality's from (audio: video)
+    derived_from: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ data
 
@@ -72,6 +74,12 @@ class Modality:
     def needs_finish(self, decoded: Any) -> bool:
         """Whether `finish` still has work to do on a sample (the collator calls it per batch, seeded)."""
         return False
+
+    def derive(self, processor: Any, values: dict[str, Any], base_dir: str | Path | None = None) -> Any:
+        """A raw value of this modality taken from the row's values of other modalities, for a row
+        that has none of its own, where the run asks for it (`data.audio_from_video`: a video file's
+        sound track); None when there is nothing to take."""
+        return None
 
     def stack(self, inputs: list) -> dict[str, torch.Tensor]:
         """Model inputs of the rows that have this modality -> {"x": (B_m, ...)} and any other

@@ -38,7 +38,7 @@ def open_manifest(model: MultiJEPA, manifest: str | Path, modalities: list[str] 
     cfg = model.run_config
     src = SourceConfig(path=str(manifest), name=Path(str(manifest)).stem)
     source = open_source(src, cfg.data.columns, modalities or model.modalities, streaming=False, extra=extra)
-    return PairedDataset(source, model.processors, cache=cache)
+    return PairedDataset(source, model.processors, cache=cache, derive=cfg.data.audio_from_video)
 
 
 @torch.no_grad()
@@ -61,7 +61,7 @@ def embed_rows(
     encode = encode or model.encode
     rows = range(len(dataset)) if rows is None else rows
     batches = [list(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-    mods = list(dataset.columns)
+    mods = dataset.modalities
     loader = DataLoader(
         dataset,
         batch_sampler=batches,
