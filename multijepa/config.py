@@ -17,11 +17,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from .errors import ConfigError
 from .modality import get_modality, registered_modalities
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key."""
 
 
 @dataclass(frozen=True)

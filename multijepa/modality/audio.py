@@ -75,7 +75,7 @@ class Audio(Modality):
 
     def settle_tower(self, section, facts, key):
         """Our spectrogram (size, mean/std) stays; the patches are the tower's."""
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         section.patch = (facts["patch"], facts["patch"])
         if section.num_mel_bins % facts["patch"] or section.target_frames % facts["patch"]:

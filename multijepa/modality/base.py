@@ -127,7 +127,7 @@ class Modality:
     def settle_tower(self, section: Any, facts: dict, key: str) -> None:
         """Write into model.<name> (`section`) what a pretrained tower decides for this modality (its
         grid, preprocessing, tokenizer), from `tower_facts`; `key` names the setting in errors."""
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"{key}: the {self.name} modality cannot start from an open_clip/timm tower")
 

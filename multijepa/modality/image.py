@@ -43,7 +43,7 @@ class Image(Modality):
 
     def settle_tower(self, section, facts, key):
         """The tower's input size, patch and normalisation."""
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         if facts["size"][0] != facts["size"][1]:
             raise ConfigError(f"{key}: only square input sizes are supported (the tower takes {facts['size']})")

@@ -62,7 +62,7 @@ class Text(Modality):
 
     def settle_tower(self, section, facts, key):
         """The tower's tokenizer (CLIP BPE), context length and vocabulary."""
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         if section.tokenizer_file:
             raise ConfigError(f"{key} brings its own tokenizer (CLIP BPE): unset model.text.tokenizer_file")
