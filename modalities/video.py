@@ -40,9 +40,30 @@ class DecodedVideo:
     fps: float | None  # average frame rate; None when unknown
 
     def open(self):
-        import av
+        return _av_open(self.source)
 
-        return av.open(io.BytesIO(self.source) if isinstance(self.source, bytes) else str(self.source))
+
+def _av_open(source: Any):
+    """A container of a Path or of bytes in memory."""
+    import av
+
+    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+
+
+def _video_source(value: Any, base_dir: str | Path | None) -> tuple[Any, str]:
+    """A path (relative to `base_dir`), bytes, or a {'bytes'|'path'} dict -> (a Path or bytes, a name
+    for messages). DataError for a missing file or a value of another type."""
+    name = "<video>"
+    if isinstance(value, dict):
+        value, named = unpack_media(value, "video")
+        name = named or name
+    if isinstance(value, (str, Path)):
+        path = resolve_path(value, base_dir, "video")
+        return path, str(path)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        return data, name if name != "<video>" else f"<{len(data)} bytes>"
+    raise DataError(f"unsupported video value of type {type(value).__name__}", UNSUPPORTED_VALUE)
 
 
 def _av_errors() -> tuple[type[BaseException], ...]:
@@ -56,22 +77,11 @@ def open_video(value: Any, base_dir: str | Path | None = None) -> DecodedVideo:
     header, checked: a video stream, a frame size in 2 px .. MAX_PIXELS. DataError names the file."""
     import av
 
-    name = "<video>"
-    if isinstance(value, dict):
-        value, named = unpack_media(value, "video")
-        name = named or name
-    if isinstance(value, (str, Path)):
-        source: Any = resolve_path(value, base_dir, "video")
-        name = str(source)
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        source = bytes(value)
-        name = name if name != "<video>" else f"<{len(source)} bytes>"
-        if not source:
-            raise DataError(f"video {name}: empty (0 bytes)", EMPTY_FILE)
-    else:
-        raise DataError(f"unsupported video value of type {type(value).__name__}", UNSUPPORTED_VALUE)
+    source, name = _video_source(value, base_dir)
+    if isinstance(source, bytes) and not source:
+        raise DataError(f"video {name}: empty (0 bytes)", EMPTY_FILE)
     try:
-        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
+        with _av_open(source) as container:
             if not container.streams.video:
                 raise DataError(f"video {name}: no video stream", UNDECODABLE)
             stream = container.streams.video[0]
@@ -134,21 +144,10 @@ def sound_track(value: Any, base_dir: str | Path | None = None, max_seconds: flo
     import av
     import numpy as np
 
-    name, source = "<video>", value
-    if isinstance(value, dict):
-        source, named = unpack_media(value, "video")
-        name = named or name
-    if isinstance(source, (str, Path)):
-        source = resolve_path(source, base_dir, "video")
-        name = str(source)
-    elif isinstance(source, (bytes, bytearray, memoryview)):
-        source = bytes(source)
-        name = name if name != "<video>" else f"<{len(source)} bytes>"
-    else:
-        raise DataError(f"unsupported video value of type {type(value).__name__}", UNSUPPORTED_VALUE)
+    source, name = _video_source(value, base_dir)
     parts: list = []
     try:
-        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
+        with _av_open(source) as container:
             if not container.streams.audio:
                 raise DataError(f"video {name}: no sound track (data.audio_from_video)", UNDECODABLE)
             stream = container.streams.audio[0]
