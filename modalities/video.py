@@ -5,11 +5,13 @@ Why PyAV: its wheels bundle FFmpeg (no system package to install, the same decod
 machine), it is BSD-licensed and kept up by the PyAV project; torchcodec would need Debian's
 FFmpeg libraries of a version matching its build.
 
-A file is never decoded whole. `decode` opens it and reads its header (streams, size, duration,
+A long file is never decoded whole. `decode` opens it and reads its header (streams, size, duration,
 rate): no frame yet. `clip` then decodes one window of `clip_seconds` from a seek to its start
 (random in training, evenly spaced windows averaged at evaluation, as audio's), at most
 `max_decoded_frames` frames per window, so a 4-hour file or one with broken timestamps costs
-what a short one does. Frames larger than `max_pixels` are refused before any is decoded.
+what a short one does. A file no longer than one window is decoded in `decode`, once (its
+windows all start at 0), so a cached row is never decoded again. Frames larger than `max_pixels`
+are refused before any is decoded.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class DecodedVideo:
     height: int
     duration: float | None  # seconds; None when the container does not say
     fps: float | None  # average frame rate; None when unknown
+    whole: torch.Tensor | None = None  # a file no longer than a window: its one clip, decoded once
+
 
     def open(self):
         return _av_open(self.source)
@@ -193,7 +197,12 @@ class VideoPreprocessor:
         self.frames, self.clip_seconds, self.max_decoded_frames = int(frames), float(clip_seconds), int(max_decoded_frames)
 
     def decode(self, value: Any, base_dir: str | Path | None = None) -> DecodedVideo:
-        return open_video(value, base_dir)
+        """The header; a file no longer than one window is decoded now, once (every window of it
+        starts at 0), so a cached row (data.cache_decoded) is never decoded again."""
+        video = open_video(value, base_dir)
+        if video.duration is not None and video.duration <= self.clip_seconds:
+            video.whole = self.clip(video, 0.0)
+        return video
 
     def starts(self, video: DecodedVideo, mode: str, rng: torch.Generator | None = None, num_clips: int = 1) -> list[float]:
         """Window starts in seconds: "random" one (training), "start" (0), "clips" `num_clips` evenly spaced."""
@@ -208,6 +217,8 @@ class VideoPreprocessor:
 
     def clip(self, video: DecodedVideo, start: float) -> torch.Tensor:
         """One window -> (3, T, size, size)."""
+        if video.whole is not None and start == 0.0:
+            return video.whole
         frames = decode_window(video, start, self.clip_seconds, self.max_decoded_frames)
         picked = [self.image(frames[i]) for i in even_indices(len(frames), self.frames)]  # T x (3, S, S)
         return torch.stack(picked, dim=1)  # (3, T, S, S)
@@ -223,9 +234,10 @@ class VideoPreprocessor:
 
 
 def write_video(path: str | Path, frames, fps: int = 8, audio=None, sample_rate: int = 16000,
-                codec: str = "mpeg4") -> Path:
+                codec: str = "mpeg4", options: dict | None = None) -> Path:
     """frames: (T, H, W, 3) uint8 (a tensor or array) -> an .mp4 at `fps`; `audio` (samples,) float
-    in [-1, 1] adds an AAC sound track. For demo data and tests."""
+    in [-1, 1] adds an AAC sound track; `options`: the encoder's (e.g. {"crf": "18"} for libx264).
+    For demo data and tests."""
     import av
     import numpy as np
 
@@ -234,6 +246,7 @@ def write_video(path: str | Path, frames, fps: int = 8, audio=None, sample_rate:
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = dict(options or {})
         sound = None
         if audio is not None:
             sound = container.add_stream("aac", rate=sample_rate)

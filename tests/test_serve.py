@@ -6,12 +6,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +16,8 @@ from multijepa.cli import main
 from multijepa.model import MultiJEPA
 from multijepa.retrieval.index import EmbeddingIndex
 from multijepa.serve.app import create_app
+from tests.live_server import browser as open_browser
+from tests.live_server import live_server
 
 
 @pytest.fixture(scope="module")
@@ -151,39 +147,10 @@ def test_unknown_rows_and_kinds_get_a_4xx(client, url, status):
 # ----------------------------------------------------------------------------- a live server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(index_dir, tmp_path_factory):
-    """`multijepa serve` in a subprocess, as a user starts it; -> its base URL."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve_log") / "serve.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "multijepa", "serve", "--index", str(index_dir), "--port", str(port)],
-                                stdout=f, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                c.request("GET", "/api/health")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"multijepa serve did not come up:\n{log.read_text()}")
-            time.sleep(0.3)
-        assert "serving 24 rows" in log.read_text()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with live_server(index_dir, tmp_path_factory.mktemp("serve_log") / "serve.log", rows=24) as url:
+        yield url
 
 
 @pytest.mark.parametrize("path", [
@@ -203,27 +170,12 @@ def test_nothing_outside_the_index_is_served(server, path, index_dir):
     assert b"root:" not in body and b"def " not in body
 
 
-def _browser():
-    """Headless Chromium through Selenium with Debian's chromium and chromium-driver (no download)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    assert chromium and driver, "the browser test needs Chromium: apt-get install chromium chromium-driver"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(driver), options=opts)
-
-
 def test_the_search_page_in_a_real_browser(server, demo, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     rows = [json.loads(line) for line in (demo / "test.jsonl").read_text().splitlines()]
-    browser = _browser()
+    browser = open_browser()
     try:
         wait = WebDriverWait(browser, 60)
         browser.get(server + "/")
@@ -248,7 +200,7 @@ def test_the_search_page_in_a_real_browser(server, demo, tmp_path):
 
         # an uploaded image, searched among the images: the same image comes first, shown
         browser.find_element(By.ID, "clear").click()
-        browser.find_element(By.ID, "image").send_keys(str(demo / "images" / "test_00009.png"))
+        browser.find_element(By.ID, "upload-image").send_keys(str(demo / "images" / "test_00009.png"))
         browser.find_element(By.CSS_SELECTOR, "input[name=modality][value=image]").click()
         browser.find_element(By.ID, "go").click()
         cards = results("image", 10)
@@ -265,7 +217,7 @@ def test_the_search_page_in_a_real_browser(server, demo, tmp_path):
               const dt = new DataTransfer();
               dt.items.add(new File([b], 'dropped.wav', {type: 'audio/wav'}));
               document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
-              done(document.getElementById('audio').files[0].name);
+              done(document.getElementById('upload-audio').files[0].name);
             });""")
         assert dropped == "dropped.wav"
         browser.find_element(By.CSS_SELECTOR, "input[name=modality][value=audio]").click()
@@ -274,7 +226,7 @@ def test_the_search_page_in_a_real_browser(server, demo, tmp_path):
 
         # "more like this" on the third image result searches with that row
         browser.find_element(By.ID, "clear").click()
-        browser.find_element(By.ID, "image").send_keys(str(demo / "images" / "test_00009.png"))
+        browser.find_element(By.ID, "upload-image").send_keys(str(demo / "images" / "test_00009.png"))
         browser.find_element(By.CSS_SELECTOR, "input[name=modality][value=image]").click()
         browser.find_element(By.ID, "go").click()
         cards = results("image", 10)
@@ -287,7 +239,7 @@ def test_the_search_page_in_a_real_browser(server, demo, tmp_path):
         browser.find_element(By.ID, "clear").click()
         bad = tmp_path / "not_an_image.png"
         bad.write_bytes(b"hello")
-        browser.find_element(By.ID, "image").send_keys(str(bad))
+        browser.find_element(By.ID, "upload-image").send_keys(str(bad))
         browser.find_element(By.ID, "go").click()
         wait.until(lambda b: "not_an_image.png" in b.find_element(By.ID, "error").text)
 

@@ -22,6 +22,10 @@ def add_data(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--paired-fraction", type=float, default=1.0, metavar="F",
                       help="keep this share of training scenes as one row with all three modalities; split the "
                       "rest into one-modality rows (scarce pairs; also writes train_paired/train_single.jsonl) [1.0]")
+    demo.add_argument("--video", action="store_true",
+                      help="also write --n + --n-test clips of a shape moving across the frame, with its sound and "
+                      "a caption saying where it goes (videos/, video_train.jsonl, video_test.jsonl, directions.txt; "
+                      "the data of configs/av_demo.yaml)")
 
     check = data_sub.add_parser(
         "check",
@@ -78,6 +82,10 @@ def _cmd_data_demo(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     summary = generate_demo(args.out, n_train=args.n, n_test=args.n_test, seed=args.seed, speech=args.speech,
                             paired_fraction=args.paired_fraction)
+    if args.video:
+        from .demo_video import generate_demo_video
+
+        summary.update(generate_demo_video(args.out, n_train=args.n, n_test=args.n_test, seed=args.seed))
     print(f"demo data written to {args.out} in {time.perf_counter() - t0:.1f}s: {summary}")
 
 

@@ -197,34 +197,45 @@ def _caption(objs: list[dict], rng: np.random.Generator) -> str:
 # ----------------------------------------------------------------------------- images
 
 
-def _render_image(objs: list[dict], size: int, rng: np.random.Generator) -> Image.Image:
-    """Draw the scene at 4x, box-downsample to ``size``, add faint gray noise."""
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    """One object of radius ``r`` centred at (cx, cy): the demo's four shapes."""
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        h = 0.8 * r
+        draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
+    elif shape == "triangle":
+        top, base = cy - 0.85 * r, cy + 0.65 * r
+        draw.polygon([(cx, top), (cx - 0.9 * r, base), (cx + 0.9 * r, base)], fill=fill)
+    else:  # cross
+        t = 0.3 * r
+        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
+        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
+
+
+def render_frame(objs: list[tuple[dict, float, float]], size: int, bg: int, rng: np.random.Generator) -> Image.Image:
+    """(object, x, y) with x, y in grid cells (0..3) -> the scene drawn at 4x, box-downsampled to
+    ``size``, with faint gray noise."""
     ss = 4
     big = size * ss
     cell = big / 3
-    bg = int(rng.integers(80, 116))
     img = Image.new("RGB", (big, big), (bg, bg, bg))
     draw = ImageDraw.Draw(img)
-    for o in objs:
-        jx, jy = rng.uniform(-0.06, 0.06, size=2)  # keeps the shape inside its cell
-        cx, cy = (o["col"] + 0.5 + jx) * cell, (o["row"] + 0.5 + jy) * cell
-        r = RADIUS[o["size"]] * cell
-        fill = COLOURS[o["colour"]]
-        if o["shape"] == "circle":
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        elif o["shape"] == "square":
-            h = 0.8 * r
-            draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
-        elif o["shape"] == "triangle":
-            top, base = cy - 0.85 * r, cy + 0.65 * r
-            draw.polygon([(cx, top), (cx - 0.9 * r, base), (cx + 0.9 * r, base)], fill=fill)
-        else:  # cross
-            t = 0.3 * r
-            draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
-            draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
+    for o, x, y in objs:
+        draw_shape(draw, o["shape"], x * cell, y * cell, RADIUS[o["size"]] * cell, COLOURS[o["colour"]])
     arr = np.asarray(img.reduce(ss), dtype=np.int16)  # (S, S, 3)
     arr = arr + rng.integers(-3, 4, size=(size, size, 1), dtype=np.int16)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def _render_image(objs: list[dict], size: int, rng: np.random.Generator) -> Image.Image:
+    """Draw the scene: each object in its cell, jittered a little."""
+    bg = int(rng.integers(80, 116))
+    placed = []
+    for o in objs:
+        jx, jy = rng.uniform(-0.06, 0.06, size=2)  # keeps the shape inside its cell
+        placed.append((o, o["col"] + 0.5 + jx, o["row"] + 0.5 + jy))
+    return render_frame(placed, size, bg, rng)
 
 
 # ----------------------------------------------------------------------------- sounds

@@ -14,22 +14,40 @@ def default_demo_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "multijepa" / "demo"
 
 
+DEMO_PREFIX = "demo:"  # "demo:video_train": a manifest of the demo data, wherever it is (configs/av_demo.yaml)
+
+
+DEMO_MANIFESTS = ("train", "test", "vqa_train", "vqa_test", "video_train", "video_test")
+
+
 def resolve_manifest(path: str | Path | None, split: str) -> Path:
-    """`path` if given, else the demo dataset's manifest for `split` (train, test, vqa_train, vqa_test)."""
+    """`path` if given, else the demo dataset's manifest for `split` (train, test, vqa_train, vqa_test);
+    a path "demo:NAME" is the demo's manifest NAME (video_train, video_test: with the video clips)."""
+    why = "no --data given"
+    if isinstance(path, str) and path.startswith(DEMO_PREFIX):
+        why, path, split = path, None, path[len(DEMO_PREFIX):].removesuffix(".jsonl")
+        if split not in DEMO_MANIFESTS:
+            raise FileNotFoundError(f"{why}: the demo has no manifest {split!r} (it has {', '.join(DEMO_MANIFESTS)})")
     if path is not None:
         return Path(path)
     local = Path("data/demo") / f"{split}.jsonl"
     if "MULTIJEPA_DEMO_DIR" not in os.environ and local.exists():
-        print(f"no --data given: using the demo data in {local.parent}", file=sys.stderr)
+        print(f"{why}: using the demo data in {local.parent}", file=sys.stderr)
         return local
     root = default_demo_dir()
     manifest = root / f"{split}.jsonl"
     if not manifest.exists():
         from .demo import generate_demo
 
-        print(f"no --data given: generating the demo dataset in {root} (once; "
-              "`multijepa data demo --out DIR` writes it elsewhere)", file=sys.stderr)
-        generate_demo(root)
+        video = split.startswith("video_")
+        print(f"{why}: generating the demo dataset{' with its video clips' if video else ''} in {root} "
+              f"(once; `multijepa data demo --out DIR{' --video' if video else ''}` writes it elsewhere)", file=sys.stderr)
+        if not (root / "train.jsonl").exists():
+            generate_demo(root)
+        if video:
+            from .demo_video import generate_demo_video
+
+            generate_demo_video(root)
     else:
-        print(f"no --data given: using the demo data in {root}", file=sys.stderr)
+        print(f"{why}: using the demo data in {root}", file=sys.stderr)
     return manifest

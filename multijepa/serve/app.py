@@ -30,7 +30,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from modalities.errors import DataError
 
-from ..modality import is_media, registered_modalities
+from ..modality import get_modality, is_media, registered_modalities
 from ..model import MultiJEPA
 from ..retrieval.index import EmbeddingIndex
 from ..retrieval.search import embed_query, search, target_modalities
@@ -166,7 +166,8 @@ def create_app(index: EmbeddingIndex, model: MultiJEPA, max_upload_mb: float = 2
     def health() -> dict:
         return {"status": "ok", "rows": len(index), "modalities": index.info["modalities"],
                 "query_modalities": model.modalities, "checkpoint": index.info.get("checkpoint"),
-                "embed_dim": index.info.get("embed_dim"), "kind": index.config.kind, "columns": service.columns}
+                "embed_dim": index.info.get("embed_dim"), "kind": index.config.kind, "columns": service.columns,
+                "uploads": {m: ",".join((f"{m}/*", *get_modality(m).suffixes)) for m in model.modalities if is_media(m)}}
 
     @app.get("/api/search")
     def search_get(text: str | None = None, modality: str | None = None, k: int = 10,

@@ -3,6 +3,8 @@
 
 const $ = (id) => document.getElementById(id);
 let columns = {};      // modality -> the metadata field holding its path or caption
+let uploads = {};      // media modality the model embeds -> its file input's accept list
+const PLAYERS = {image: "img", audio: "audio", video: "video"};  // MIME type -> the element showing it
 let like = null;       // {row, modality}: "more like this"
 
 function el(tag, attrs = {}, ...children) {
@@ -23,6 +25,11 @@ async function health() {
   const r = await fetch("/api/health");
   const h = await r.json();
   columns = h.columns || {};
+  uploads = h.uploads || {};
+  for (const [m, accept] of Object.entries(uploads)) {
+    $("uploads").append(el("label", {}, `${m[0].toUpperCase()}${m.slice(1)} `,
+      el("input", {id: `upload-${m}`, name: m, type: "file", accept})));
+  }
   const counts = Object.entries(h.modalities).map(([m, n]) => `${n} ${m}`).join(", ");
   $("status").textContent = `${h.rows} rows: ${counts}`;
   for (const m of Object.keys(h.modalities)) {
@@ -44,11 +51,15 @@ function setLike(value) {
 function card(hit, modality) {
   const c = el("div", {class: "card", "data-row": hit.row});
   const media = hit.media || {};
-  if (media.image) c.append(el("img", {src: media.image, alt: `row ${hit.row}`, loading: "lazy"}));
-  if (media.audio) c.append(el("audio", {src: media.audio, controls: "", preload: "none"}));
+  for (const [m, url] of Object.entries(media)) {
+    const tag = PLAYERS[m];
+    if (tag === "img") c.append(el("img", {src: url, alt: `row ${hit.row}`, loading: "lazy"}));
+    else if (tag) c.append(el(tag, {src: url, controls: "", preload: tag === "video" ? "metadata" : "none", muted: ""}));
+    else c.append(el("a", {href: url, download: ""}, `${m} file`));
+  }
   const caption = hit[columns.text || "text"];
   if (caption) c.append(el("div", {class: "caption"}, caption));
-  const shown = new Set(["rank", "score", "row", "media", columns.text || "text", columns.image || "image", columns.audio || "audio"]);
+  const shown = new Set(["rank", "score", "row", "media", "text", ...Object.keys(media), ...Object.values(columns)]);
   const rest = Object.entries(hit).filter(([k, v]) => !shown.has(k) && v !== null && v !== "" && typeof v !== "object");
   c.append(el("div", {class: "meta"}, el("span", {class: "score"}, hit.score.toFixed(3)), ` #${hit.rank} · row ${hit.row}`,
     ...rest.map(([k, v]) => ` · ${k}: ${v}`)));
@@ -70,7 +81,7 @@ async function runSearch() {
   const form = new FormData();
   const text = $("text").value.trim();
   if (text) form.append("text", text);
-  for (const m of ["image", "audio"]) if ($(m).files.length) form.append(m, $(m).files[0]);
+  for (const m of Object.keys(uploads)) if ($(`upload-${m}`).files.length) form.append(m, $(`upload-${m}`).files[0]);
   if (like) { form.append("like", like.row); form.append("like_modality", like.modality); }
   const wanted = [...document.querySelectorAll("input[name=modality]:checked")].map((i) => i.value);
   if (wanted.length) form.append("modality", wanted.join(","));
@@ -91,8 +102,7 @@ async function runSearch() {
 
 function moreLikeThis(row, modality) {
   $("text").value = "";
-  $("image").value = "";
-  $("audio").value = "";
+  for (const m of Object.keys(uploads)) $(`upload-${m}`).value = "";
   setLike({row, modality});
   window.scrollTo(0, 0);
   runSearch();
@@ -107,11 +117,13 @@ function clearAll() {
 
 function dropFiles(files) {
   for (const f of files) {
-    const kind = f.type.startsWith("image/") ? "image" : f.type.startsWith("audio/") ? "audio" : null;
-    if (!kind) { showError(`${f.name}: not an image or a sound`); continue; }
+    const dot = f.name.lastIndexOf(".");
+    const suffix = dot >= 0 ? f.name.slice(dot).toLowerCase() : "";
+    const kind = Object.keys(uploads).find((m) => f.type.startsWith(`${m}/`) || uploads[m].split(",").includes(suffix));
+    if (!kind) { showError(`${f.name}: not a file of ${Object.keys(uploads).join(", ") || "any kind"} this model embeds`); continue; }
     const dt = new DataTransfer();
     dt.items.add(f);
-    $(kind).files = dt.files;
+    $(`upload-${kind}`).files = dt.files;
   }
 }
 
