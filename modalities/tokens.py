@@ -61,6 +61,12 @@ class TextTokens(nn.Module):
         return self.embed(ids) + self.pos[: ids.shape[1]], ids != self.pad_id
 
 
+def inflate_kernel(w: torch.Tensor, tubelet: int) -> torch.Tensor:
+    """(D, C, p, p) -> (D, C, t, p, p): an image patch kernel repeated over a tubelet's frames and
+    divided by their number (I3D's inflation), so a still clip gives each step the image's features."""
+    return w.unsqueeze(2).repeat(1, 1, tubelet, 1, 1) / tubelet
+
+
 class TubeletTokens(nn.Module):
     """(B, C, T, H, W) video -> (B, N, D) tubelet tokens + 3-D positions (V-JEPA's `PatchEmbed3D`:
     one Conv3d over `tubelet` frames x `patch` x `patch` pixels). Tokens are numbered time-major:
@@ -92,6 +98,6 @@ class TubeletTokens(nn.Module):
         if patch_weight.shape != (w.shape[0], w.shape[1], w.shape[3], w.shape[4]):
             raise ValueError(f"patch embedding of shape {tuple(patch_weight.shape)} cannot inflate into "
                              f"{tuple(w.shape)}: widths, colours and patch sizes must match")
-        w.copy_(patch_weight.unsqueeze(2).expand_as(w) / w.shape[2])
+        w.copy_(inflate_kernel(patch_weight, w.shape[2]))
         if patch_bias is not None and self.proj.bias is not None:
             self.proj.bias.copy_(patch_bias)

@@ -8,6 +8,11 @@ prediction and binding work over them unchanged:
     open_clip:ARCH:TAG        ... with open_clip's pretrained weights TAG (from the hub or its local cache)
     open_clip:ARCH:PATH       ... from a local file of the whole open_clip model (no network)
 
+A video tower is an image ViT of either library inflated to clips, as ImageBind starts its video
+encoder from OpenCLIP's image one: the patch embedding becomes a (tubelet, p, p) 3-D convolution
+(the image kernel spread over the tubelet's frames), every time step shares the image positions,
+and a learned time position, zero at the start, tells the steps apart (TimeSformer's).
+
 The context-only forward runs the tower's own patch embedding and positions (class and register
 tokens included), then keeps the prefix tokens and gathers the context patches before the blocks,
 as I-JEPA's context encoder does. Features come back for the patch tokens only, on the tower's
@@ -31,6 +36,7 @@ from torch import nn
 
 from .encoder import gather_tokens
 from .errors import DataError
+from .tokens import inflate_kernel
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
@@ -102,12 +108,16 @@ class TimmViTTower(nn.Module):
         """The module whose state dict a weights file holds."""
         return self.vit
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, P + N, D): patches, prefix tokens, positions."""
         v = self.vit
         if x.dim() == 3:  # (B, mel, time) spectrogram without a channel axis
             x = x.unsqueeze(1)
-        h = v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))  # (B, P + N, D)
-        h, valid = _keep_context(h, keep, self.prefix)
+        return v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        v = self.vit
+        h, valid = _keep_context(self.embed(x), keep, self.prefix)
         attn_mask = None
         if valid is not None:  # prefix tokens are always there
             full = torch.cat([valid.new_ones(valid.shape[0], self.prefix), valid], dim=1)
@@ -134,7 +144,7 @@ class TimmViTTower(nn.Module):
             n = pos.shape[1] - self.prefix
             side = int(round(n ** 0.5))
             if side * side == n:  # a square image grid
-                state["pos_embed"] = resample_abs_pos_embed(pos, list(self.grid), [side, side], self.prefix)
+                state["pos_embed"] = resample_abs_pos_embed(pos, list(self.grid[-2:]), [side, side], self.prefix)
                 changed.append("pos_embed")
         return changed
 
@@ -188,10 +198,12 @@ class OpenClipImageTower(nn.Module):
     def weights(self) -> nn.Module:
         return self.visual
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.visual._embeds(x)  # (B, 1 + N, D): class token, positions, ln_pre
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         v = self.visual
-        h = v._embeds(x)  # (B, 1 + N, D): class token, positions, ln_pre
-        h, valid = _keep_context(h, keep, 1)
+        h, valid = _keep_context(self.embed(x), keep, 1)
         mask = None
         if valid is not None:
             full = torch.cat([valid.new_ones(valid.shape[0], 1), valid], dim=1)  # (B, 1 + K)
@@ -263,9 +275,90 @@ class OpenClipTextTower(nn.Module):
                 "depth": len(self.text.transformer.resblocks), "heads": self.heads}
 
 
+class _Inflated:
+    """What turns an image ViT into a video one (the mixin of the two video towers): its patch
+    convolution `proj_key` made 3-D over `tubelet` frames, and a time position per tubelet step."""
+
+    proj_key: str  # the patch convolution's name in the tower's state dict
+
+    def _inflate(self, conv: nn.Conv2d, frames: int, tubelet: int) -> nn.Conv3d:
+        if frames % tubelet:
+            raise DataError(f"a video tower needs frames ({frames}) to be a multiple of the tubelet ({tubelet})")
+        self.tubelet, self.image_grid = tubelet, self.grid
+        self.grid = (frames // tubelet, *self.grid)  # (T', H', W'), time-major as our TubeletTokens
+        self.time_pos = nn.Parameter(torch.zeros(1, frames // tubelet, 1, self.dim))
+        proj = nn.Conv3d(conv.in_channels, conv.out_channels, (tubelet, *conv.kernel_size), (tubelet, *conv.stride),
+                         bias=conv.bias is not None)
+        with torch.no_grad():  # random towers start inflated too: a still clip embeds as its frame would
+            proj.weight.copy_(inflate_kernel(conv.weight, tubelet))
+            if conv.bias is not None:
+                proj.bias.copy_(conv.bias)
+        return proj
+
+    def _frames_as_images(self, h: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(B, D, T', H', W') tubelet features -> ((B * T', H' * W', D) one image per time step, T')."""
+        B, D, T = h.shape[:3]
+        return h.permute(0, 2, 3, 4, 1).reshape(B * T, -1, D), T
+
+    def _images_as_clip(self, h: torch.Tensor, T: int, prefix: int) -> torch.Tensor:
+        """(B * T', P + N, D) positioned steps -> (B, P + T' * N, D): the first step's prefix tokens,
+        then every step's patches, each with its time position."""
+        h = h.view(-1, T, *h.shape[1:])
+        return torch.cat([h[:, 0, :prefix], (h[:, :, prefix:] + self.time_pos.to(h.dtype)).flatten(1, 2)], dim=1)
+
+    def adapt(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """An image model's patch convolution (D, C, p, p) -> this tower's (D, C, t, p, p)."""
+        key = self.file_prefix + self.proj_key
+        changed = super().adapt(state) if hasattr(super(), "adapt") else []
+        if key in state and state[key].dim() == 4:
+            state[key] = inflate_kernel(state[key], self.tubelet)
+            changed.insert(0, key)
+        return changed
+
+    def no_weight_decay(self) -> set[str]:
+        return {"time_pos"}
+
+
+class TimmVideoTower(_Inflated, TimmViTTower):
+    """A timm image ViT inflated to clips: (B, 3, T, H, W) -> (B, N or K, D) on a (T', H', W') grid."""
+
+    proj_key = "patch_embed.proj.weight"
+
+    def __init__(self, name: str, frames: int, tubelet: int):
+        super().__init__(name)
+        pe = self.vit.patch_embed
+        pe.proj = self._inflate(pe.proj, frames, tubelet)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.vit
+        h, T = self._frames_as_images(v.patch_embed.proj(x))
+        h = self._images_as_clip(v._pos_embed(v.patch_embed.norm(h)), T, self.prefix)
+        return v.norm_pre(v.patch_drop(h))  # (B, P + T' * N, D)
+
+
+class OpenClipVideoTower(_Inflated, OpenClipImageTower):
+    """open_clip's image ViT inflated to clips: (B, 3, T, H, W) -> (B, N or K, D) on a (T', H', W') grid."""
+
+    proj_key = "conv1.weight"
+
+    def __init__(self, arch: str, frames: int, tubelet: int):
+        super().__init__(arch)
+        self.visual.conv1 = self._inflate(self.visual.conv1, frames, tubelet)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        h, T = self._frames_as_images(v.conv1(x))
+        cls = v.class_embedding.to(h.dtype).view(1, 1, -1).expand(h.shape[0], -1, -1)
+        h = torch.cat([cls, h], dim=1) + v.positional_embedding.to(h.dtype)  # (B * T', 1 + N, D)
+        return v.ln_pre(v.patch_dropout(self._images_as_clip(h, T, 1)))  # (B, 1 + T' * N, D)
+
+
 def build_tower(spec: TowerSpec, modality: str, size: tuple[int, int] | None = None) -> nn.Module:
     """The encoder a `model.<modality>.pretrained` spec names, with random weights. size: (mel bins,
-    frames) of an audio tower's spectrogram (a timm ViT over one channel, as AST)."""
+    frames) of an audio tower's spectrogram (a timm ViT over one channel, as AST); (frames, tubelet)
+    of a video tower (an image ViT inflated)."""
+    if modality == "video":
+        return (TimmVideoTower if spec.library == "timm" else OpenClipVideoTower)(spec.name, *size)
     if spec.library == "timm" and modality == "image":
         return TimmViTTower(spec.name)
     if spec.library == "timm" and modality == "audio":
@@ -275,7 +368,7 @@ def build_tower(spec: TowerSpec, modality: str, size: tuple[int, int] | None = N
     if spec.library == "open_clip" and modality == "text":
         return OpenClipTextTower(spec.name)
     raise DataError(f"model.{modality}.pretrained: {spec.library} towers serve "
-                    f"{'images and audio' if spec.library == 'timm' else 'images and text'}, not {modality}")
+                    f"{'images, audio' if spec.library == 'timm' else 'images, text'} and video, not {modality}")
 
 
 def tower_facts(spec: TowerSpec, modality: str, size: tuple[int, int] | None = None) -> dict:

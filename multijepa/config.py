@@ -239,6 +239,10 @@ class VideoConfig:
     max_decoded_frames: int = 256  # frames decoded per window at most, whatever the file says
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # as model.image.mean
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # as model.image.std
+    # timm:NAME[:PATH] or open_clip:ARCH[:TAG_OR_PATH]: an image Vision Transformer inflated to clips,
+    # as ImageBind's video encoder (patch embedding spread over the tubelet's frames, a time position
+    # added); its size, patch, width, depth, heads, mean and std then come from the tower
+    pretrained: str | None = None
     freeze: bool = False  # fixed weights, as model.image.freeze
     bind_mask_ratio: float = 0.0  # as model.image.bind_mask_ratio (tubelets)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

@@ -47,6 +47,8 @@ def make_items(cfg, n: int, presence: list[set[str]] | None = None, seed: int = 
             item["image"] = torch.randn(3, m.image.size, m.image.size, generator=g)
         if "audio" in have:
             item["audio"] = torch.randn(m.audio.num_mel_bins, m.audio.target_frames, generator=g)
+        if "video" in have:
+            item["video"] = torch.randn(3, m.video.frames, m.video.size, m.video.size, generator=g)
         if "text" in have:
             length = int(torch.randint(4, m.text.max_len, (1,), generator=g))
             ids = torch.zeros(m.text.max_len, dtype=torch.long)

@@ -96,20 +96,61 @@ def test_demo_names_and_the_av_demo_config(video_demo, monkeypatch, tmp_path):
     assert cfg.data.train == "demo:video_train"
 
 
-def test_av_demo_pretrains_on_the_demo_clips_and_the_page_plays_them(video_demo, monkeypatch, tmp_path):
-    """av_demo's data and its three pairs (video, its caption, its own sound) through pretraining,
-    indexing and the search page: a video upload finds its clip, which plays in the browser."""
+@pytest.fixture(scope="module")
+def av_run(video_demo, tmp_path_factory):
+    """av_demo's data and its three pairs (video, its caption, its own sound) through a tiny
+    pretraining run and an index of the held-out clips."""
+    root, _ = video_demo
+    tmp = tmp_path_factory.mktemp("av_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MULTIJEPA_DEMO_DIR", str(root))
+        run = tmp / "run"
+        assert main(["pretrain", "--config", "av_demo", "--out", str(run), "--no-progress", *TINY_AV]) == 0
+        index = tmp / "index"
+        assert main(["index", "--checkpoint", str(run), "--data", "demo:video_test", "--out", str(index),
+                     "--no-progress"]) == 0
+    return run, index
+
+
+def test_av_demo_trains_the_three_pairs(av_run):
+    run, _ = av_run
+    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"bind/video-text", "bind/video-audio", "bind/text-audio"} <= set(logged)
+
+
+def test_video_everywhere_retrieval_zeroshot_probe_search_and_captions(video_demo, av_run, tmp_path, capsys,
+                                                                       monkeypatch):
+    """Every command that takes a modality takes video, on the demo's held-out clips."""
+    root, _ = video_demo
+    run, index = av_run
+    monkeypatch.setenv("MULTIJEPA_DEMO_DIR", str(root))
+    test = ["--data", "demo:video_test"]
+    assert main(["eval", "retrieval", "--checkpoint", str(run), *test, "--json", str(tmp_path / "r.json")]) == 0
+    scores = json.loads((tmp_path / "r.json").read_text())
+    assert {"video->text", "video->audio", "audio->video", "text->video"} <= set(json.dumps(scores).replace('"', " ").split())
+    assert main(["eval", "zeroshot", "--checkpoint", str(run), *test, "--classes", str(root / "directions.txt"),
+                 "--modality", "video", "--json", str(tmp_path / "z.json")]) == 0
+    zs = json.loads((tmp_path / "z.json").read_text())
+    assert "video" in json.dumps(zs) and "audio" not in zs
+    assert main(["eval", "probe", "--checkpoint", str(run), "--data", "demo:video_train", "--test", "demo:video_test",
+                 "--modality", "video", "--json", str(tmp_path / "p.json")]) == 0
+    assert "video" in json.loads((tmp_path / "p.json").read_text())
+    capsys.readouterr()
+    rows = _rows(root / "video_test.jsonl")
+    assert main(["search", "--index", str(index), "--video", str(root / rows[5]["video"]), "--modality", "video",
+                 "--top-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["results"]["video"]
+    assert len(hits) == 3 and hits[0]["row"] == 5 and hits[0]["score"] > 0.999  # the clip finds itself first
+    assert main(["caption", "train", "--checkpoint", str(run), "--modality", "video", "--data", "demo:video_train",
+                 "--out", str(tmp_path / "cap"), "--max-steps", "2", "--no-progress"]) == 0
+
+
+def test_the_search_page_uploads_a_video_and_plays_the_clips_it_finds(video_demo, av_run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     root, _ = video_demo
-    monkeypatch.setenv("MULTIJEPA_DEMO_DIR", str(root))
-    run = tmp_path / "run"
-    assert main(["pretrain", "--config", "av_demo", "--out", str(run), "--no-progress", *TINY_AV]) == 0
-    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"bind/video-text", "bind/video-audio", "bind/text-audio"} <= set(logged)
-    index = tmp_path / "index"
-    assert main(["index", "--checkpoint", str(run), "--data", "demo:video_test", "--out", str(index), "--no-progress"]) == 0
+    _, index = av_run
     rows = _rows(root / "video_test.jsonl")
     with live_server(index, tmp_path / "serve.log", rows=12) as url:
         browser = open_browser()

@@ -303,9 +303,9 @@ def test_the_imagebind_config_takes_clips_grid_tokenizer_and_widths():
         resolve_towers(load_config("tiny", ["model.image.pretrained=open_clip:ViT-Q-99"]).model)
     from modalities.towers import build_tower
 
-    with pytest.raises(DataError, match="timm towers serve images and audio, not text"):
+    with pytest.raises(DataError, match="timm towers serve images, audio and video, not text"):
         build_tower(TowerSpec("timm", ARCH), "text")
-    with pytest.raises(DataError, match="open_clip towers serve images and text, not audio"):
+    with pytest.raises(DataError, match="open_clip towers serve images, text and video, not audio"):
         build_tower(TowerSpec("open_clip", CLIP_ARCH), "audio")
 
 
@@ -351,3 +351,42 @@ def test_create_model_settles_the_towers_itself(tmp_path):
     with pytest.raises(ConfigError, match="reads CLIP BPE ids, but the tokenizer given is sentencepiece"):
         create_model(cfg, TextTokenizer.train(["a red circle", "a blue square"] * 20, tmp_path / "t.model",
                                                       vocab_size=20, max_len=77))
+
+
+@pytest.mark.parametrize("library", ["timm", "open_clip"])
+def test_an_inflated_image_tower_starts_the_video_encoder_and_sees_a_still_clip_as_its_image(library, weights, clip_weights):
+    """model.video.pretrained: the image ViT's weights, its patch convolution spread over the
+    tubelet's frames (I3D / ImageBind), so every time step of a still clip gets the image's tokens."""
+    from modalities.towers import OpenClipImageTower, TimmViTTower, load_tower
+
+    timm = library == "timm"
+    path, key, g = (weights, "patch_embed.proj.weight", 14) if timm else (clip_weights, "visual.conv1.weight", 7)
+    spec = f"timm:{ARCH}:{path}" if timm else f"open_clip:{CLIP_ARCH}:{path}"
+    cfg = load_config("tiny", ["model.modalities=[video,text]", f"model.video.pretrained={spec}",
+                               "model.video.frames=4", "model.video.tubelet=2"])
+    resolve_towers(cfg.model)
+    assert (cfg.model.video.size, cfg.model.video.patch) == (224, 16 if timm else 32)
+    model = init_model(cfg, torch.device("cpu"), vocab_size=VOCAB)
+    tower, file = model.encoders["video"], load_file(str(path))
+    assert tower.grid == (2, g, g) and model.loaded_towers["video"]["adapted"] == [key]
+    proj = tower.weights.state_dict()[key.removeprefix(tower.file_prefix)]
+    assert proj.shape[2] == 2 and torch.allclose(proj.sum(2), file[key], atol=1e-6)  # spread over 2 frames
+    assert not tower.time_pos.any()  # the time positions start at zero
+
+    image = (TimmViTTower(ARCH) if timm else OpenClipImageTower(CLIP_ARCH)).eval()
+    load_tower(image, path)
+    frame = torch.randn(2, 3, 224, 224)
+    still = frame[:, :, None].expand(-1, -1, 4, -1, -1)  # (B, 3, T, H, W): the same frame 4 times
+    with torch.no_grad():
+        own, clip = image.embed(frame), tower.eval().embed(still)  # (2, 1 + N, D), (2, 1 + 2N, D)
+    n = g * g
+    assert clip.shape == (2, 1 + 2 * n, own.shape[-1]) and torch.allclose(clip[:, :1], own[:, :1], atol=1e-5)
+    for t in range(2):
+        assert torch.allclose(clip[:, 1 + t * n: 1 + (t + 1) * n], own[:, 1:], atol=1e-4)
+
+    batch = make_batch(cfg, 2)  # V-JEPA's masks on the tower's (2, g, g) grid
+    assert int(batch["video"]["targets"].max()) < 2 * n
+    out = model.train()(batch)
+    assert out["video"]["pred"].shape == out["video"]["target"].shape
+    out["video"]["pred"].square().mean().backward()
+    assert tower.time_pos.grad.abs().sum() > 0  # the time positions learn

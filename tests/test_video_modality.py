@@ -140,3 +140,28 @@ def _embedded(run, clips, tmp_path):
     z, rows = np.load(tmp_path / "e" / "audio.npy"), np.load(tmp_path / "e" / "audio_rows.npy")
     assert len(rows) == 24
     return torch.from_numpy(z[list(rows).index(0)])[None]
+
+
+def test_an_image_tower_starts_the_video_encoder_and_the_run_rebuilds_without_its_file(clips, tmp_path):
+    """model.video.pretrained=timm:NAME:PATH: trained from the inflated image tower, recorded in
+    towers.json, rebuilt from the run folder alone (the file gone), and embedding clips."""
+    import timm
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "vit.safetensors"
+    torch.manual_seed(3)
+    save_file({k: v.contiguous() for k, v in timm.create_model("vit_tiny_patch16_224").state_dict().items()}, str(weights))
+    cfg = load_config("tiny", TINY_VIDEO)
+    save_config(cfg, tmp_path / "video.yaml")
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", str(tmp_path / "video.yaml"), "--data", str(clips / "train.jsonl"),
+                 "--out", str(run), "--max-steps", "2", "--no-progress", "data.batch_size=4",
+                 f"model.video.pretrained=timm:vit_tiny_patch16_224:{weights}"]) == 0
+    record = json.loads((run / "towers.json").read_text())["video"]
+    assert record["adapted"] == ["patch_embed.proj.weight"] and len(record["sha256"]) == 64
+    weights.unlink()
+    model = load_run(run)
+    assert (model.cfg.video.size, model.cfg.video.patch) == (224, 16) and model.encoders["video"].grid == (2, 14, 14)
+    assert model.encoders["video"].time_pos.abs().sum() > 0  # trained: the time positions left zero
+    z = model.embed("video", [str(clips / "clips" / "00.mp4")])
+    assert z.shape == (1, 16) and torch.isfinite(z).all()

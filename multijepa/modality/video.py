@@ -61,6 +61,15 @@ class Video(Modality):
                  TubeMask((k.long_range_scale,) * 2, k.temporal_scale, k.aspect, k.long_range_blocks)]
         return MultiBlock3DMasker(self.grid(cfg), kinds, min_keep=k.min_keep, pad_context=k.pad_context)
 
+    def tower_input(self, cfg):
+        return cfg.video.frames, cfg.video.tubelet  # the clip's time axis is ours; the frames are the tower's
+
+    def settle_tower(self, section, facts, key):
+        """The tower's frame size, patch and normalisation, as an image tower's."""
+        from .image import Image
+
+        Image.settle_tower(self, section, facts, key)
+
     def tokens(self, cfg, vocab_size=None):
         from modalities.tokens import TubeletTokens
 

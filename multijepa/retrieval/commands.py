@@ -21,7 +21,7 @@ from ..cli_args import (
     processes,
     write_json,
 )
-from ..modality import is_media, registered_modalities
+from ..modality import is_media, media_modalities, registered_modalities
 
 
 def add_embed(sub: argparse._SubParsersAction) -> None:
@@ -102,7 +102,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     zs = ev_sub.add_parser(
         "zeroshot",
         parents=[RUN, BATCH, DEVICE],
-        help="zero-shot classification of images or audio against text prompts of class names",
+        help="zero-shot classification of images, audio or video against text prompts of class names",
         description="Each class is the average embedding of its prompts (templates filled with the class "
         "name, as CLIP); a sample gets the nearest class. Scored against the manifest's label column.",
     )
@@ -112,7 +112,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     zs.add_argument("--templates", nargs="+", metavar="TEMPLATE",
                     help="prompt templates with {} for the class name, or files of them "
                     "[a {}. | an image of a {}. | a picture of a {}. | the sound of a {}.]")
-    zs.add_argument("--modality", help="image, audio or both, comma-separated [those the manifest has]")
+    zs.add_argument("--modality", help=f"{', '.join(media_modalities())}: one or more, comma-separated [those the manifest has]")
     zs.add_argument("--json", help="also write the results to this JSON file")
 
     pr = ev_sub.add_parser(
@@ -126,7 +126,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=_cmd_eval_probe)
     pr.add_argument("--data", help="labelled rows the probes train on [demo train split]")
     pr.add_argument("--test", help="labelled rows they are scored on [demo test split without --data; else 20%% of --data]")
-    pr.add_argument("--modality", help="image, text, audio, comma-separated [every one the model has]")
+    pr.add_argument("--modality", help=f"{', '.join(registered_modalities())}: one or more, comma-separated [every one the model has]")
     pr.add_argument("--encoder", choices=("online", "target", "input"), default="online",
                     help="the online encoders, the EMA targets (I-JEPA probes those), or no encoder: the inputs "
                     "themselves (pixels, mean log-mel spectrum, bag of tokens), the floor training should clear [online]")
