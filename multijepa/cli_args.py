@@ -15,7 +15,8 @@ data.columns.image=jpg data.columns.text=txt ... when they are not named image/t
 A benchmark in its published layout reads as KIND:PATH?key=value&..., e.g.
 karpathy:dataset_coco.json?split=test&root=images, coco:captions_val2017.json?root=val2017,
 audiocaps:test.csv?root=audio, clotho:clotho_captions_evaluation.csv?root=evaluation,
-esc50:meta/esc50.csv?root=audio&fold=1, vqa2:QUESTIONS.json?annotations=ANNOTATIONS.json&root=val2014.
+esc50:meta/esc50.csv?root=audio&fold=1, vqa2:QUESTIONS.json?annotations=ANNOTATIONS.json&root=val2014,
+msrvtt:MSRVTT_JSFUSION_test.csv?root=videos, vggsound:vggsound.csv?split=test&root=video.
 """
 
 

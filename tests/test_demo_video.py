@@ -176,3 +176,58 @@ def test_the_search_page_uploads_a_video_and_plays_the_clips_it_finds(video_demo
             assert abs(browser.execute_script("return arguments[0].duration", player) - 2.0) < 0.2
         finally:
             browser.quit()
+
+
+def test_msrvtt_and_vggsound_in_their_published_layouts(video_demo, av_run, tmp_path):
+    """MSR-VTT (its videodatainfo JSON and the 1k-A CSV) and VGGSound (its header-less CSV), with the
+    demo's clips named as those datasets name theirs, through eval retrieval and zeroshot."""
+    import csv
+    import shutil
+
+    from multijepa.data.benchmarks import read_benchmark
+
+    root, _ = video_demo
+    run, _ = av_run
+    rows = _rows(root / "video_test.jsonl")
+    (tmp_path / "videos").mkdir()
+    for i, r in enumerate(rows):
+        shutil.copy(root / r["video"], tmp_path / "videos" / f"video{i}.mp4")
+        shutil.copy(root / r["video"], tmp_path / "videos" / f"yt{i:02d}-x_{30 + i:06d}.mp4")
+    words = [r["text"].split() for r in rows]
+    info = {"info": {"year": 2016}, "videos": [{"category": i % 3, "url": "", "video_id": f"video{i}", "start time": 0,
+                                               "end time": 2, "split": ("train", "validate", "test")[i % 3], "id": i}
+                                              for i in range(len(rows))],
+            "sentences": [{"caption": c, "video_id": f"video{i}", "sen_id": 2 * i + k}
+                          for i, w in enumerate(words) for k, c in enumerate([" ".join(w), " ".join(w[::-1])])]}
+    (tmp_path / "train_val_videodatainfo.json").write_text(json.dumps(info))
+    spec = f"msrvtt:{tmp_path}/train_val_videodatainfo.json?root={tmp_path}/videos"
+    assert len(read_benchmark(spec)[0]) == 2 * len(rows)
+    test = read_benchmark(spec + "&split=test")[0]
+    assert len(test) == 8 and {r["video"] for r in test} == {f"video{i}.mp4" for i in range(2, 12, 3)}
+    assert main(["eval", "retrieval", "--checkpoint", str(run), "--data", spec + "&split=test",
+                 "--json", str(tmp_path / "m.json")]) == 0
+    res = json.loads((tmp_path / "m.json").read_text())
+    assert res["text->video"]["n"] == 8 and res["text->video"]["n_items"] == 4  # 2 captions per video, one item
+
+    with open(tmp_path / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["", "key", "vid_key", "video_id", "sentence"])
+        for i, r in enumerate(rows):
+            w.writerow([i, f"ret{i}", f"msr{i}", f"video{i}", r["text"]])
+    assert main(["eval", "retrieval", "--checkpoint", str(run), "--data",
+                 f"msrvtt:{tmp_path}/MSRVTT_JSFUSION_test.csv?root={tmp_path}/videos", "--json", str(tmp_path / "j.json")]) == 0
+    assert json.loads((tmp_path / "j.json").read_text())["video->text"]["n"] == len(rows)
+
+    with open(tmp_path / "vggsound.csv", "w", newline="") as f:
+        csv.writer(f).writerows([f"yt{i:02d}-x", 30 + i, r["label"], "test" if i % 2 else "train"] for i, r in enumerate(rows))
+    spec = f"vggsound:{tmp_path}/vggsound.csv?root={tmp_path}/videos&split=test"
+    got = read_benchmark(spec)[0]
+    assert [r["video"] for r in got] == [f"yt{i:02d}-x_{30 + i:06d}.mp4" for i in range(1, 12, 2)]
+    assert main(["eval", "retrieval", "--checkpoint", str(run), "--data", spec, "--json", str(tmp_path / "v.json")]) == 0
+    assert json.loads((tmp_path / "v.json").read_text())["video->audio"]["n"] == 6  # the clip's own sound track
+    assert main(["eval", "zeroshot", "--checkpoint", str(run), "--data", spec, "--classes", str(root / "directions.txt"),
+                 "--modality", "video", "--json", str(tmp_path / "z.json")]) == 0
+    assert json.loads((tmp_path / "z.json").read_text())["video"]["n"] == 6
+    (tmp_path / "bad.csv").write_text("yt01,30,dog\n")
+    with pytest.raises(Exception, match="published vggsound layout.*line 1 has 3 fields"):
+        read_benchmark(f"vggsound:{tmp_path}/bad.csv")

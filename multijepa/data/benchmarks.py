@@ -7,10 +7,13 @@ as a source, written `KIND:PATH?key=value&...` wherever a manifest path goes (`-
     audiocaps:test.csv?root=audio&file={youtube_id}.wav        AudioCaps: one row per caption
     clotho:clotho_captions_evaluation.csv?root=evaluation      Clotho: five rows per clip
     esc50:meta/esc50.csv?root=audio&fold=1                     ESC-50: a sound and its class (label)
+    msrvtt:train_val_videodatainfo.json?split=test&root=videos  MSR-VTT: one row per caption (20 per video)
+    msrvtt:MSRVTT_JSFUSION_test.csv?root=videos                MSR-VTT's 1k-A test split (one caption per video)
+    vggsound:vggsound.csv?split=test&root=video                VGGSound: a clip (its frames and sound) and its label
     vqa2:v2_OpenEnded_mscoco_val2014_questions.json?annotations=v2_mscoco_val2014_annotations.json&root=val2014
 
 `root` is where the media files are (default: the folder of PATH). The rows hold the columns
-every command reads (image, text, audio, label; VQA: image, question, answers, question_type,
+every command reads (image, text, audio, video, label; VQA: image, question, answers, question_type,
 answer_type, question_id) plus the benchmark's own ids, so several captions of one image or clip
 share its path and `eval retrieval` scores them as one item.
 """
@@ -24,7 +27,7 @@ from urllib.parse import parse_qsl
 
 from modalities.errors import DataError
 
-KINDS = ("coco", "karpathy", "audiocaps", "clotho", "esc50", "vqa2")
+KINDS = ("coco", "karpathy", "audiocaps", "clotho", "esc50", "vqa2", "msrvtt", "vggsound")
 
 
 def parse_spec(path: str) -> tuple[str, Path, dict[str, str]] | None:
@@ -43,7 +46,7 @@ def read_benchmark(path: str, split: str | None = None) -> tuple[list[dict], Pat
         raise DataError(f"{kind}: no such file: {file}")
     root = Path(params.pop("root", file.parent))
     reader = {"coco": _coco, "karpathy": _karpathy, "audiocaps": _audiocaps, "clotho": _clotho,
-              "esc50": _esc50, "vqa2": _vqa2}[kind]
+              "esc50": _esc50, "vqa2": _vqa2, "msrvtt": _msrvtt, "vggsound": _vggsound}[kind]
     try:
         rows = reader(file, params, split)
     except (KeyError, ValueError, TypeError, json.JSONDecodeError, csv.Error) as e:
@@ -125,4 +128,50 @@ def _vqa2(file: Path, params: dict, split: str | None) -> list[dict]:
         elif ann_file is not None:
             raise DataError(f"vqa2: question {q['question_id']} has no annotation in {ann_file}")
         rows.append(row)
+    return rows
+
+
+MSRVTT_SPLITS = {"train": "train", "val": "validate", "validate": "validate", "test": "test"}
+
+
+def _msrvtt(file: Path, params: dict, split: str | None) -> list[dict]:
+    """MSR-VTT's own train_val_videodatainfo.json / test_videodatainfo.json: {"videos": [{"video_id",
+    "split" (train, validate, test), "category"}], "sentences": [{"video_id", "caption", "sen_id"}]},
+    `split=` keeping one (default: every video of the file); or the 1k-A retrieval split as
+    CLIP4Clip and Frozen ship it, MSRVTT_JSFUSION_test.csv: key, vid_key, video_id, sentence. The clip
+    file is named by `file` (a template over video_id; default {video_id}.mp4)."""
+    template = params.pop("file", "{video_id}.mp4")
+    if file.suffix == ".csv":
+        with open(file, newline="", encoding="utf-8") as f:
+            return [{"video": template.format(video_id=r["video_id"]), "text": r["sentence"].strip(),
+                     "video_id": r["video_id"]} for r in csv.DictReader(f)]
+    wanted = params.pop("split", split)
+    if wanted is not None and wanted not in MSRVTT_SPLITS:
+        raise DataError(f"msrvtt: split={wanted}: expected one of {', '.join(MSRVTT_SPLITS)}")
+    data = json.loads(file.read_text())
+    videos = {v["video_id"]: v for v in data["videos"]
+              if wanted is None or v["split"] == MSRVTT_SPLITS[wanted]}
+    return [{"video": template.format(video_id=s["video_id"]), "text": s["caption"].strip(), "video_id": s["video_id"],
+             "category": videos[s["video_id"]].get("category"), "sen_id": s.get("sen_id")}
+            for s in data["sentences"] if s["video_id"] in videos]
+
+
+def _vggsound(file: Path, params: dict, split: str | None) -> list[dict]:
+    """vggsound.csv, no header: youtube_id, start_seconds, label, split (train, test); `split=` keeps
+    one. The clip file (frames and sound: `data.audio_from_video=true` reads its sound as the audio)
+    is named by `file`, a template over youtube_id and start_seconds (an integer; default
+    {youtube_id}_{start_seconds:06d}.mp4, the name the dataset's own download gives)."""
+    template = params.pop("file", "{youtube_id}_{start_seconds:06d}.mp4")
+    wanted = params.pop("split", split)
+    rows = []
+    with open(file, newline="", encoding="utf-8") as f:
+        for n, r in enumerate(csv.reader(f), 1):
+            if len(r) != 4:
+                raise ValueError(f"line {n} has {len(r)} fields, expected 4 (youtube_id, start_seconds, label, split)")
+            ytid, start, label, part = (x.strip() for x in r)
+            if wanted is not None and part != wanted:
+                continue
+            start = int(start)
+            rows.append({"video": template.format(youtube_id=ytid, start_seconds=start), "label": label,
+                         "youtube_id": ytid, "start_seconds": start, "split": part})
     return rows
