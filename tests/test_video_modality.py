@@ -17,6 +17,7 @@ from multijepa.data.collate import MultiModalCollator, build_maskers
 from multijepa.modality import get_modality, registered_modalities
 from multijepa.model import MultiJEPA, load_run
 from multijepa.processors import Processors
+from tests.conftest import make_batch
 
 TINY_VIDEO = ["model.modalities=[text,video]", "model.video.size=16", "model.video.patch=4", "model.video.frames=4",
               "model.video.clip_seconds=1.0", "model.video.encoder={width: 16, depth: 1, heads: 2}",
@@ -165,3 +166,14 @@ def test_an_image_tower_starts_the_video_encoder_and_the_run_rebuilds_without_it
     assert model.encoders["video"].time_pos.abs().sum() > 0  # trained: the time positions left zero
     z = model.embed("video", [str(clips / "clips" / "00.mp4")])
     assert z.shape == (1, 16) and torch.isfinite(z).all()
+
+
+@pytest.mark.parametrize("kind", ["transformer", "mamba", "hybrid"])
+def test_every_encoder_kind_encodes_tubelets_and_predicts_them(kind):
+    cfg = load_config("tiny", [*TINY_VIDEO, f"model.video.encoder.kind={kind}", "model.video.encoder.depth=2"])
+    model = MultiJEPA(cfg.model, vocab_size=64)
+    out = model(make_batch(cfg, 4))
+    assert out["video"]["pred"].shape == out["video"]["target"].shape and torch.isfinite(out["video"]["pred"]).all()
+    out["video"]["pred"].square().mean().backward()
+    grads = [p.grad for n, p in model.encoders["video"].named_parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
