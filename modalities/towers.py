@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,31 +354,13 @@ class OpenClipVideoTower(_Inflated, OpenClipImageTower):
         return v.ln_pre(v.patch_dropout(self._images_as_clip(h, T, 1)))  # (B, 1 + T' * N, D)
 
 
-def build_tower(spec: TowerSpec, modality: str, size: tuple[int, int] | None = None) -> nn.Module:
-    """The encoder a `model.<modality>.pretrained` spec names, with random weights. size: (mel bins,
-    frames) of an audio tower's spectrogram (a timm ViT over one channel, as AST); (frames, tubelet)
-    of a video tower (an image ViT inflated)."""
-    if modality == "video":
-        return (TimmVideoTower if spec.library == "timm" else OpenClipVideoTower)(spec.name, *size)
-    if spec.library == "timm" and modality == "image":
-        return TimmViTTower(spec.name)
-    if spec.library == "timm" and modality == "audio":
-        return TimmViTTower(spec.name, in_chans=1, img_size=size)
-    if spec.library == "open_clip" and modality == "image":
-        return OpenClipImageTower(spec.name)
-    if spec.library == "open_clip" and modality == "text":
-        return OpenClipTextTower(spec.name)
-    raise DataError(f"model.{modality}.pretrained: {spec.library} towers serve "
-                    f"{'images, audio' if spec.library == 'timm' else 'images, text'} and video, not {modality}")
-
-
-def tower_facts(spec: TowerSpec, modality: str, size: tuple[int, int] | None = None) -> dict:
+def tower_facts(tower: Callable[[], nn.Module]) -> dict:
     """What the rest of the model and the preprocessing must follow (token grid, patch, input size,
     width, depth, heads, mean/std from timm's pretrained_cfg or open_clip's preprocess_cfg; the
-    context length and vocabulary of a text tower), from the architecture alone (built on the meta
-    device: shapes without weights, no time spent initialising them)."""
+    context length and vocabulary of a text tower), from the architecture alone: `tower()` builds it
+    on the meta device (shapes without weights, no time spent initialising them)."""
     with torch.device("meta"):
-        return build_tower(spec, modality, size).facts()
+        return tower().facts()
 
 
 def weights_file(spec: TowerSpec) -> Path:

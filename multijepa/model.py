@@ -21,7 +21,7 @@ from torch.profiler import record_function
 from fusion.predictor import CrossModalPredictor
 from modalities.encoder import Encoder, encoder_blocks, gather_tokens, init_weights
 from modalities.text import TextTokenizer
-from modalities.towers import build_tower, file_sha256, load_tower, read_weights, weights_file
+from modalities.towers import file_sha256, load_tower, read_weights, weights_file
 
 from . import distributed
 from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
@@ -36,7 +36,7 @@ def build_encoder(modality: str, cfg: ModelConfig, vocab_size: int | None = None
     (`Modality.tokens`) followed by our blocks of `model.<m>.encoder`."""
     spec = tower_spec(cfg, modality)
     if spec is not None:
-        return build_tower(spec, modality, get_modality(modality).tower_input(cfg))
+        return get_modality(modality).tower(spec, cfg)
     tokens = get_modality(modality).tokens(cfg, vocab_size)
     e = getattr(cfg, modality).encoder
     m = e.mamba

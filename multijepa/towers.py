@@ -3,6 +3,8 @@ config before anything is built: its token grid, widths, preprocessing and token
 
 from __future__ import annotations
 
+from functools import partial
+
 from modalities.towers import TowerSpec, tower_facts
 
 from .config import ModelConfig
@@ -24,6 +26,6 @@ def resolve_towers(cfg: ModelConfig) -> None:
         if spec is None:
             continue
         modality, c = get_modality(m), getattr(cfg, m)
-        facts = tower_facts(spec, m, modality.tower_input(cfg))
+        facts = tower_facts(partial(modality.tower, spec, cfg))
         modality.settle_tower(c, facts, f"model.{m}.pretrained={c.pretrained}")
         c.encoder.width, c.encoder.depth, c.encoder.heads = facts["width"], facts["depth"], facts["heads"]

@@ -301,12 +301,10 @@ def test_the_imagebind_config_takes_clips_grid_tokenizer_and_widths():
         weights_file(TowerSpec.parse("open_clip:ViT-B-32:nosuchtag", "k"))
     with pytest.raises(DataError, match="open_clip has no model 'ViT-Q-99'"):
         resolve_towers(load_config("tiny", ["model.image.pretrained=open_clip:ViT-Q-99"]).model)
-    from modalities.towers import build_tower
-
-    with pytest.raises(DataError, match="timm towers serve images, audio and video, not text"):
-        build_tower(TowerSpec("timm", ARCH), "text")
-    with pytest.raises(DataError, match="open_clip towers serve images, text and video, not audio"):
-        build_tower(TowerSpec("open_clip", CLIP_ARCH), "audio")
+    with pytest.raises(DataError, match="model.text.pretrained: timm towers do not serve the text modality"):
+        resolve_towers(load_config("tiny", [f"model.text.pretrained=timm:{ARCH}"]).model)
+    with pytest.raises(DataError, match="model.audio.pretrained: open_clip towers do not serve the audio modality"):
+        resolve_towers(load_config("tiny", [f"model.audio.pretrained=open_clip:{CLIP_ARCH}"]).model)
 
 
 def test_a_timm_image_model_starts_an_audio_tower_as_ast_does(weights, demo, tmp_path):

@@ -70,8 +70,13 @@ class Audio(Modality):
     def masker(self, cfg):
         return block_masker(self.grid(cfg), cfg.audio.mask)
 
-    def tower_input(self, cfg):
-        return cfg.audio.num_mel_bins, cfg.audio.target_frames  # our spectrogram, whatever the tower's images
+    def tower(self, spec, cfg):
+        """A timm ViT over our spectrogram (one channel, our size, whatever the tower's images), as AST."""
+        from modalities.towers import TimmViTTower
+
+        if spec.library != "timm":
+            raise self.no_tower(spec)
+        return TimmViTTower(spec.name, in_chans=1, img_size=(cfg.audio.num_mel_bins, cfg.audio.target_frames))
 
     def settle_tower(self, section, facts, key):
         """Our spectrogram (size, mean/std) stays; the patches are the tower's."""

@@ -119,10 +119,15 @@ class Modality:
         """What the masker is called with for a sub-batch: its size, or (text) its lengths."""
         return entry["x"].shape[0]
 
-    def tower_input(self, cfg: Any) -> tuple[int, int] | None:
-        """The input size an open_clip/timm tower (model.<name>.pretrained) must be built for, where
-        ours decides it (audio: our spectrogram); None: the tower's own."""
-        return None
+    def tower(self, spec: Any, cfg: Any) -> nn.Module:
+        """The open_clip/timm encoder that `model.<name>.pretrained` (`spec`, a parsed `TowerSpec`)
+        names, with random weights: the modality decides which tower class serves it."""
+        raise self.no_tower(spec)
+
+    def no_tower(self, spec: Any) -> Exception:
+        from modalities.errors import DataError
+
+        return DataError(f"model.{self.name}.pretrained: {spec.library} towers do not serve the {self.name} modality")
 
     def settle_tower(self, section: Any, facts: dict, key: str) -> None:
         """Write into model.<name> (`section`) what a pretrained tower decides for this modality (its

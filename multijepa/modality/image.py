@@ -41,6 +41,11 @@ class Image(Modality):
     def masker(self, cfg):
         return block_masker(self.grid(cfg), cfg.image.mask)
 
+    def tower(self, spec, cfg):
+        from modalities.towers import OpenClipImageTower, TimmViTTower
+
+        return TimmViTTower(spec.name) if spec.library == "timm" else OpenClipImageTower(spec.name)
+
     def settle_tower(self, section, facts, key):
         """The tower's input size, patch and normalisation."""
         from ..errors import ConfigError

@@ -60,6 +60,13 @@ class Text(Modality):
     def mask_arg(self, entry):
         return entry["lengths"]
 
+    def tower(self, spec, cfg):
+        from modalities.towers import OpenClipTextTower
+
+        if spec.library != "open_clip":
+            raise self.no_tower(spec)
+        return OpenClipTextTower(spec.name)
+
     def settle_tower(self, section, facts, key):
         """The tower's tokenizer (CLIP BPE), context length and vocabulary."""
         from ..errors import ConfigError

@@ -61,8 +61,12 @@ class Video(Modality):
                  TubeMask((k.long_range_scale,) * 2, k.temporal_scale, k.aspect, k.long_range_blocks)]
         return MultiBlock3DMasker(self.grid(cfg), kinds, min_keep=k.min_keep, pad_context=k.pad_context)
 
-    def tower_input(self, cfg):
-        return cfg.video.frames, cfg.video.tubelet  # the clip's time axis is ours; the frames are the tower's
+    def tower(self, spec, cfg):
+        """An image ViT of either library inflated to clips; the clip's time axis is ours."""
+        from modalities.towers import OpenClipVideoTower, TimmVideoTower
+
+        tower = TimmVideoTower if spec.library == "timm" else OpenClipVideoTower
+        return tower(spec.name, cfg.video.frames, cfg.video.tubelet)
 
     def settle_tower(self, section, facts, key):
         """The tower's frame size, patch and normalisation, as an image tower's."""
