@@ -285,7 +285,7 @@ class _Inflated:
     def _inflate(self, conv: nn.Conv2d, frames: int, tubelet: int) -> nn.Conv3d:
         if frames % tubelet:
             raise DataError(f"a video tower needs frames ({frames}) to be a multiple of the tubelet ({tubelet})")
-        self.tubelet, self.image_grid = tubelet, self.grid
+        self.tubelet = tubelet
         self.grid = (frames // tubelet, *self.grid)  # (T', H', W'), time-major as our TubeletTokens
         self.time_pos = nn.Parameter(torch.zeros(1, frames // tubelet, 1, self.dim))
         proj = nn.Conv3d(conv.in_channels, conv.out_channels, (tubelet, *conv.kernel_size), (tubelet, *conv.stride),
