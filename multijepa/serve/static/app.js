@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 let columns = {};      // modality -> the metadata field holding its path or caption
 let uploads = {};      // media modality the model embeds -> its file input's accept list
-const PLAYERS = {image: "img", audio: "audio", video: "video"};  // MIME type -> the element showing it
+const PLAYERS = {image: "img", audio: "audio", video: "video"};  // modality -> the element showing its file
 let like = null;       // {row, modality}: "more like this"
 
 function el(tag, attrs = {}, ...children) {
@@ -54,7 +54,7 @@ function card(hit, modality) {
   for (const [m, url] of Object.entries(media)) {
     const tag = PLAYERS[m];
     if (tag === "img") c.append(el("img", {src: url, alt: `row ${hit.row}`, loading: "lazy"}));
-    else if (tag) c.append(el(tag, {src: url, controls: "", preload: tag === "video" ? "metadata" : "none", muted: ""}));
+    else if (tag) c.append(el(tag, {src: url, controls: "", preload: tag === "video" ? "metadata" : "none"}));
     else c.append(el("a", {href: url, download: ""}, `${m} file`));
   }
   const caption = hit[columns.text || "text"];
