@@ -37,17 +37,17 @@ def resolve_manifest(path: str | Path | None, split: str) -> Path:
     root = default_demo_dir()
     manifest = root / f"{split}.jsonl"
     if not manifest.exists():
-        from .demo import generate_demo
-
         video = split.startswith("video_")
-        print(f"{why}: generating the demo dataset{' with its video clips' if video else ''} in {root} "
+        print(f"{why}: generating the demo {'video clips' if video else 'dataset'} in {root} "
               f"(once; `multijepa data demo --out DIR{' --video' if video else ''}` writes it elsewhere)", file=sys.stderr)
-        if not (root / "train.jsonl").exists():
-            generate_demo(root)
-        if video:
+        if video:  # the clips alone: they need none of the scenes' images or sounds
             from .demo_video import generate_demo_video
 
             generate_demo_video(root)
+        else:
+            from .demo import generate_demo
+
+            generate_demo(root)
     else:
         print(f"{why}: using the demo data in {root}", file=sys.stderr)
     return manifest
