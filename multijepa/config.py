@@ -345,8 +345,9 @@ class LossConfig:
     pred_warmup_steps: int = 10
     # what the binding term embeds while the run predicts: "full", the unmasked input, as inference sees
     # it (a second online forward of the rows that have a second modality), or "context", for images
-    # and audio the masked context the predictor reads (one online forward, as FLIP; captions are
-    # always bound whole). Before the prediction phase binding sees model.<m>.bind_mask_ratio's keep set.
+    # and audio the masked context the predictor reads (one online forward with gradients, as FLIP, and
+    # one without, of the whole input, for the heads' running statistics that evaluation normalises with;
+    # captions are always bound whole). Before the prediction phase binding sees model.<m>.bind_mask_ratio's keep set.
     bind_input: str = "full"
     bind_anchor: str | None = None  # e.g. "image": bind only pairs that include it (ImageBind)
     variance_weight: float = 0.0  # optional VICReg-style variance term on the shared embeddings

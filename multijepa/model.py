@@ -130,38 +130,67 @@ class EmbeddingHead(nn.Module):
         return F.normalize(self.proj(x).float(), dim=-1)
 
 
-def global_batch_stats(pooled: dict[str, torch.Tensor], heads: nn.ModuleDict) -> dict[str, tuple]:
-    """Per modality: (mean (D,), biased var (D,), rows ()) of the pooled features over the whole
-    global batch, and the heads' running statistics moved toward them. Every process contributes
-    sums for every modality (zeros where it has none), in one all_reduce that carries gradients
-    back, so the result, and the running statistics on every process, are those of one process
-    holding the whole batch. Sums are taken around the running mean for float precision."""
+def _moment_sums(feats: dict[str, torch.Tensor], heads: nn.ModuleDict) -> list[torch.Tensor]:
+    """Per head, [sum (D,), sum of squares (D,), rows (1,)] of `feats[m]` taken around the running
+    mean (for float precision), zeros for a modality `feats` lacks: the same layout on every process."""
     parts = []
     for m, head in heads.items():
         shift = head.norm.running_mean
-        if m in pooled:
-            x = pooled[m].float() - shift  # (B_m, D)
+        if m in feats:
+            x = feats[m].float() - shift  # (B_m, D)
             parts += [x.sum(0), (x * x).sum(0), x.new_full((1,), float(x.shape[0]))]
         else:
             parts += [torch.zeros(2 * shift.numel() + 1, device=shift.device)]
-    flat = torch.cat(parts)
-    if distributed.active():
-        flat = dist_nn.all_reduce(flat)
-    stats, i = {}, 0
+    return parts
+
+
+def _moments(flat: torch.Tensor, heads: nn.ModuleDict) -> dict[str, tuple]:
+    """`_moment_sums`, concatenated and summed over processes -> {m: (mean (D,), biased var (D,), rows ())}."""
+    out, i = {}, 0
     for m, head in heads.items():
         bn = head.norm
         d = bn.running_mean.numel()
         s, ss, n = flat[i : i + d], flat[i + d : i + 2 * d], flat[i + 2 * d]
         i += 2 * d + 1
         mu = s / n.clamp_min(1)
-        mean, var = mu + bn.running_mean, (ss / n.clamp_min(1) - mu * mu).clamp_min(0)
+        out[m] = (mu + bn.running_mean, (ss / n.clamp_min(1) - mu * mu).clamp_min(0), n)
+    return out
+
+
+def global_batch_stats(pooled: dict[str, torch.Tensor], heads: nn.ModuleDict,
+                       whole: dict[str, torch.Tensor | None] | None = None) -> dict[str, tuple]:
+    """Per modality: (mean (D,), biased var (D,), rows ()) of the pooled features over the whole
+    global batch, and the heads' running statistics moved toward them. Every process contributes
+    sums for every modality (zeros where it has none), in one all_reduce that carries gradients
+    back, so the result, and the running statistics on every process, are those of one process
+    holding the whole batch.
+
+    whole: for the modalities whose `pooled` come from a masked view (the prediction context, with
+    `loss.bind_input=context`), pooled features of their whole inputs (None on a process without
+    rows of m; the same keys on every process): the running statistics, which evaluation normalises
+    whole inputs with, follow these instead. Moved by masked views, they put evaluation's embeddings
+    several standard deviations off the ones binding trained (docs/results/objective.md)."""
+    whole = whole or {}
+    parts = _moment_sums(pooled, heads)
+    if whole:
+        parts += _moment_sums({m: f.detach() for m, f in whole.items() if f is not None}, heads)
+    flat = torch.cat(parts)
+    if distributed.active():
+        flat = dist_nn.all_reduce(flat)
+    half = flat.shape[0] // 2 if whole else flat.shape[0]
+    batch = _moments(flat[:half], heads)
+    running = _moments(flat[half:].detach(), heads) if whole else {}
+    stats = {}
+    for m, head in heads.items():
+        bn = head.norm
+        mean, var, n = running[m] if m in whole else batch[m]
         with torch.no_grad():  # on every process, also one without rows of m
             use = n > 1
             unbiased = var * n / (n - 1).clamp_min(1)
             bn.running_mean.copy_(torch.where(use, torch.lerp(bn.running_mean, mean, bn.momentum), bn.running_mean))
             bn.running_var.copy_(torch.where(use, torch.lerp(bn.running_var, unbiased, bn.momentum), bn.running_var))
         if m in pooled:
-            stats[m] = (mean, var, n)
+            stats[m] = batch[m]
     return stats
 
 
@@ -271,7 +300,7 @@ class MultiJEPA(nn.Module):
         predicting = self.predicting and all("context" in batch[m] for m in present)
         context, valid, seen = self._online(batch, present, predicting)
         pooled, z_index, unmasked = self._bind_features(batch, present, context, valid, seen)
-        stats = global_batch_stats(pooled, self.heads) if self.training else {}
+        stats = global_batch_stats(pooled, self.heads, self._whole_pooled(batch, predicting)) if self.training else {}
         out: dict[str, dict[str, torch.Tensor]] = {
             m: {"z": self.heads[m].project(pooled[m], stats.get(m)), "index": z_index[m]} for m in present
         }
@@ -314,6 +343,25 @@ class MultiJEPA(nn.Module):
         """Whether binding must embed m's whole input rather than the prediction context, while
         predicting: with `bind_input` "full", and for text (masking words loses what retrieval needs)."""
         return self.bind_input == "full" or not get_modality(m).bind_masking
+
+    def _whole_pooled(self, batch: dict, predicting: bool) -> dict[str, torch.Tensor | None]:
+        """While predicting, for every learned modality that binds the prediction context rather than
+        its whole input (`loss.bind_input=context`), its whole inputs through the online encoder,
+        without gradient, mean-pooled (None where this process has no rows of it): what the heads'
+        running statistics follow (`global_batch_stats`), as evaluation embeds whole inputs. A forward
+        without backward, where binding whole inputs costs both. The keys depend on the model alone,
+        so every process reduces the same sums."""
+        if not predicting:
+            return {}
+        pooled: dict[str, torch.Tensor | None] = {}
+        for m in self.predictors:
+            if self._binds_whole(m):
+                continue
+            pooled[m] = None
+            if m in batch:
+                with torch.no_grad(), record_function(f"forward/online_stats/{m}"):
+                    pooled[m] = EmbeddingHead.pool(*self.encoders[m](batch[m]["x"]))
+        return pooled
 
     def _bind_features(self, batch: dict, present: list[str], context: dict, valid: dict,
                        seen: dict) -> tuple[dict, dict, dict]:

@@ -203,10 +203,12 @@ def test_a_non_finite_loss_on_one_process_stops_every_process():
         assert f"rank {rank}: FloatingPointError: step 0: the loss is not finite on process(es) 1" in out, out[-3000:]
 
 
-def test_batch_statistics_are_those_of_the_global_batch(demo, tmp_path):
-    """The variance hinge (over the shared embeddings) and SIGReg (over the context tokens) are
+@pytest.mark.parametrize("terms", [("loss.variance_weight=1", "loss.sigreg_weight=0.5"), ("loss.bind_input=context",)],
+                         ids=["variance-sigreg", "context-binding"])
+def test_batch_statistics_are_those_of_the_global_batch(demo, tmp_path, terms):
+    """The variance hinge (over the shared embeddings), SIGReg (over the context tokens) and, where
+    binding embeds the prediction context, the heads' running statistics of whole inputs are
     statistics of the whole global batch: 2 processes of 4 rows train as 1 process of 8."""
-    terms = ("loss.variance_weight=1", "loss.sigreg_weight=0.5")
     _pretrain(demo, tmp_path / "one", 1, *terms)
     _pretrain(demo, tmp_path / "two", 2, *terms)
     _assert_same_training(tmp_path / "one", tmp_path / "two")

@@ -76,19 +76,50 @@ def test_flip_binding_embeds_the_keep_set_in_one_forward_per_modality():
 
 
 def test_while_predicting_the_prediction_context_also_serves_binding():
-    """Images and audio: one online forward, of the prediction context, serves both terms; text (no
-    FLIP masking) binds its whole caption in a second forward of the bound rows."""
+    """Images and audio: one online forward with gradients, of the prediction context, serves both
+    terms (a second, of the whole input without gradients, only feeds the heads' running statistics);
+    text (no FLIP masking) binds its whole caption in a second forward of the bound rows."""
     cfg = _flip_cfg("loss.bind_input=context")
     torch.manual_seed(0)
     model = create_model(cfg, vocab_size=VOCAB).train()
     assert model.predicting
     batch = _batch(cfg)
     calls = _count_calls(dict(model.encoders))
+    graded = []
+    model.encoders["image"].register_forward_hook(lambda *_: graded.append(torch.is_grad_enabled()))
     out = model(batch)
-    assert calls["image"] == [batch["image"]["context"].shape[1]]
-    assert calls["audio"] == [batch["audio"]["context"].shape[1]]
+    assert calls["image"] == [batch["image"]["context"].shape[1], None] and graded == [True, False]
+    assert calls["audio"] == [batch["audio"]["context"].shape[1], None]
     assert calls["text"] == [batch["text"]["context"].shape[1], None]
     assert "pred" in out["image"] and "pred" in out["text"]
+
+
+@pytest.mark.parametrize("bind_input", ["context", "full"])
+def test_the_heads_running_statistics_follow_whole_inputs_while_binding_sees_the_context(bind_input):
+    """Evaluation normalises whole inputs with the heads' running statistics: a step that binds the
+    prediction context must move them to the statistics of the online encoder's whole inputs, not to
+    those of the context it trained on, while the training forward normalises with the context's own
+    batch statistics."""
+    cfg = _flip_cfg("loss.pred_start=0.5", f"loss.bind_input={bind_input}")
+    torch.manual_seed(0)
+    model = create_model(cfg, vocab_size=VOCAB).train()
+    model.start_prediction()
+    for head in model.heads.values():
+        head.norm.momentum = 1.0  # the running statistics become this batch's
+    batch = _batch(cfg, n=12)
+    out = model(batch)
+    for m in ("image", "audio"):  # both bind masked views with "context"; text binds whole captions
+        entry = batch[m]
+        whole = model.features(m, entry["x"])  # (B_m, D) pooled whole-input features
+        bound = whole[torch.isin(entry["index"], torch.cat([batch[o]["index"] for o in model.modalities if o != m]))]
+        seen = whole if bind_input == "context" else bound  # the whole-input rows behind the statistics
+        norm = model.heads[m].norm
+        assert torch.allclose(norm.running_mean, seen.mean(0), atol=1e-4)
+        assert torch.allclose(norm.running_var, seen.var(0), atol=1e-3, rtol=1e-3)
+        if bind_input == "context":  # training still normalised the context's pooled features
+            ctx, ok = model.encoders[m](entry["x"], keep=entry["context"])
+            assert not torch.allclose(ctx.mean(1).mean(0), seen.mean(0), atol=1e-2)
+            assert out[m]["z"].shape == (len(entry["index"]), cfg.model.embed_dim)
 
 
 def test_before_pred_start_no_target_or_predictor_runs_and_the_switch_copies_the_online_encoders():
