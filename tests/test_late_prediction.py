@@ -18,7 +18,7 @@ from multijepa.data.pairs import pair_mask, with_pair_floor
 from multijepa.data.sampler import MixedBatchSampler
 from multijepa.model import EmbeddingHead, create_model
 from multijepa.objective import MultiJEPAObjective
-from multijepa.train.loop import _shared_space_warnings
+from multijepa.train.run_log import _shared_space_warnings
 from tests.conftest import VOCAB, make_items
 
 MIXED = [{"image", "text", "audio"}, {"image"}, {"text"}, {"audio"}, {"image", "text"}]
@@ -273,10 +273,10 @@ def test_a_run_whose_shared_space_collapses_says_so_while_it_trains(demo, tmp_pa
     """The warning reaches the log and metrics.jsonl while the run trains (and the run goes on). The
     RankMe a tiny run measures is stood in for by a collapse, 10 then 1 (the demo's own collapse,
     0.12-0.23 of the peak without pair-aware batching, is in docs/results/objective.md)."""
-    from multijepa.train import loop
+    from multijepa.train import run_log
 
     values = iter([10.0] * 3 + [1.0] * 1000)  # the first log record's three modalities, then collapsed
-    monkeypatch.setattr(loop, "rankme", lambda z: next(values))
+    monkeypatch.setattr(run_log, "rankme", lambda z: next(values))
     run = tmp_path / "collapsing"
     _pretrain(demo, run, "train.max_steps=6")
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -155,3 +156,28 @@ def test_without_data_the_quick_starts_demo_folder_is_used(tmp_path, monkeypatch
     assert resolve_manifest(None, "test") == Path("data/demo/test.jsonl")
     assert "data/demo" in capsys.readouterr().err
     assert not (tmp_path / "home").exists(), "nothing generated in the home cache"
+
+
+def test_a_stop_on_a_step_that_trained_nothing_writes_a_checkpoint_and_says_how_to_resume(demo, tmp_path, monkeypatch):
+    """A signal that arrives while a step draws nothing to learn from (every row bad, or no pair to bind)
+    stops the run as on any step: a checkpoint, and the interruption reported (not a run said to be done)."""
+    from multijepa.config import load_config
+    from multijepa.interrupts import TrainingInterrupted
+    from multijepa.train.loop import pretrain
+    from multijepa.train.step import TrainStep
+
+    real = TrainStep.__call__
+
+    def step_that_learns_nothing_at_3(self, batch, step, measure_terms=False):
+        if step == 2:  # the third step: a stop request arrives, and the step has nothing to learn from
+            os.kill(os.getpid(), signal.SIGTERM)
+            return None
+        return real(self, batch, step, measure_terms=measure_terms)
+
+    monkeypatch.setattr(TrainStep, "__call__", step_that_learns_nothing_at_3)
+    cfg = load_config("tiny", [f"data.train={demo / 'train.jsonl'}", "train.max_steps=10", "train.ckpt_every=1000",
+                               "train.threads=1"])
+    run = tmp_path / "stopped"
+    with pytest.raises(TrainingInterrupted, match=r"stopped at step 3 of 10; checkpoint written.*--resume"):
+        pretrain(cfg, run, progress=False)  # not a run that ends as if it were done
+    assert latest_checkpoint(run).name == "step_00000003"

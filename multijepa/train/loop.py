@@ -3,7 +3,7 @@
 open the data -> tokenizer -> `build_training` (the model, its checkpoint weights when resuming,
 checkpointing / compile / DDP / FSDP2, AdamW, schedules, objective, step) -> for each step's
 micro-batches: forward, loss, backward; clip, step, EMA update -> log to metrics.jsonl every
-`log_every` steps -> checkpoint every `ckpt_every` -> stop at `max_steps` or after `max_seconds`
+`log_every` steps (`RunLog`) -> checkpoint every `ckpt_every` (`_Checkpointer`) -> stop at `max_steps` or after `max_seconds`
 of training (the schedules then laid out, step after step, over the steps the recent rate allows in
 the time left). At `loss.pred_start` of the run the prediction phase begins. Under
 torchrun, `data.batch_size` is the global batch, every process trains on its share, and only
@@ -13,13 +13,12 @@ rank 0 logs and writes.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from modalities.errors import DataError
 
@@ -45,18 +44,15 @@ from ..distributed import (
     gather_counts,
     gather_objects,
     init_distributed,
-    mean_across,
 )
 from ..interrupts import StopRequests, TrainingInterrupted
 from ..model import resolve_towers
-from ..objective import CollapseError, rankme
 from ..processors import build_tokenizer
 from ..run_folder import RunFolderError, hold_run_folder, run_files
-from .builder import build_training
-from .clip_watch import ClipWatch
+from .builder import Training, build_training
 from .model_card import model_card, write_model_card
 from .parallelize import full_state, load_optimizer_state
-from .step import SUMMED_LOGS
+from .run_log import RunLog
 
 CALIBRATION_STEPS = 10  # a time-limited run measures its rate over these steps (the first two not counted)
 RATE_WINDOW = 20  # ... and from then on re-estimates its length from the rate of the last this many steps
@@ -166,89 +162,6 @@ def _stop_reasons(over_time: bool, stop: StopRequests, world: World, device: tor
     return bool(flags[0, 0]), int(flags[:, 1].max()), int(flags[0, 2])
 
 
-def _log_record(step: int, result, logs: dict, schedule, model, samples_per_s: float, drawn: dict, bad_rows: int,
-                no_pair_steps: int) -> dict:
-    """One line of metrics.jsonl: the step's schedules, loss terms and monitors, RankMe of the shared
-    embeddings (this process's last micro-batch), throughput and data counts."""
-    rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay,
-           "grad_norm": float(result.grad_norm), "schedule_steps": schedule.total, "predicting": float(model.predicting)}
-    if model.target_encoders is not None and model.predicting:  # an EMA that is being applied
-        rec["ema"] = schedule.ema(step - 1)
-    rec.update({k: float(v) for k, v in logs.items()})
-    for m, o in result.outputs.items():
-        rec[f"rankme/{m}"] = rankme(o["z"])
-    rec["samples_per_s"] = samples_per_s
-    rec.update({f"drawn/{name}": n for name, n in drawn.items()})
-    if bad_rows:
-        rec["bad_rows"] = bad_rows
-    if no_pair_steps:
-        rec["no_pair_steps"] = no_pair_steps
-    return rec
-
-
-class CollapseMonitors:
-    """What every log record is watched for: target features that stop varying (the run stops, after
-    `loss.collapse_patience` log steps) and shared embeddings whose RankMe falls far below the highest
-    it reached (a warning, in the log and the record: `_shared_space_warnings`)."""
-
-    def __init__(self, loss):
-        self.cfg, self.low_std_logs, self.rankme_peaks = loss, 0, {}
-
-    def watch(self, rec: dict, say) -> None:
-        for line in _shared_space_warnings(rec, self.rankme_peaks, self.cfg.rankme_floor):
-            say(line)
-        stds = [v for k, v in rec.items() if k.startswith("std_target/")]
-        self.low_std_logs = self.low_std_logs + 1 if stds and min(stds) < self.cfg.collapse_std else 0
-        if self.low_std_logs >= self.cfg.collapse_patience:
-            raise CollapseError(
-                f"step {rec['step']}: target feature std {min(stds):.2e} < loss.collapse_std={self.cfg.collapse_std} "
-                f"for {self.low_std_logs} log steps: the representation collapsed. Try a higher "
-                "model.ema_momentum start, a lower optim.lr, or loss.variance_weight > 0."
-            )
-
-
-def _shared_space_warnings(rec: dict, peaks: dict[str, float], floor: float) -> list[str]:
-    """Modalities whose shared embeddings' RankMe in this log record fell below `floor` of the highest
-    it reached in this run (`peaks`, updated here): flagged in the record as collapse/shared/<m> = 1
-    -> one warning line each. Relative to the run's own peak, as RankMe's scale depends on the rows
-    per batch: on the demo, healthy runs stay above half their peak and collapsing ones fall to a fifth."""
-    lines = []
-    for key, value in list(rec.items()):
-        if not key.startswith("rankme/") or value != value:  # NaN: too few rows to say
-            continue
-        m = key.split("/", 1)[1]
-        peaks[m] = max(peaks.get(m, 0.0), value)
-        if value < floor * peaks[m]:
-            rec[f"collapse/shared/{m}"] = 1.0
-            lines.append(f"warning: step {rec['step']}: the shared embeddings of {m} are collapsing (RankMe {value:.1f}, "
-                         f"below {floor:g} of its highest, {peaks[m]:.1f}: loss.rankme_floor). Check the pairs per "
-                         "batch (data.min_pair_fraction) and the learning rate.")
-    return lines
-
-
-def _plot(out: Path, metrics_file) -> None:
-    """RUN/metrics.png from what is logged so far; a figure that fails is a warning, never a stop."""
-    if metrics_file is None:
-        return
-    metrics_file.flush()
-    try:
-        from ..plot import plot_runs
-
-        plot_runs([out], out / "metrics.png")
-    except Exception as e:  # matplotlib missing or broken, a full disk: training goes on
-        print(f"warning: could not draw {out / 'metrics.png'} ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
-
-
-def _tensorboard(out: Path, step: int):
-    """A TensorBoard writer of RUN/tensorboard (train.tensorboard=true). On resume, events past the
-    checkpoint's step are purged, as metrics.jsonl's lines are: those steps are trained again."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
-    return SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
-
-
 def pretrain(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Train, writing everything to `out_dir`. Returns the last logged metrics.
     Under torchrun every process runs this; only rank 0 logs and writes."""
@@ -306,6 +219,19 @@ def _check_resumed_config(cfg: Config, out: Path, say) -> None:
                           "with its own config (drop those overrides), or start a new run in another --out")
 
 
+@dataclass
+class _Progress:
+    """Where a run stands besides its weights, optimizer and schedules: what a checkpoint keeps so
+    that a resumed run goes on as the uninterrupted one would have."""
+
+    step: int
+    drawn: dict[str, int]  # rows drawn per source, bad ones included
+    seconds: float = 0.0  # seconds of training before this process started
+    data_position: dict | None = None  # where the data order resumes
+    bad_state: dict | None = None  # the bad rows met so far (BadSampleLog.state_dict)
+    streams: dict[str, dict] = field(default_factory=dict)  # streaming: each stream's position
+
+
 def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World, device: torch.device,
               stop: StopRequests) -> dict:
     t = cfg.train
@@ -321,7 +247,82 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     torch.manual_seed(t.seed)
     if t.threads:
         torch.set_num_threads(t.threads)
+    sources, training = _open_training(cfg, out, resume, ckpt, world, device, say)
+    model, schedule = training.model, training.schedule
+    names = [s.name for s in sources]
+    run = _Progress(step=0, drawn=dict.fromkeys(names, 0))
+    if resume and ckpt is not None:
+        run = _restore(ckpt, training, run, world, device)
+        say(f"resuming {out} from step {run.step}" + (f" on {world.size} processes" if world.active else ""))
+        if world.main:
+            _drop_metrics_after(out / "metrics.jsonl", run.step)  # those steps are trained again
+    bad = BadSampleLog(out if world.main else None, cfg.data.on_error, cfg.data.max_bad_fraction, run.bad_state)
+    if world.main:
+        _drop_bad_samples_unseen(out / "bad_samples.jsonl", bad)
+    data = build_train_data(cfg, sources, model.processors, run.step, run.data_position, device, world.rank, world.size)
+    log = RunLog(cfg, out, run.step, world, device, progress, say)
+    start_step, clock = run.step, TrainingClock(run.seconds)
+    saver = _Checkpointer(cfg, out, training, data, sources, bad, clock, log, world, device)
 
+    model.train()
+    try:
+        for micro, position in optimizer_steps(data.loader, t.grad_accum):
+            _count_data(run, bad, micro, position, names, world, device)
+            step = run.step
+            if _prediction_due(model, cfg, schedule, step):
+                model.start_prediction()
+                schedule.phase_start = step
+                say(f"step {step}: prediction starts (loss.pred_start={cfg.loss.pred_start:g} of about "
+                    f"{schedule.total} steps): target encoders copied from the online ones")
+            log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
+            result = training.step([move_batch(b, device) for b in micro], step, measure_terms=log_step)
+            step = run.step = step + 1  # result None (every row bad, or no pair to bind): the step still counts
+            log.step_done(result)
+            allowed = clock.plan(step, step - start_step, t.max_seconds, t.max_steps)
+            out_of_time, signum, allowed = _stop_reasons(clock.out_of_time(t.max_seconds), stop, world, device, allowed)
+            if allowed:  # a time-limited run, past its calibration: the schedules follow the time left
+                if step - start_step == CALIBRATION_STEPS:
+                    say(f"train.max_seconds={t.max_seconds:g}: about {allowed} steps at the measured rate; the "
+                        "schedules are laid out over the steps the time left allows, re-read every step")
+                schedule.total = log.bar.total = allowed
+            if result is not None and (log_step or out_of_time):
+                log.write(step, result, schedule, model, run.drawn, bad.skipped, training.step.no_pair_steps)
+            final = step == t.max_steps or out_of_time or bool(signum)
+            if step % t.ckpt_every == 0 or final:
+                saver.save(run, final)
+            if out_of_time:
+                say(f"train.max_seconds={t.max_seconds:g} reached at step {step}")
+                break
+            if signum:
+                raise TrainingInterrupted(f"stopped at step {step} of {t.max_steps}; checkpoint written. "
+                                          f"Continue with: multijepa pretrain --out {out} --resume", signum)
+        bad.check()
+    finally:
+        log.close()
+    if bad.skipped:
+        say(f"data: {bad.summary()} of {bad.drawn} drawn; listed in {out / 'bad_samples.jsonl'}")
+    if training.step.no_pair_steps:
+        say(f"data: {training.step.no_pair_steps} step(s) drew no pair to bind and were skipped "
+            "(see data.min_pair_fraction)")
+    return log.last
+
+
+def _count_data(run: _Progress, bad: BadSampleLog, micro: list[dict], position: dict | None, names: list[str],
+                world: World, device: torch.device) -> None:
+    """A step's draws per source and bad rows, over every process (they may stop the run:
+    `data.max_bad_fraction`), and a streaming source's position after it."""
+    errors, step_drawn = share_bookkeeping(micro, len(names), world, device)
+    bad.update(errors, sum(step_drawn))
+    for name, n in zip(names, step_drawn):
+        run.drawn[name] += n
+    if position is not None:
+        run.streams[str(position["stream"])] = position
+
+
+def _open_training(cfg: Config, out: Path, resume: bool, ckpt: Path | None, world: World, device: torch.device,
+                   say) -> tuple[list, Training]:
+    """The sources (with the pair floor), the saved config, the tokenizer, and `build_training`'s model,
+    optimizer, schedules and step (the checkpoint's weights when resuming)."""
     sources = open_sources(cfg)
     check_training_sources(cfg, sources)
     sources = with_pair_floor(sources, cfg.data.min_pair_fraction)  # batches keep enough pairs to bind
@@ -340,146 +341,61 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     partial = any(m not in s.columns for s in sources for m in cfg.model.modalities)
     training = build_training(cfg, device, tokenizer, weights=ckpt if resume else None, world=world,
                               partial_sources=partial)
-    model, optimizer, schedule = training.model, training.optimizer, training.schedule
+    model = training.model
     if world.main and model.loaded_towers:  # what the towers started from, for the record
         (out / "towers.json").write_text(json.dumps(model.loaded_towers, indent=2) + "\n")
         for m, rec in model.loaded_towers.items():
             say(f"{m} tower: {rec['spec']} ({rec['tensors']} tensors, sha256 {rec['sha256'][:12]})")
+    return sources, training
 
-    step = 0
-    data_position: dict | None = None
-    bad_state: dict | None = None
-    drawn = {s.name: 0 for s in sources}
-    trained_seconds = 0.0  # training time before this process started (a resumed run's)
-    if resume and ckpt is not None:
-        state = load_train_state(ckpt)
-        load_optimizer_state(model, optimizer, state["optimizer"])
-        step = int(state["step"])
-        _restore_rng(state, world, device)
-        data_position, bad_state = state.get("data_position"), state.get("bad_samples")
-        drawn.update(state.get("drawn", {}))
-        if "schedule" in state:
-            schedule.load_state_dict(state["schedule"])
-        trained_seconds = float(state.get("train_seconds", 0.0))
-        training.step.no_pair_steps = int(state.get("no_pair_steps", 0))
-        say(f"resuming {out} from step {step}" + (f" on {world.size} processes" if world.active else ""))
-        if world.main:
-            _drop_metrics_after(out / "metrics.jsonl", step)  # those steps are trained again
-    bad = BadSampleLog(out if world.main else None, cfg.data.on_error, cfg.data.max_bad_fraction, bad_state)
-    if world.main:
-        _drop_bad_samples_unseen(out / "bad_samples.jsonl", bad)
 
-    data = build_train_data(cfg, sources, model.processors, step, data_position, device, world.rank, world.size)
-    stream_positions: dict[str, dict] = dict((data_position or {}).get("streams", {}))
-    names = [s.name for s in sources]
-    metrics_file = open(out / "metrics.jsonl", "a") if world.main else None
-    board = _tensorboard(out, step) if t.tensorboard and world.main else None
-    bar = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not (progress and world.main),
-               dynamic_ncols=True)
-    last: dict = {}
-    monitors = CollapseMonitors(cfg.loss)
-    clip_watch = ClipWatch(cfg.optim.grad_clip, cfg.optim.warmup_steps, device)
-    samples, tic = 0, time.perf_counter()
-    start_step, clock = step, TrainingClock(trained_seconds)
+def _restore(ckpt: Path, training: Training, run: _Progress, world: World, device: torch.device) -> _Progress:
+    """The optimizer, schedules, random generators and progress of the run saved in `ckpt` (its weights
+    are in `training.model` already)."""
+    state = load_train_state(ckpt)
+    load_optimizer_state(training.model, training.optimizer, state["optimizer"])
+    _restore_rng(state, world, device)
+    if "schedule" in state:
+        training.schedule.load_state_dict(state["schedule"])
+    training.step.no_pair_steps = int(state.get("no_pair_steps", 0))
+    position = state.get("data_position")
+    return _Progress(step=int(state["step"]), drawn={**run.drawn, **state.get("drawn", {})},
+                     seconds=float(state.get("train_seconds", 0.0)), data_position=position,
+                     bad_state=state.get("bad_samples"), streams=dict((position or {}).get("streams", {})))
 
-    plotted = [time.perf_counter()]  # when RUN/metrics.png was last drawn
-    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    def checkpoint(step: int, final: bool = False) -> None:
+class _Checkpointer:
+    """Writes a checkpoint (atomically, rank 0; every process takes part) with all a resume needs to
+    go on exactly, then the model card and the figure beside it. The clock stops while it writes."""
+
+    def __init__(self, cfg: Config, out: Path, training: Training, data, sources: list, bad: BadSampleLog,
+                 clock: TrainingClock, log: RunLog, world: World, device: torch.device):
+        self.cfg, self.out, self.training, self.data, self.sources = cfg, out, training, data, sources
+        self.bad, self.clock, self.log, self.world, self.device = bad, clock, log, world, device
+        self.parameters = sum(p.numel() for p in training.model.parameters() if p.requires_grad)
+
+    def save(self, run: _Progress, final: bool) -> None:
+        cfg, world, clock, step = self.cfg, self.world, self.clock, run.step
         clock.pause()
-        weights, optim_state = full_state(model, optimizer)  # a collective under FSDP
-        rngs = gather_objects(_rng_state(device), world)  # each process's own generators
-        if data.sampler is not None:
-            position = data.sampler.position_after(step - 1)  # the same on every process
+        weights, optim_state = full_state(self.training.model, self.training.optimizer)  # a collective under FSDP
+        rngs = gather_objects(_rng_state(self.device), world)  # each process's own generators
+        if self.data.sampler is not None:
+            position = self.data.sampler.position_after(step - 1)  # the same on every process
         else:  # every process streams its own shards: keep all their positions
-            streams = {k: v for part in gather_objects(stream_positions, world) for k, v in part.items()}
+            streams = {k: v for part in gather_objects(run.streams, world) for k, v in part.items()}
             position = {"num_streams": max(1, cfg.data.num_workers) * world.size, "streams": streams}
         if world.main:
-            state = {"optimizer": optim_state, "step": step, "schedule": schedule.state_dict(),
-                     **rngs[0], "rng_ranks": rngs, "drawn": dict(drawn), "bad_samples": bad.state_dict(),
+            state = {"optimizer": optim_state, "step": step, "schedule": self.training.schedule.state_dict(),
+                     **rngs[0], "rng_ranks": rngs, "drawn": dict(run.drawn), "bad_samples": self.bad.state_dict(),
                      "data_position": position, "world_size": world.size,
-                     "train_seconds": clock.seconds(), "no_pair_steps": training.step.no_pair_steps}
-            save_checkpoint(out, step, weights, state, keep=t.keep_checkpoints)
-            card = model_card(cfg, out, sources, step, clock.seconds(), device, world.size, last, drawn, parameters)
-            write_model_card(out / "MODEL_CARD.md", card)
-            if t.plot and (final or time.perf_counter() - plotted[0] >= 60):
-                plotted[0] = time.perf_counter()
-                _plot(out, metrics_file)
+                     "train_seconds": clock.seconds(), "no_pair_steps": self.training.step.no_pair_steps}
+            save_checkpoint(self.out, step, weights, state, keep=cfg.train.keep_checkpoints)
+            card = model_card(cfg, self.out, self.sources, step, clock.seconds(), self.device, world.size,
+                              self.log.last, run.drawn, self.parameters)
+            write_model_card(self.out / "MODEL_CARD.md", card)
+            self.log.plot(final)
         barrier(world)
         clock.resume()
-
-    model.train()
-    try:
-        for micro, position in optimizer_steps(data.loader, t.grad_accum):
-            errors, step_drawn = share_bookkeeping(micro, len(names), world, device)
-            bad.update(errors, sum(step_drawn))
-            for name, n in zip(names, step_drawn):
-                drawn[name] += n
-            if position is not None:
-                stream_positions[str(position["stream"])] = position
-            if _prediction_due(model, cfg, schedule, step):
-                model.start_prediction()
-                schedule.phase_start = step
-                say(f"step {step}: prediction starts (loss.pred_start={cfg.loss.pred_start:g} of about "
-                    f"{schedule.total} steps): target encoders copied from the online ones")
-            log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
-            result = training.step([move_batch(b, device) for b in micro], step, measure_terms=log_step)
-            step += 1
-            bar.update(1)
-            allowed = clock.plan(step, step - start_step, t.max_seconds, t.max_steps)
-            out_of_time, signum, allowed = _stop_reasons(clock.out_of_time(t.max_seconds), stop, world, device, allowed)
-            if allowed:  # a time-limited run, past its calibration: the schedules follow the time left
-                if step - start_step == CALIBRATION_STEPS:
-                    say(f"train.max_seconds={t.max_seconds:g}: about {allowed} steps at the measured rate; the "
-                        "schedules are laid out over the steps the time left allows, re-read every step")
-                schedule.total = bar.total = allowed
-            if result is None:  # every row of the step was bad, or no pair to bind: keep the numbering
-                if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
-                    checkpoint(step, step == t.max_steps or out_of_time or bool(signum))  # due whatever the batch held
-                if out_of_time or signum:
-                    break
-                continue
-            samples += result.rows
-            clip_watch.count(result.grad_norm)
-
-            if log_step or out_of_time:
-                rec = _log_record(step, result, mean_across(result.logs, world, SUMMED_LOGS), schedule, model,
-                                  samples / max(time.perf_counter() - tic, 1e-9), drawn, bad.skipped,
-                                  training.step.no_pair_steps)
-                monitors.watch(rec, say)  # warns of a collapsing shared space; stops on collapsed targets
-                clip_watch.record(rec, schedule.total, say)  # says when the clip rescales every step
-                if metrics_file is not None:
-                    metrics_file.write(json.dumps(rec) + "\n")
-                    metrics_file.flush()
-                if board is not None:
-                    for k, v in rec.items():
-                        if k != "step":
-                            board.add_scalar(k, v, step)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
-                last = rec
-                samples, tic = 0, time.perf_counter()
-
-            if step % t.ckpt_every == 0 or step == t.max_steps or out_of_time or signum:
-                checkpoint(step, step == t.max_steps or out_of_time or bool(signum))
-            if out_of_time:
-                say(f"train.max_seconds={t.max_seconds:g} reached at step {step}")
-                break
-            if signum:
-                raise TrainingInterrupted(f"stopped at step {step} of {t.max_steps}; checkpoint written. "
-                                          f"Continue with: multijepa pretrain --out {out} --resume", signum)
-        bad.check()
-    finally:
-        bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
-        if board is not None:
-            board.close()
-    if bad.skipped:
-        say(f"data: {bad.summary()} of {bad.drawn} drawn; listed in {out / 'bad_samples.jsonl'}")
-    if training.step.no_pair_steps:
-        say(f"data: {training.step.no_pair_steps} step(s) drew no pair to bind and were skipped "
-            "(see data.min_pair_fraction)")
-    return last
 
 
 def _rng_state(device: torch.device) -> dict:
