@@ -15,7 +15,9 @@ of training (`train.max_seconds`). The arms:
             with the same speed trick as the default.
   clip_mix  (F < 1) unmasked CLIP on jepa's own manifest and batches: only the objective differs.
   --ablations adds one arm per change of the default: jepa_early (`loss.pred_start=0`), jepa_start60
-            and jepa_start90 (`loss.pred_start=0.6` and `0.9`: prediction for the last 40 % or 10 %), jepa_flip
+            and jepa_start90 (`loss.pred_start=0.6` and `0.9`: prediction for the last 40 % or 10 %),
+            jepa_nopred (`loss.pred_weight=0`: the same recipe with no prediction, hence no target encoder:
+            what prediction itself adds), jepa_flip
             (`bind_mask_ratio=0.5` for image and audio: FLIP's masked binding, whose context then also
             serves prediction), jepa_ctx (`loss.bind_input=context`: the prediction phase binds the
             I-JEPA context of images and sounds, one online forward instead of two), jepa_sigreg
@@ -82,7 +84,8 @@ from order import order_accuracy
 WHOLE = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0"]
 FLIP = ["model.image.bind_mask_ratio=0.5", "model.audio.bind_mask_ratio=0.5"]
 ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_start60": ["loss.pred_start=0.6"],
-             "jepa_start90": ["loss.pred_start=0.9"], "jepa_flip": FLIP, "jepa_ctx": ["loss.bind_input=context"],
+             "jepa_start90": ["loss.pred_start=0.9"], "jepa_nopred": ["loss.pred_weight=0"], "jepa_flip": FLIP,
+             "jepa_ctx": ["loss.bind_input=context"],
              "jepa_sigreg": ["model.target=sigreg", "loss.sigreg_weight=0.02"],
              "jepa_nofloor": ["data.min_pair_fraction=0"]}
 
@@ -195,7 +198,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each repeat of every arm [0]")
     ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], help="arms to train [clip flip jepa]; "
                     "clip_mix joins them with F < 1")
-    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_start60, jepa_start90, jepa_flip, jepa_ctx, jepa_sigreg (and "
+    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_start60, jepa_start90, jepa_nopred, jepa_flip, jepa_ctx, jepa_sigreg (and "
                     "jepa_nofloor with F < 1): one change of the default each")
     ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")
     ap.add_argument("--n-test", type=int, default=600, help="held-out scenes [600]")

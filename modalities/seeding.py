@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 # The first value of every `mix_seed` call names the stream, so no two uses share one.
-BATCH, AUDIO_CROP, SLOT_SOURCES, EPOCH_ORDER, STREAM_SHUFFLE, SYNTHETIC, BIND_KEEP = range(7)
+BATCH, AUDIO_CROP, SLOT_SOURCES, EPOCH_ORDER, STREAM_SHUFFLE, SYNTHETIC, BIND_KEEP, PREDICTOR_INIT = range(8)
 
 _M64 = (1 << 64) - 1
 

@@ -20,6 +20,7 @@ from torch.profiler import record_function
 
 from fusion.predictor import CrossModalPredictor
 from modalities.encoder import Encoder, encoder_blocks, gather_tokens, init_weights
+from modalities.seeding import PREDICTOR_INIT, mix_seed
 from modalities.text import TextTokenizer
 from modalities.towers import file_sha256, load_tower, read_weights, weights_file
 
@@ -224,7 +225,7 @@ class MultiJEPA(nn.Module):
                 {m: copy.deepcopy(self.encoders[m]).requires_grad_(False) for m in learned})
         if predict:
             p = cfg.predictor
-            self.predictors = nn.ModuleDict(
+            self.predictors = self._init_apart(lambda: nn.ModuleDict(
                 {
                     m: CrossModalPredictor(
                         widths[m],
@@ -237,7 +238,7 @@ class MultiJEPA(nn.Module):
                     )
                     for m, enc in self.encoders.items() if m in learned
                 }
-            )
+            ))
         self.heads = nn.ModuleDict({m: EmbeddingHead(widths[m], cfg.embed_dim) for m in self.modalities})
         self.heads.apply(init_weights)
         self.logit_scale = nn.Parameter(
@@ -252,6 +253,17 @@ class MultiJEPA(nn.Module):
         self.processors = processors
         self.run_config = run_config
         self.touch_unused = False  # set by `parallelize` under DDP (see `_unused_anchor`)
+
+    @staticmethod
+    def _init_apart(build):
+        """`build()` with its random initial weights drawn from a generator of its own, seeded from the
+        current seed: the predictors, so that the encoders and heads built around them start from the
+        same weights whatever the objective (CLIP, `loss.pred_weight=0` or prediction), and a
+        comparison of objectives compares the objectives alone. Drawn from the shared stream, they
+        gave a predicting run's heads other initial weights than CLIP's (docs/results/objective.md)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(mix_seed(PREDICTOR_INIT, torch.initial_seed()))  # the CPU's alone
+            return build()
 
     def param_groups(self, optim: Any = None) -> list[dict]:
         """AdamW groups, beside the parameters they name (nanoGPT's `configure_optimizers`): decay

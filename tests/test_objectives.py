@@ -45,6 +45,25 @@ def test_clip_objective_builds_no_target_encoders_or_predictors(tiny_cfg):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize("other", ["loss.objective=clip", "loss.pred_weight=0"])
+def test_the_encoders_and_heads_start_the_same_whatever_the_objective(other):
+    """The predictors draw their initial weights apart, so an objective comparison (`vs_clip.py`)
+    starts every arm from the same encoders and heads: only the objective differs."""
+    models = []
+    for overrides in ([], [other]):
+        torch.manual_seed(3)
+        models.append(create_model(load_config("tiny", overrides), vocab_size=VOCAB))
+    predicting, plain = (m.state_dict() for m in models)
+    shared = [k for k in plain if not k.startswith(("target_encoders.", "predictors.", "prediction_on"))]
+    assert shared and all(k in predicting for k in shared)
+    for k in shared:
+        assert torch.equal(predicting[k], plain[k]), k
+    torch.manual_seed(4)  # another seed gives other predictors (they follow the seed, apart)
+    again = create_model(load_config("tiny"), vocab_size=VOCAB).state_dict()
+    assert not torch.equal(again["heads.image.proj.weight"], predicting["heads.image.proj.weight"])
+    assert any(not torch.equal(again[k], predicting[k]) for k in predicting if k.startswith("predictors."))
+
+
 def test_clip_binding_sees_the_whole_input(tiny_cfg):
     """The CLIP objective embeds unmasked inputs exactly as inference does (`encode`)."""
     tiny_cfg.loss.objective = "clip"
