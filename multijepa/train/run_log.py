@@ -26,7 +26,7 @@ PLOT_EVERY_S = 60  # RUN/metrics.png is redrawn at a checkpoint at most this oft
 class RunLog:
     def __init__(self, cfg: Config, out: Path, step: int, world: World, device: torch.device, progress: bool, say):
         t = cfg.train
-        self.out, self.world, self.say, self.plot_every = out, world, say, t.plot
+        self.out, self.world, self.say, self.draws_plot = out, world, say, t.plot
         self.file = open(out / "metrics.jsonl", "a") if world.main else None
         self.board = _tensorboard(out, step) if t.tensorboard and world.main else None
         self.bar = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step",
@@ -64,7 +64,7 @@ class RunLog:
 
     def plot(self, final: bool) -> None:
         """RUN/metrics.png, at a checkpoint (rank 0): at most every PLOT_EVERY_S seconds, and at the last one."""
-        if self.plot_every and (final or time.perf_counter() - self.plotted >= PLOT_EVERY_S):
+        if self.draws_plot and (final or time.perf_counter() - self.plotted >= PLOT_EVERY_S):
             self.plotted = time.perf_counter()
             _plot(self.out, self.file)
 
