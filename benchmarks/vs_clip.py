@@ -48,7 +48,9 @@ step time over the whole run, prediction phase included, over clip's, F = 1).
 
 `--steps arm=N` trains an arm for N steps instead of `--seconds`: to replay, on a busy machine,
 the step counts that equal wall-clock bought on a quiet one (the quality figures then do not depend
-on the load; its speed figures are then not measurements).
+on the load; its speed figures are then not measurements). `--reuse-runs` evaluates the run folders
+that an earlier call with the same arguments left in `--work` instead of training them again: to add
+captioning (hours on a CPU) to arms trained without it.
 """
 
 from __future__ import annotations
@@ -66,10 +68,10 @@ import torch
 from multijepa.caption.config import load_caption_config
 from multijepa.caption.train import train_caption
 from multijepa.checkpoint import latest_checkpoint, load_train_state
-from multijepa.config import load_config
+from multijepa.config import changed_keys, load_config
 from multijepa.data.collate import MultiModalCollator
 from multijepa.data.demo import generate_demo
-from multijepa.model import EmbeddingHead, create_model, load_run
+from multijepa.model import EmbeddingHead, create_model, load_run, read_run_config
 from multijepa.retrieval.embed import manifest_labels, open_manifest
 from multijepa.retrieval.metrics import manifest_retrieval
 from multijepa.retrieval.probe import probe_eval
@@ -190,6 +192,20 @@ def train_arm(overrides: list[str], config: str, run: Path) -> tuple[float, int]
     return float(state["train_seconds"]), int(state["step"])
 
 
+def reuse_arm(overrides: list[str], config: str, run: Path) -> tuple[float, int]:
+    """-> as `train_arm`, for a run folder that an earlier call trained with the same settings
+    (`--reuse-runs`): to add figures to arms already trained, without training them again."""
+    ckpt = latest_checkpoint(run) if run.is_dir() else None
+    if ckpt is None:
+        raise SystemExit(f"--reuse-runs: {run} holds no trained run (train it first: leave out --reuse-runs)")
+    differ = changed_keys(load_config(config, overrides), read_run_config(run))
+    if differ:
+        raise SystemExit(f"--reuse-runs: {run} was trained with other settings ({', '.join(differ)}): "
+                         "give the arguments of the call that trained it")
+    state = load_train_state(ckpt)
+    return float(state["train_seconds"]), int(state["step"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="demo", help="pretraining config of every arm [demo]")
@@ -216,6 +232,9 @@ def main() -> None:
                     help="also train loss.bind_weight=0 (fraction 1.0) and probe it against the random towers, "
                          "the inputs and the towers trained on the label")
     ap.add_argument("--work", default="benchmarks/results/vs_clip_work", help="data and run folders")
+    ap.add_argument("--reuse-runs", action="store_true",
+                    help="evaluate the run folders an earlier call left in --work (same arms, seeds and overrides) "
+                         "instead of training them again: e.g. --caption-steps 1000 for arms trained with 0")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
 
@@ -241,9 +260,10 @@ def main() -> None:
             for arm in arms:
                 extra = args.clip if arm in ("clip", "flip", "clip_mix") else args.jepa
                 run = work / f"run_{arm}_{fraction:g}_s{seed}"
-                print(f"paired fraction {fraction:g}, seed {seed}: training {arm} ...", flush=True)
+                print(f"paired fraction {fraction:g}, seed {seed}: {'evaluating' if args.reuse_runs else 'training'} "
+                      f"{arm} ...", flush=True)
                 overrides = arm_overrides(arm, data, fraction, args.seconds, extra, seed, step_budgets.get(arm))
-                seconds, steps = train_arm(overrides, args.config, run)
+                seconds, steps = (reuse_arm if args.reuse_runs else train_arm)(overrides, args.config, run)
                 model = load_run(run)
                 tuned = arm != "pred_only"
                 res = evaluate(model, data, work / f"vqa_{arm}_{fraction:g}_s{seed}", run,

@@ -72,6 +72,24 @@ def test_vs_clip_benchmark_runs_every_arm_and_prints_the_headline_figures(tmp_pa
     assert not any(k.startswith(("target_encoders.", "predictors.")) for k in _weights(tmp_path / "work/run_clip_1_s0"))
 
 
+def test_vs_clip_reuses_the_runs_an_earlier_call_trained_and_refuses_other_settings(tmp_path):
+    args = ["--config", "tiny", "--fractions", "1.0", "--n", "24", "--n-test", "12", "--arms", "clip",
+            "--vqa-steps", "0", "--work", str(tmp_path / "work")]
+    _run("vs_clip.py", *args, "--steps", "clip=2", "--caption-steps", "0", "--json", str(tmp_path / "first.json"))
+    trained = (tmp_path / "work/run_clip_1_s0/metrics.jsonl").read_text()
+    _run("vs_clip.py", *args, "--steps", "clip=2", "--caption-steps", "2", "--caption-config", "caption_tiny",
+         "--reuse-runs", "--json", str(tmp_path / "again.json"))
+    first, again = (json.loads((tmp_path / f).read_text())["results"][0] for f in ("first.json", "again.json"))
+    assert (tmp_path / "work/run_clip_1_s0/metrics.jsonl").read_text() == trained  # not trained again
+    assert again["steps"] == first["steps"] == 2 and again["mean_P@1"] == first["mean_P@1"]
+    assert "caption" in again and "caption" not in first
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    other = subprocess.run([sys.executable, str(ROOT / "benchmarks/vs_clip.py"), *args, "--steps", "clip=3",
+                            "--caption-steps", "0", "--reuse-runs"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert other.returncode != 0 and "trained with other settings (train.max_steps)" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
 def _weights(run):
     from safetensors import safe_open
 
