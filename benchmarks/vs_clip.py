@@ -24,6 +24,11 @@ of training (`train.max_seconds`). The arms:
             (`model.target=sigreg loss.sigreg_weight=0.02`: LeVLJEPA's target, the online whole-input
             forward that binding runs anyway, under stop-gradient, with SIGReg; no EMA tower) and, with F < 1,
             jepa_nofloor (`data.min_pair_fraction=0`). Any of them can also be named in --arms.
+  The context masks, prediction from the first step (named in --arms only): jepa_early (I-JEPA's
+            blocks) against jepa_early_random (`model.<m>.mask.kind=random`: a random half of the image
+            and audio patches as context, the other half as targets); with one keep set serving both
+            terms (`loss.bind_input=context`), jepa_ctx_early (blocks) and jepa_ctx_random (FLIP's keep
+            set, whose dropped patches prediction predicts: FLIP plus prediction).
 
 Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
@@ -90,6 +95,14 @@ ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_start60": ["loss.pred_st
              "jepa_ctx": ["loss.bind_input=context"],
              "jepa_sigreg": ["model.target=sigreg", "loss.sigreg_weight=0.02"],
              "jepa_nofloor": ["data.min_pair_fraction=0"]}
+# The prediction context's masks (issue 29), with prediction from the first step so that they matter:
+# I-JEPA's blocks (the default masks) against random patches, the context of prediction alone (binding
+# whole inputs) or one keep set serving both terms in one online forward (`loss.bind_input=context`).
+RANDOM = ["model.image.mask.kind=random", "model.audio.mask.kind=random"]
+MASK_ARMS = {"jepa_early_random": ["loss.pred_start=0", *RANDOM],
+             "jepa_ctx_early": ["loss.pred_start=0", "loss.bind_input=context"],
+             "jepa_ctx_random": ["loss.pred_start=0", "loss.bind_input=context", *RANDOM]}
+ARMS = ("clip", "flip", "clip_mix", "jepa", "pred_only", *ABLATIONS, *MASK_ARMS)
 
 
 def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str], seed: int = 0,
@@ -106,7 +119,7 @@ def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: 
     if arm == "clip_mix":
         return [*common, *mixture, "loss.objective=clip", *WHOLE, *extra]
     pred_only = ["loss.bind_weight=0", "loss.pred_start=0"] if arm == "pred_only" else []
-    return [*common, *mixture, "loss.objective=jepa", *extra, *ABLATIONS.get(arm, []), *pred_only]
+    return [*common, *mixture, "loss.objective=jepa", *extra, *ABLATIONS.get(arm, MASK_ARMS.get(arm, [])), *pred_only]
 
 
 def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_data: Path,
@@ -212,8 +225,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=240.0, help="training seconds per arm [240]")
     ap.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1], help="paired fractions [1.0 0.1]")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each repeat of every arm [0]")
-    ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], help="arms to train [clip flip jepa]; "
-                    "clip_mix joins them with F < 1")
+    ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], choices=ARMS, metavar="ARM",
+                    help="arms to train [clip flip jepa]; clip_mix joins them with F < 1; any ablation, or a mask arm: "
+                         "jepa_early_random, jepa_ctx_early, jepa_ctx_random")
     ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_start60, jepa_start90, jepa_nopred, jepa_flip, jepa_ctx, jepa_sigreg (and "
                     "jepa_nofloor with F < 1): one change of the default each")
     ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")

@@ -27,7 +27,7 @@ import torch
 from modalities.errors import DataError
 from modalities.seeding import mix_seeds
 
-__all__ = ["MultiBlock3DMasker", "MultiBlockMasker", "RandomKeepMasker", "SpanMasker", "TubeMask"]
+__all__ = ["MultiBlock3DMasker", "MultiBlockMasker", "RandomKeepMasker", "RandomMasker", "SpanMasker", "TubeMask"]
 
 class _RowRandom:
     """One generator per row, seeded from (base, key): a row's draws never depend on the other rows."""
@@ -404,8 +404,32 @@ class RandomKeepMasker:
     def __call__(self, batch_size: int, generator: torch.Generator,
                  row_keys: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """-> (B, keep) int64 sorted token indices of each row."""
+        return self._order(batch_size, generator, row_keys)[:, : self.keep].sort(dim=1).values
+
+    def _order(self, batch_size: int, generator: torch.Generator, row_keys) -> torch.Tensor:
+        """(B, N) a random order of each row's tokens, from the row's own generator."""
         B = int(batch_size)
         if B < 1:
             raise ValueError(f"batch_size={batch_size}: need at least 1")
         rr = _RowRandom(int(torch.randint(2**62, (1,), generator=generator)), _row_keys(row_keys, B))
-        return rr.rand(None, self.num_tokens).argsort(dim=1)[:, : self.keep].sort(dim=1).values
+        return rr.rand(None, self.num_tokens).argsort(dim=1)
+
+
+class RandomMasker(RandomKeepMasker):
+    """Random-patch masks for prediction (I-JEPA's "random" ablation, FLIP's keep set): the context is
+    a random `1 - ratio` of each row's tokens, as `RandomKeepMasker` keeps them, and the target is
+    every token it drops, one group per row. With `loss.bind_input=context` binding embeds that same
+    context, so one keep set and one online forward serve both terms, as in FLIP."""
+
+    def __init__(self, num_tokens: int, ratio: float):
+        super().__init__(num_tokens, ratio)
+        if self.keep >= self.num_tokens:
+            raise ValueError(f"ratio={ratio}: masks no token of {num_tokens}; need at least one target")
+
+    def __call__(self, batch_size: int, generator: torch.Generator,
+                 row_keys: Sequence[int] | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (context (B, keep), targets (B, 1, N - keep)) int64 sorted token indices of each row."""
+        order = self._order(batch_size, generator, row_keys)  # (B, N)
+        context = order[:, : self.keep].sort(dim=1).values
+        targets = order[:, self.keep :].sort(dim=1).values
+        return context, targets[:, None]

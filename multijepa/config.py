@@ -107,13 +107,20 @@ class EncoderConfig:
 
 @dataclass
 class BlockMaskConfig:
-    """I-JEPA multi-block masking (image) or time-frequency blocks (audio)."""
+    """The prediction masks of a patch grid: I-JEPA's multi-block masks (image) or time-frequency
+    blocks (audio), or random patches (`kind: random`)."""
 
-    RANGES: ClassVar = {"num_targets": COUNT, "target_scale": Range(0, 1, lo_open=True, ordered=True),
+    CHOICES: ClassVar = {"kind": ("blocks", "random")}
+    RANGES: ClassVar = {"random_ratio": Range(0, 1, lo_open=True, hi_open=True), "num_targets": COUNT, "target_scale": Range(0, 1, lo_open=True, ordered=True),
                         "target_aspect": Range(0, lo_open=True, ordered=True),
                         "context_scale": Range(0, 1, lo_open=True, ordered=True), "min_keep": COUNT,
                         "full_height_prob": SHARE, "full_width_prob": SHARE}
 
+    # blocks: targets are num_targets blocks, the context one large block minus them (I-JEPA). random:
+    # the context is a random 1 - random_ratio of the patches, the targets every patch it drops (FLIP's
+    # keep set; with loss.bind_input=context binding embeds the same keep set); the block keys are unused
+    kind: str = "blocks"
+    random_ratio: float = 0.5  # kind random: the share of patches masked (predicted)
     num_targets: int = 4  # target blocks predicted per sample
     target_scale: tuple[float, float] = (0.15, 0.2)  # each target block's share of the patches (low, high)
     target_aspect: tuple[float, float] = (0.75, 1.5)  # target blocks' height / width (low, high)
@@ -828,6 +835,11 @@ def _validate(cfg: Config) -> None:
     a = cfg.model.audio
     if a.num_mel_bins % a.patch[0] or a.target_frames % a.patch[1]:
         raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch [mel, frames]")
+    patches = {"model.image.mask": (cfg.model.image.mask, (cfg.model.image.size // cfg.model.image.patch) ** 2),
+               "model.audio.mask": (a.mask, (a.num_mel_bins // a.patch[0]) * (a.target_frames // a.patch[1]))}
+    for key, (k, n) in patches.items():
+        if k.kind == "random" and max(1, round(n * (1 - k.random_ratio))) >= n:  # as RandomMasker keeps them
+            raise ConfigError(f"{key}.random_ratio={k.random_ratio:g} of {n} patches leaves no target; mask a larger share")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -34,6 +34,12 @@ def test_bad_values_are_named():
         load_config("nope")
     with pytest.raises(ConfigError, match="model.audio.mask: full_height_prob \\+ full_width_prob = 1.25"):
         load_config("demo", ["model.audio.mask.full_width_prob=0.5"])  # full_height_prob is 0.75
+    with pytest.raises(ConfigError, match="model.image.mask.kind' must be one of blocks, random"):
+        load_config("demo", ["model.image.mask.kind=grid"])
+    with pytest.raises(ConfigError, match="model.audio.mask.random_ratio"):
+        load_config("demo", ["model.audio.mask.random_ratio=1"])
+    with pytest.raises(ConfigError, match="model.image.mask.random_ratio=0.001 of 64 patches leaves no target"):
+        load_config("demo", ["model.image.mask.kind=random", "model.image.mask.random_ratio=0.001"])
 
 
 def test_partly_given_section_keeps_its_field_defaults():

@@ -76,11 +76,15 @@ def test_flip_binding_embeds_the_keep_set_in_one_forward_per_modality():
     assert not torch.allclose(model.encode("image", batch["image"]["x"]), model(batch)["image"]["z"], atol=1e-3)
 
 
-def test_while_predicting_the_prediction_context_also_serves_binding():
+@pytest.mark.parametrize("kind", ["blocks", "random"])
+def test_while_predicting_the_prediction_context_also_serves_binding(kind):
     """Images and audio: one online forward with gradients, of the prediction context, serves both
     terms (a second, of the whole input without gradients, only feeds the heads' running statistics);
-    text (no FLIP masking) binds its whole caption in a second forward of the bound rows."""
-    cfg = _flip_cfg("loss.bind_input=context")
+    text (no FLIP masking) binds its whole caption in a second forward of the bound rows. The
+    context is I-JEPA's blocks or (kind random) FLIP's random keep set, whose dropped patches are
+    the targets."""
+    cfg = _flip_cfg("loss.bind_input=context", f"model.image.mask.kind={kind}", f"model.audio.mask.kind={kind}",
+                    "model.image.mask.random_ratio=0.75")
     torch.manual_seed(0)
     model = create_model(cfg, vocab_size=VOCAB).train()
     assert model.predicting
@@ -93,6 +97,13 @@ def test_while_predicting_the_prediction_context_also_serves_binding():
     assert calls["audio"] == [batch["audio"]["context"].shape[1], None]
     assert calls["text"] == [batch["text"]["context"].shape[1], None]
     assert "pred" in out["image"] and "pred" in out["text"]
+    if kind == "random":
+        grid = (cfg.model.image.size // cfg.model.image.patch) ** 2
+        assert batch["image"]["context"].shape[1] == grid // 4 and batch["image"]["targets"].shape[1:] == (1, grid - grid // 4)
+        assert out["image"]["pred"].shape[:2] == out["image"]["target"].shape[:2] == (batch["image"]["x"].shape[0], grid - grid // 4)
+    loss, _ = MultiJEPAObjective(cfg.loss, model.modalities)(out, model.logit_scale)
+    loss.backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.encoders["image"].parameters())
 
 
 @pytest.mark.parametrize("bind_input", ["context", "full"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from modalities.errors import DataError
-from modalities.masking import MultiBlockMasker, SpanMasker
+from modalities.masking import MultiBlockMasker, RandomKeepMasker, RandomMasker, SpanMasker
 
 GRIDS = [(8, 8), (8, 12), (4, 4), (14, 14)]
 
@@ -299,6 +299,31 @@ def test_multiblock_rank_independent(grid, full_height_prob):
     assert not all(torch.equal(tgt[0], tgt[b]) for b in range(1, 8))
     ctx2, tgt2 = masker(8, gen(0), row_keys=keys[::-1])
     assert torch.equal(tgt2, tgt.flip(0))
+
+
+@pytest.mark.parametrize("grid,ratio", [((8, 8), 0.5), ((4, 12), 0.75), ((1, 2), 0.5)])
+def test_random_masks_split_the_patches_into_flips_keep_set_and_its_targets(grid, ratio):
+    """kind random: the context is the keep set FLIP's masker draws from the same generator state
+    (one keep set can serve binding and prediction), the one target group every patch it drops."""
+    n = grid[0] * grid[1]
+    masker, keys = RandomMasker(n, ratio), [3, 9, 4, 1, 7, 0]
+    context, targets = masker(len(keys), gen(0), row_keys=keys)
+    keep = n - round(n * ratio)
+    assert context.shape == (6, keep) and targets.shape == (6, 1, n - keep)
+    check_disjoint_sorted(context, targets, n)
+    assert torch.equal(torch.cat([context, targets[:, 0]], 1).sort(1).values, torch.arange(n).expand(6, n))
+    assert torch.equal(context, RandomKeepMasker(n, ratio)(len(keys), gen(0), row_keys=keys))
+    for seed in range(3):  # a row's masks depend on its key, not on the rest of the batch
+        _split_equal(masker, len, keys, [keys[:2], keys[2:]], seed)
+    if n > 2:
+        assert len({tuple(r) for r in context.tolist()}) == 6
+
+
+def test_random_masks_need_a_target():
+    with pytest.raises(ValueError, match="masks no token"):
+        RandomMasker(8, 0.05)
+    with pytest.raises(ValueError, match="ratio"):
+        RandomMasker(8, 1.0)
 
 
 def test_span_rank_independent():

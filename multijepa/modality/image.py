@@ -11,9 +11,12 @@ from .base import Modality, register_modality
 
 
 def block_masker(grid: tuple[int, int], k: Any) -> Any:
-    """I-JEPA's multi-block masker on a 2-D grid from a `BlockMaskConfig` (image and audio)."""
-    from modalities.masking import MultiBlockMasker
+    """The prediction masker of a 2-D grid from a `BlockMaskConfig` (image and audio): I-JEPA's
+    multi-block masks, or random patches (`kind: random`)."""
+    from modalities.masking import MultiBlockMasker, RandomMasker
 
+    if k.kind == "random":
+        return RandomMasker(grid[0] * grid[1], k.random_ratio)
     return MultiBlockMasker(grid, num_targets=k.num_targets, target_scale=tuple(k.target_scale),
                             target_aspect=tuple(k.target_aspect), context_scale=tuple(k.context_scale),
                             min_keep=k.min_keep, full_height_prob=k.full_height_prob,
