@@ -20,15 +20,17 @@ of training (`train.max_seconds`). The arms:
             what prediction itself adds), jepa_flip
             (`bind_mask_ratio=0.5` for image and audio: FLIP's masked binding, whose context then also
             serves prediction), jepa_ctx (`loss.bind_input=context`: the prediction phase binds the
-            I-JEPA context of images and sounds, one online forward instead of two), jepa_sigreg
+            prediction context of images and sounds, one online forward instead of two), jepa_sigreg
             (`model.target=sigreg loss.sigreg_weight=0.02`: LeVLJEPA's target, the online whole-input
             forward that binding runs anyway, under stop-gradient, with SIGReg; no EMA tower) and, with F < 1,
             jepa_nofloor (`data.min_pair_fraction=0`). Any of them can also be named in --arms.
-  The context masks, prediction from the first step (named in --arms only): jepa_early (I-JEPA's
-            blocks) against jepa_early_random (`model.<m>.mask.kind=random`: a random half of the image
-            and audio patches as context, the other half as targets); with one keep set serving both
-            terms (`loss.bind_input=context`), jepa_ctx_early (blocks) and jepa_ctx_random (FLIP's keep
-            set, whose dropped patches prediction predicts: FLIP plus prediction).
+  The context masks (named in --arms only; each arm sets the masks of image and audio, whatever the
+            config's): jepa_blocks (the default with I-JEPA's blocks) against jepa_random (random
+            patches, `model.<m>.mask.kind=random`: a random half as context, the other half as
+            targets); with prediction from the first step, where the masks matter, jepa_early_blocks
+            against jepa_early_random; and with one keep set serving both terms
+            (`loss.pred_start=0 loss.bind_input=context`), jepa_ctx_blocks against jepa_ctx_random
+            (FLIP's keep set, whose dropped patches prediction predicts: FLIP plus prediction).
 
 Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
@@ -95,13 +97,15 @@ ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_start60": ["loss.pred_st
              "jepa_ctx": ["loss.bind_input=context"],
              "jepa_sigreg": ["model.target=sigreg", "loss.sigreg_weight=0.02"],
              "jepa_nofloor": ["data.min_pair_fraction=0"]}
-# The prediction context's masks (issue 29), with prediction from the first step so that they matter:
-# I-JEPA's blocks (the default masks) against random patches, the context of prediction alone (binding
-# whole inputs) or one keep set serving both terms in one online forward (`loss.bind_input=context`).
+# The prediction context's masks (issue 29): I-JEPA's blocks against random patches, in the default,
+# with prediction from the first step (where they matter), and with one keep set serving both terms in
+# one online forward (`loss.bind_input=context`). Each arm names its masks, whatever the config's.
+BLOCKS = ["model.image.mask.kind=blocks", "model.audio.mask.kind=blocks"]
 RANDOM = ["model.image.mask.kind=random", "model.audio.mask.kind=random"]
-MASK_ARMS = {"jepa_early_random": ["loss.pred_start=0", *RANDOM],
-             "jepa_ctx_early": ["loss.pred_start=0", "loss.bind_input=context"],
-             "jepa_ctx_random": ["loss.pred_start=0", "loss.bind_input=context", *RANDOM]}
+EARLY, SHARED = ["loss.pred_start=0"], ["loss.pred_start=0", "loss.bind_input=context"]
+MASK_ARMS = {"jepa_blocks": BLOCKS, "jepa_random": RANDOM,
+             "jepa_early_blocks": EARLY + BLOCKS, "jepa_early_random": EARLY + RANDOM,
+             "jepa_ctx_blocks": SHARED + BLOCKS, "jepa_ctx_random": SHARED + RANDOM}
 ARMS = ("clip", "flip", "clip_mix", "jepa", "pred_only", *ABLATIONS, *MASK_ARMS)
 
 
@@ -227,7 +231,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each repeat of every arm [0]")
     ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], choices=ARMS, metavar="ARM",
                     help="arms to train [clip flip jepa]; clip_mix joins them with F < 1; any ablation, or a mask arm: "
-                         "jepa_early_random, jepa_ctx_early, jepa_ctx_random")
+                         f"{' '.join(MASK_ARMS)}")
     ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_start60, jepa_start90, jepa_nopred, jepa_flip, jepa_ctx, jepa_sigreg (and "
                     "jepa_nofloor with F < 1): one change of the default each")
     ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")

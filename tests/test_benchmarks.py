@@ -90,6 +90,20 @@ def test_vs_clip_reuses_the_runs_an_earlier_call_trained_and_refuses_other_setti
     assert "Traceback" not in other.stderr
 
 
+def test_vs_clip_mask_arms_train_with_their_masks_and_unknown_arms_are_refused(tmp_path):
+    from multijepa.model import read_run_config
+
+    _run("vs_clip.py", "--config", "tiny", "--fractions", "1.0", "--n", "24", "--n-test", "12", "--arms",
+         "jepa_ctx_random", "--steps", "jepa_ctx_random=2", "--vqa-steps", "0", "--caption-steps", "0",
+         "--work", str(tmp_path / "work"))
+    cfg = read_run_config(tmp_path / "work/run_jepa_ctx_random_1_s0")
+    assert cfg.model.image.mask.kind == cfg.model.audio.mask.kind == "random"
+    assert cfg.loss.bind_input == "context" and cfg.loss.pred_start == 0
+    typo = subprocess.run([sys.executable, str(ROOT / "benchmarks/vs_clip.py"), "--arms", "jepa_ctx_randm"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert typo.returncode == 2 and "invalid choice: 'jepa_ctx_randm'" in typo.stderr
+
+
 def _weights(run):
     from safetensors import safe_open
 
