@@ -111,7 +111,8 @@ class BlockMaskConfig:
     blocks (audio), or random patches (`kind: random`)."""
 
     CHOICES: ClassVar = {"kind": ("blocks", "random")}
-    RANGES: ClassVar = {"random_ratio": Range(0, 1, lo_open=True, hi_open=True), "num_targets": COUNT, "target_scale": Range(0, 1, lo_open=True, ordered=True),
+    RANGES: ClassVar = {"random_ratio": Range(0, 1, lo_open=True, hi_open=True),
+                        "num_targets": COUNT, "target_scale": Range(0, 1, lo_open=True, ordered=True),
                         "target_aspect": Range(0, lo_open=True, ordered=True),
                         "context_scale": Range(0, 1, lo_open=True, ordered=True), "min_keep": COUNT,
                         "full_height_prob": SHARE, "full_width_prob": SHARE}
