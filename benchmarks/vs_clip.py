@@ -123,7 +123,7 @@ def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: 
     if arm == "clip_mix":
         return [*common, *mixture, "loss.objective=clip", *WHOLE, *extra]
     pred_only = ["loss.bind_weight=0", "loss.pred_start=0"] if arm == "pred_only" else []
-    return [*common, *mixture, "loss.objective=jepa", *extra, *ABLATIONS.get(arm, MASK_ARMS.get(arm, [])), *pred_only]
+    return [*common, *mixture, "loss.objective=jepa", *extra, *{**ABLATIONS, **MASK_ARMS}.get(arm, []), *pred_only]
 
 
 def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_data: Path,

@@ -8,6 +8,7 @@ The resolved config is saved in every run folder (`config.yaml`) and is what
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -836,11 +837,11 @@ def _validate(cfg: Config) -> None:
     a = cfg.model.audio
     if a.num_mel_bins % a.patch[0] or a.target_frames % a.patch[1]:
         raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch [mel, frames]")
-    patches = {"model.image.mask": (cfg.model.image.mask, (cfg.model.image.size // cfg.model.image.patch) ** 2),
-               "model.audio.mask": (a.mask, (a.num_mel_bins // a.patch[0]) * (a.target_frames // a.patch[1]))}
-    for key, (k, n) in patches.items():
+    for m in ("image", "audio"):  # their grids divide evenly (checked above)
+        k, n = getattr(cfg.model, m).mask, math.prod(get_modality(m).grid(cfg.model))
         if k.kind == "random" and max(1, round(n * (1 - k.random_ratio))) >= n:  # as RandomMasker keeps them
-            raise ConfigError(f"{key}.random_ratio={k.random_ratio:g} of {n} patches leaves no target; mask a larger share")
+            raise ConfigError(f"model.{m}.mask.random_ratio={k.random_ratio:g} of {n} patches leaves no target; "
+                              "mask a larger share")
 
 
 def to_dict(cfg: Any) -> dict:
