@@ -837,9 +837,12 @@ def _validate(cfg: Config) -> None:
     a = cfg.model.audio
     if a.num_mel_bins % a.patch[0] or a.target_frames % a.patch[1]:
         raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch [mel, frames]")
-    for m in ("image", "audio"):  # their grids divide evenly (checked above)
-        k, n = getattr(cfg.model, m).mask, math.prod(get_modality(m).grid(cfg.model))
-        if k.kind == "random" and max(1, round(n * (1 - k.random_ratio))) >= n:  # as RandomMasker keeps them
+    for f in dataclasses.fields(cfg.model):  # every patch grid with these masks (grids divide evenly: checked above)
+        k = getattr(getattr(cfg.model, f.name), "mask", None)
+        if not (isinstance(k, BlockMaskConfig) and k.kind == "random"):
+            continue
+        m, n = f.name, math.prod(get_modality(f.name).grid(cfg.model))
+        if max(1, round(n * (1 - k.random_ratio))) >= n:  # as RandomMasker keeps them
             raise ConfigError(f"model.{m}.mask.random_ratio={k.random_ratio:g} of {n} patches leaves no target; "
                               "mask a larger share")
 
