@@ -41,11 +41,27 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module | dict, train_state: dict, keep: int = 2) -> Path:
-    """model: the module, or its full state dict (see parallel.full_state)."""
-    root = Path(run_dir) / CKPT_DIR
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    """RUN/checkpoints/step_00000200: the folder of the checkpoint of `step`."""
+    return Path(run_dir) / CKPT_DIR / f"step_{step:08d}"
+
+
+def run_of(path: str | Path) -> tuple[Path, Path | None]:
+    """A run folder, or one of its checkpoints (RUN/checkpoints/step_N) -> (the run folder, that
+    checkpoint or None for the latest)."""
+    p = Path(path)
+    if p.parent.name == CKPT_DIR and p.name.startswith("step_") and (p / "model.safetensors").is_file():
+        return p.parent.parent, p
+    return p, None
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module | dict, train_state: dict, keep: int = 2,
+                    protect: Path | None = None) -> Path:
+    """model: the module, or its full state dict (see parallel.full_state). Of the older checkpoints the
+    newest `keep` stay (0: all), and `protect` (the held-out best) whatever its age."""
+    final = checkpoint_dir(run_dir, step)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
     tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -61,7 +77,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module | dic
     os.rename(tmp, final)
     _fsync_dir(root)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        if protect is None or old.name != protect.name:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -32,7 +32,8 @@ def parent(*arguments: tuple[tuple, dict]) -> argparse.ArgumentParser:
     return p
 
 
-RUN = parent((("--checkpoint",), dict(required=True, help="pretraining run folder")))
+RUN = parent((("--checkpoint",), dict(required=True, help="pretraining run folder (its latest weights), or one of "
+                                     "its checkpoints: RUN/checkpoints/step_N")))
 DEVICE = parent((("--device",), dict(default="auto", help="auto | cpu | cuda [auto: CUDA when there is one]")))
 BATCH = parent((("--batch-size",), dict(type=int, default=128, help="rows per forward pass [128]")))
 PROGRESS = parent((("--no-progress",), dict(action="store_true", help="no progress bar")))
@@ -64,9 +65,19 @@ def need(path: str | Path, what: str, inside: str | None = None) -> None:
         raise FileNotFoundError(f"{p}: not {what}: it has no {inside}")
 
 
+def need_run(path: str | Path) -> None:
+    """--checkpoint: a pretraining run folder, or one of its checkpoints (RUN/checkpoints/step_N)."""
+    p = Path(path)
+    inside = p.parent.parent if p.parent.name == "checkpoints" and (p / "model.safetensors").exists() else p
+    need(p, "the --checkpoint pretraining run folder")
+    if not (inside / "config.yaml").exists():
+        raise FileNotFoundError(f"{p}: not the --checkpoint pretraining run folder (or one of its checkpoints): "
+                                "it has no config.yaml")
+
+
 def load_run(args: argparse.Namespace, device=None):
-    """The pretraining run folder --checkpoint names, as a model on --device (or `device`)."""
-    need(args.checkpoint, "the --checkpoint run folder", "config.yaml")
+    """The pretraining run folder (or checkpoint) --checkpoint names, as a model on --device (or `device`)."""
+    need_run(args.checkpoint)
     from .distributed import pick_device
     from .model import MultiJEPA
 

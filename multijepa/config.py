@@ -463,7 +463,8 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     RANGES: ClassVar = {"max_steps": COUNT, "max_seconds": NON_NEGATIVE, "seed": NON_NEGATIVE, "threads": NON_NEGATIVE,
-                        "log_every": COUNT, "ckpt_every": COUNT, "keep_checkpoints": NON_NEGATIVE, "grad_accum": COUNT}
+                        "log_every": COUNT, "ckpt_every": COUNT, "keep_checkpoints": NON_NEGATIVE, "grad_accum": COUNT,
+                        "eval_every": NON_NEGATIVE}
     CHOICES: ClassVar = {"precision": ("fp32", "bf16"), "device": DEVICES, "parallel": ("ddp", "fsdp")}
 
     max_steps: int = 1000  # optimizer steps of the run (the schedules' length)
@@ -478,7 +479,12 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     log_every: int = 10  # steps between metrics.jsonl records and progress lines
     ckpt_every: int = 200  # steps between checkpoints (and one at the end)
-    keep_checkpoints: int = 2  # the newest this many are kept; 0 keeps them all
+    keep_checkpoints: int = 2  # the newest this many are kept (and the held-out best); 0 keeps them all
+    # a held-out manifest (or demo:test) scored at checkpoints while the run trains: mean R@1 over the
+    # retrieval directions (and class-match P@1 where rows have labels) in metrics.jsonl and the log, a
+    # warning when it falls below its best (overfitting), and the best checkpoint kept. "" = none
+    eval_data: str = ""
+    eval_every: int = 0  # steps between held-out evaluations, a multiple of ckpt_every; 0 = every checkpoint
     plot: bool = True  # RUN/metrics.png (`multijepa plot`) at checkpoints at most once a minute, and at the end
     tensorboard: bool = False  # also write RUN/tensorboard event files (needs `pip install tensorboard`)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory
@@ -792,6 +798,9 @@ def _validate(cfg: Config) -> None:
                           "online encoder's targets from collapsing)")
     if cfg.loss.bind_anchor is not None and cfg.loss.bind_anchor not in mods:
         raise ConfigError(f"loss.bind_anchor '{cfg.loss.bind_anchor}' is not in model.modalities {mods}")
+    if cfg.train.eval_every % cfg.train.ckpt_every:
+        raise ConfigError(f"train.eval_every={cfg.train.eval_every} must be a multiple of train.ckpt_every="
+                          f"{cfg.train.ckpt_every}: the held-out best is kept as a checkpoint")
     if cfg.data.batch_size % cfg.train.grad_accum:
         raise ConfigError(f"data.batch_size={cfg.data.batch_size} must be a multiple of train.grad_accum={cfg.train.grad_accum}")
     d = cfg.data

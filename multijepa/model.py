@@ -25,7 +25,7 @@ from modalities.text import TextTokenizer
 from modalities.towers import file_sha256, load_tower, read_weights, weights_file
 
 from . import distributed
-from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
+from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights, run_of
 from .config import Config, ConfigError, ModelConfig, load_run_config
 from .modality import get_modality
 from .processors import Processors, build_tokenizer
@@ -652,10 +652,11 @@ def read_run_config(run_dir: str | Path) -> Config:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> MultiJEPA:
-    """Rebuild the model of a run folder from its config, tokenizer and latest weights."""
-    run = Path(run_dir)
+    """Rebuild the model of a run folder from its config, tokenizer and latest weights; given one of
+    its checkpoints (RUN/checkpoints/step_N, e.g. the held-out best), that checkpoint's weights."""
+    run, ckpt = run_of(run_dir)
     cfg = read_run_config(run)
-    ckpt = latest_checkpoint(run)
+    ckpt = ckpt or latest_checkpoint(run)
     if ckpt is None:
         raise CheckpointError(f"{run}: no checkpoint yet (looked in {run / CKPT_DIR})")
     model = create_model(cfg, build_tokenizer(cfg.model, run))

@@ -3,8 +3,8 @@
 Twelve panels in a fixed 3 x 4 layout (1600 x 900 px), whatever the run logged, so figures of
 different runs line up: the loss terms, prediction loss and binding loss per modality, target and
 prediction std, RankMe, learning rate, weight decay and EMA momentum, gradient norms, the
-prediction term's gradient share, samples/s, rows drawn per source. A panel the run did not log
-says so. Several runs are overlaid, one colour per run.
+prediction term's gradient share, samples/s, rows drawn per source, held-out retrieval
+(`train.eval_data`). A panel the run did not log says so. Several runs are overlaid, one colour per run.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ PANELS: list[tuple[str, Callable[[str], bool]]] = [
     ("loss terms", lambda k: k == "loss" or k.startswith("loss/")),
     ("prediction loss per modality", lambda k: k.startswith("pred/")),
     ("binding loss per pair", lambda k: k.startswith("bind/")),
-    ("target std", lambda k: k.startswith("std_target/")),
-    ("prediction std", lambda k: k.startswith("std_pred/")),
+    ("target and prediction std", lambda k: k.startswith(("std_target/", "std_pred/"))),
     ("RankMe of the shared embeddings", lambda k: k.startswith("rankme/")),
     ("learning rate", lambda k: k == "lr"),
     ("weight decay, EMA momentum", lambda k: k in ("weight_decay", "ema")),
@@ -29,6 +28,7 @@ PANELS: list[tuple[str, Callable[[str], bool]]] = [
     ("prediction's share of the encoders' gradient", lambda k: k.startswith("grad_share/")),
     ("samples / s", lambda k: k == "samples_per_s"),
     ("rows drawn per source", lambda k: k.startswith("drawn/")),
+    ("held-out retrieval (train.eval_data)", lambda k: k in ("heldout/R@1", "heldout/P@1")),
 ]
 
 

@@ -132,6 +132,22 @@ def test_fsdp2_with_mamba_encoders_trains_as_one_process(demo, tmp_path):
     _assert_same_training(tmp_path / "one", tmp_path / "fsdp")
 
 
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_held_out_evaluation_scores_as_one_process(demo, tmp_path, parallel):
+    """`train.eval_data` under torchrun: every process embeds the held-out rows (FSDP2 gathers the
+    sharded weights as it goes), rank 0 writes the records, and they are one process's."""
+    held = f"train.eval_data={demo / 'test.jsonl'}"
+    _pretrain(demo, tmp_path / "one", 1, held)
+    _pretrain(demo, tmp_path / parallel, 2, held, f"train.parallel={parallel}")
+    scores = []
+    for run in (tmp_path / "one", tmp_path / parallel):
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        scores.append([(r["step"], r["heldout/R@1"], r["heldout/P@1"]) for r in records if "heldout/R@1" in r])
+    assert [s[0] for s in scores[0]] == [s[0] for s in scores[1]] == [1, 2, 3]
+    # float noise between the runs may reorder a near tie: at most one of the 6 x 24 queries
+    assert torch.allclose(torch.tensor(scores[0]), torch.tensor(scores[1]), atol=1 / 144 + 1e-6), scores
+
+
 def test_steps_without_pairs_are_skipped_alike_on_every_process(demo, tmp_path):
     """The CLIP objective on one manifest of 20 pairs in 104 rows, drawn as it comes: some global
     batches of 8 hold fewer than two pairs. Every process skips those steps together (the decision

@@ -13,6 +13,7 @@ from ..cli_args import (
     UsageError,
     finetune_overrides,
     need,
+    need_run,
     overrides_arg,
     parent,
     run_config,
@@ -38,7 +39,7 @@ def add_caption(sub: argparse._SubParsersAction) -> None:
         "train.max_steps, train.scst_steps, train.batch_size, columns.text=..., columns.image=...",
     )
     ct.set_defaults(func=_cmd_caption_train)
-    ct.add_argument("--checkpoint", required=True, help="pretraining run folder (its encoder and tokenizer)")
+    ct.add_argument("--checkpoint", required=True, help="pretraining run folder (its encoder and tokenizer), or one of its checkpoints (RUN/checkpoints/step_N)")
     ct.add_argument("--data", help="training rows [demo train.jsonl]")
     ct.add_argument("--eval-data", help="held-out rows evaluated after training [demo test.jsonl without --data]")
     ct.add_argument("--out", required=True, help="output folder")
@@ -72,7 +73,7 @@ COMMANDS = {"caption": add_caption}
 
 
 def _cmd_caption_train(args: argparse.Namespace) -> None:
-    need(args.checkpoint, "the --checkpoint pretraining run folder", "config.yaml")
+    need_run(args.checkpoint)
     from ..data.demo_paths import resolve_manifest
     from .config import load_caption_config
     from .metrics import format_scores

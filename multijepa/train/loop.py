@@ -50,6 +50,7 @@ from ..model import resolve_towers
 from ..processors import build_tokenizer
 from ..run_folder import RunFolderError, hold_run_folder, run_files
 from .builder import Training, build_training
+from .heldout import HeldOutEval
 from .model_card import model_card, write_model_card
 from .parallelize import full_state, load_optimizer_state
 from .run_log import RunLog
@@ -230,6 +231,7 @@ class _Progress:
     data_position: dict | None = None  # where the data order resumes
     bad_state: dict | None = None  # the bad rows met so far (BadSampleLog.state_dict)
     streams: dict[str, dict] = field(default_factory=dict)  # streaming: each stream's position
+    heldout: dict | None = None  # the best held-out evaluation so far (HeldOutEval.state_dict)
 
 
 def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World, device: torch.device,
@@ -262,7 +264,10 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     data = build_train_data(cfg, sources, model.processors, run.step, run.data_position, device, world.rank, world.size)
     log = RunLog(cfg, out, run.step, world, device, progress, say)
     start_step, clock = run.step, TrainingClock(run.seconds)
-    saver = _Checkpointer(cfg, out, training, data, sources, bad, clock, log, world, device)
+    heldout = HeldOutEval(t.eval_data, model, t.eval_every, out, say) if t.eval_data else None
+    if heldout is not None:
+        heldout.load_state_dict(run.heldout)
+    saver = _Checkpointer(cfg, out, training, data, sources, bad, clock, log, world, device, heldout)
 
     model.train()
     try:
@@ -304,6 +309,8 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
     if training.step.no_pair_steps:
         say(f"data: {training.step.no_pair_steps} step(s) drew no pair to bind and were skipped "
             "(see data.min_pair_fraction)")
+    if heldout is not None and heldout.best_step is not None:
+        say(heldout.summary())
     return log.last
 
 
@@ -361,22 +368,27 @@ def _restore(ckpt: Path, training: Training, run: _Progress, world: World, devic
     position = state.get("data_position")
     return _Progress(step=int(state["step"]), drawn={**run.drawn, **state.get("drawn", {})},
                      seconds=float(state.get("train_seconds", 0.0)), data_position=position,
-                     bad_state=state.get("bad_samples"), streams=dict((position or {}).get("streams", {})))
+                     bad_state=state.get("bad_samples"), streams=dict((position or {}).get("streams", {})),
+                     heldout=state.get("heldout"))
 
 
 class _Checkpointer:
     """Writes a checkpoint (atomically, rank 0; every process takes part) with all a resume needs to
-    go on exactly, then the model card and the figure beside it. The clock stops while it writes."""
+    go on exactly, then the model card and the figure beside it; first, when due, the held-out
+    evaluation (`train.eval_data`), whose best checkpoint is never pruned. The clock stops meanwhile."""
 
     def __init__(self, cfg: Config, out: Path, training: Training, data, sources: list, bad: BadSampleLog,
-                 clock: TrainingClock, log: RunLog, world: World, device: torch.device):
+                 clock: TrainingClock, log: RunLog, world: World, device: torch.device, heldout: HeldOutEval | None):
         self.cfg, self.out, self.training, self.data, self.sources = cfg, out, training, data, sources
         self.bad, self.clock, self.log, self.world, self.device = bad, clock, log, world, device
+        self.heldout = heldout
         self.parameters = sum(p.numel() for p in training.model.parameters() if p.requires_grad)
 
     def save(self, run: _Progress, final: bool) -> None:
         cfg, world, clock, step = self.cfg, self.world, self.clock, run.step
         clock.pause()
+        if self.heldout is not None and self.heldout.due(step, final):
+            self.log.write_record(self.heldout.evaluate(self.training.model, step, self.device))
         weights, optim_state = full_state(self.training.model, self.training.optimizer)  # a collective under FSDP
         rngs = gather_objects(_rng_state(self.device), world)  # each process's own generators
         if self.data.sampler is not None:
@@ -389,7 +401,10 @@ class _Checkpointer:
                      **rngs[0], "rng_ranks": rngs, "drawn": dict(run.drawn), "bad_samples": self.bad.state_dict(),
                      "data_position": position, "world_size": world.size,
                      "train_seconds": clock.seconds(), "no_pair_steps": self.training.step.no_pair_steps}
-            save_checkpoint(self.out, step, weights, state, keep=cfg.train.keep_checkpoints)
+            best = None
+            if self.heldout is not None:
+                state["heldout"], best = self.heldout.state_dict(), self.heldout.best_checkpoint()
+            save_checkpoint(self.out, step, weights, state, keep=cfg.train.keep_checkpoints, protect=best)
             card = model_card(cfg, self.out, self.sources, step, clock.seconds(), self.device, world.size,
                               self.log.last, run.drawn, self.parameters)
             write_model_card(self.out / "MODEL_CARD.md", card)

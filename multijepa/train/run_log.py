@@ -50,17 +50,21 @@ class RunLog:
                           self.samples / max(time.perf_counter() - self.tic, 1e-9), drawn, bad_rows, no_pair_steps)
         self.monitors.watch(rec, self.say)  # warns of a collapsing shared space; stops on collapsed targets
         self.clip_watch.record(rec, schedule.total, self.say)  # says when the clip rescales every step
+        self.write_record(rec)
+        self.bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
+        self.last = rec
+        self.samples, self.tic = 0, time.perf_counter()
+        return rec
+
+    def write_record(self, rec: dict) -> None:
+        """A line of metrics.jsonl (and TensorBoard scalars), rank 0: a step's record, or a held-out evaluation."""
         if self.file is not None:
             self.file.write(json.dumps(rec) + "\n")
             self.file.flush()
         if self.board is not None:
             for k, v in rec.items():
-                if k != "step":
-                    self.board.add_scalar(k, v, step)
-        self.bar.set_postfix(loss=f"{rec['loss']:.3f}", pred=f"{rec['loss/pred']:.3f}", bind=f"{rec['loss/bind']:.3f}")
-        self.last = rec
-        self.samples, self.tic = 0, time.perf_counter()
-        return rec
+                if k != "step" and isinstance(v, (int, float)):
+                    self.board.add_scalar(k, v, rec["step"])
 
     def plot(self, final: bool) -> None:
         """RUN/metrics.png, at a checkpoint (rank 0): at most every PLOT_EVERY_S seconds, and at the last one."""

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from ..cli_args import BATCH, DEVICE, PROGRESS, finetune_overrides, need, overrides_arg, parent, run_config, write_json
+from ..cli_args import BATCH, DEVICE, PROGRESS, finetune_overrides, need, need_run, overrides_arg, parent, run_config, write_json
 
 
 def add_vqa(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def add_vqa(sub: argparse._SubParsersAction) -> None:
         "columns.question=..., columns.answers=...",
     )
     vt.set_defaults(func=_cmd_vqa_train)
-    vt.add_argument("--checkpoint", required=True, help="pretraining run folder (its encoders and tokenizer)")
+    vt.add_argument("--checkpoint", required=True, help="pretraining run folder (its encoders and tokenizer), or one of its checkpoints (RUN/checkpoints/step_N)")
     vt.add_argument("--data", help="training rows [demo vqa_train.jsonl]")
     vt.add_argument("--eval-data", help="held-out rows evaluated after training [demo vqa_test.jsonl without --data]")
     vt.add_argument("--out", required=True, help="output folder")
@@ -71,7 +71,7 @@ COMMANDS = {"vqa": add_vqa}
 
 
 def _cmd_vqa_train(args: argparse.Namespace) -> None:
-    need(args.checkpoint, "the --checkpoint pretraining run folder", "config.yaml")
+    need_run(args.checkpoint)
     from ..data.demo_paths import resolve_manifest
     from .config import load_vqa_config
     from .metric import format_vqa
