@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-CKPT_DIR = "checkpoints"
+from .run_folder import CKPT_DIR
 
 
 class CheckpointError(RuntimeError):
@@ -44,15 +44,6 @@ def _fsync_file(path: Path) -> None:
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
     """RUN/checkpoints/step_00000200: the folder of the checkpoint of `step`."""
     return Path(run_dir) / CKPT_DIR / f"step_{step:08d}"
-
-
-def run_of(path: str | Path) -> tuple[Path, Path | None]:
-    """A run folder, or one of its checkpoints (RUN/checkpoints/step_N) -> (the run folder, that
-    checkpoint or None for the latest)."""
-    p = Path(path)
-    if p.parent.name == CKPT_DIR and p.name.startswith("step_") and (p / "model.safetensors").is_file():
-        return p.parent.parent, p
-    return p, None
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module | dict, train_state: dict, keep: int = 2,

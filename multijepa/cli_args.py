@@ -67,10 +67,11 @@ def need(path: str | Path, what: str, inside: str | None = None) -> None:
 
 def need_run(path: str | Path) -> None:
     """--checkpoint: a pretraining run folder, or one of its checkpoints (RUN/checkpoints/step_N)."""
+    from .run_folder import run_of
+
     p = Path(path)
-    inside = p.parent.parent if p.parent.name == "checkpoints" and (p / "model.safetensors").exists() else p
     need(p, "the --checkpoint pretraining run folder")
-    if not (inside / "config.yaml").exists():
+    if not (run_of(p)[0] / "config.yaml").exists():
         raise FileNotFoundError(f"{p}: not the --checkpoint pretraining run folder (or one of its checkpoints): "
                                 "it has no config.yaml")
 

@@ -25,10 +25,11 @@ from modalities.text import TextTokenizer
 from modalities.towers import file_sha256, load_tower, read_weights, weights_file
 
 from . import distributed
-from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights, run_of
+from .checkpoint import CKPT_DIR, CheckpointError, latest_checkpoint, load_weights
 from .config import Config, ConfigError, ModelConfig, load_run_config
 from .modality import get_modality
 from .processors import Processors, build_tokenizer
+from .run_folder import run_of
 from .towers import resolve_towers, tower_spec
 
 

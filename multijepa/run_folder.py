@@ -19,6 +19,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+CKPT_DIR = "checkpoints"  # RUN/checkpoints/step_00000200/
+
+
+def run_of(path: str | Path) -> tuple[Path, Path | None]:
+    """A run folder, or one of its checkpoints (RUN/checkpoints/step_N) -> (the run folder, that
+    checkpoint or None for the latest)."""
+    p = Path(path)
+    if p.parent.name == CKPT_DIR and p.name.startswith("step_") and (p / "model.safetensors").is_file():
+        return p.parent.parent, p
+    return p, None
+
+
 LOCK_NAME = ".multijepa.lock"
 
 

@@ -2,12 +2,13 @@
 
 On few pairs a run can get worse with training (the demo with 10 % pairs: class-match P@1 0.73-0.78
 after 120 s, 0.61-0.64 after 480 s, with every objective), and nothing in the training loss shows
-it. So at its checkpoints (every `train.eval_every` steps) a run embeds a held-out manifest and
-scores retrieval between its modalities with the same code as `multijepa eval retrieval`: the mean
-R@1 over the directions ("best" means the highest of it) and, where the rows have labels, the mean
-class-match P@1. Each evaluation is a metrics.jsonl record of its own; one below the best by more
-than BELOW_BEST says so in the log, and the best checkpoint is never pruned, so the user can take
-it (`--checkpoint RUN/checkpoints/step_N`).
+it. So every `train.eval_every` steps (at every checkpoint by default; an evaluation writes a
+checkpoint of its own) and at its end, a run embeds a held-out manifest and scores retrieval between
+its modalities with the same code as `multijepa eval retrieval`: the mean R@1 over the directions
+("best" means the highest of it) and, where the rows have labels, the mean class-match P@1. Each
+evaluation is a metrics.jsonl record of its own; one below the best by more than BELOW_BEST says
+so in the log, and the best checkpoint is never pruned, so the user can take it
+(`--checkpoint RUN/checkpoints/step_N`).
 
 The evaluation runs in eval mode, draws no random numbers of the run's (its generators are saved
 and restored), and is not counted in `train.max_seconds`: a run trains the same with it or without.
@@ -46,8 +47,12 @@ class HeldOutEval:
         self.best_step: int | None = None
         self.best = -math.inf
 
+    def wants_checkpoint(self, step: int) -> bool:
+        """Whether step `step` is an evaluation's, which then writes a checkpoint too (the best is kept)."""
+        return self.every > 0 and step % self.every == 0
+
     def due(self, step: int, final: bool) -> bool:
-        """At a checkpoint of step `step`: every `every` steps (0: every checkpoint), and the last."""
+        """At the checkpoint of step `step`: every `every` steps (0: at every checkpoint), and the last."""
         return final or self.every == 0 or step % self.every == 0
 
     @torch.no_grad()

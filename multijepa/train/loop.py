@@ -293,7 +293,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
             if result is not None and (log_step or out_of_time):
                 log.write(step, result, schedule, model, run.drawn, bad.skipped, training.step.no_pair_steps)
             final = step == t.max_steps or out_of_time or bool(signum)
-            if step % t.ckpt_every == 0 or final:
+            if step % t.ckpt_every == 0 or final or (heldout is not None and heldout.wants_checkpoint(step)):
                 saver.save(run, final)
             if out_of_time:
                 say(f"train.max_seconds={t.max_seconds:g} reached at step {step}")
