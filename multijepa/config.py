@@ -642,7 +642,7 @@ def _merge(base: dict, extra: dict) -> dict:
 # shipped configs renamed, by their old names: those names keep working
 ALIASES = {"base": "vit_b16_gpu"}
 # keys of the run config that hold paths: relative ones in a config file start from its folder
-PATH_KEYS = (("data", "train"), ("model", "text", "tokenizer_file"))
+PATH_KEYS = (("data", "train"), ("model", "text", "tokenizer_file"), ("train", "eval_data"))
 
 
 def _shipped_dir() -> Path:

@@ -589,7 +589,8 @@ class MultiJEPA(nn.Module):
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "MultiJEPA":
-        """Load a pretraining run folder (config.yaml, tokenizer, latest weights), with its preprocessing."""
+        """Load a pretraining run folder (config.yaml, tokenizer, latest weights), with its preprocessing;
+        or one of its checkpoints (RUN/checkpoints/step_N: that checkpoint's weights)."""
         return load_run(run_dir, device)
 
     def embed(self, modality: str, values: Any, batch_size: int = 64) -> torch.Tensor:

@@ -37,6 +37,8 @@ def test_held_out_scores_agree_with_eval_retrieval_and_leave_training_unchanged(
     assert all(r["heldout/best_step"] == best["step"] for r in records[1:])
     # the best checkpoint outlives keep_checkpoints=1 beside the newest
     assert {p.name for p in list_checkpoints(scored)} == {checkpoint_dir(scored, s).name for s in {best["step"], 6}}
+    card = (scored / "MODEL_CARD.md").read_text()
+    assert "## Held-out retrieval" in card and f"kept as `{checkpoint_dir(scored, best['step'])}`" in card
     # evaluation draws none of the run's random numbers and is not training: the same weights
     a, b = load_file(str(checkpoint_dir(plain, 6) / "model.safetensors")), load_file(str(checkpoint_dir(scored, 6) / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -46,6 +46,7 @@ class HeldOutEval:
                              "held-out retrieval needs two of the run's modalities in one row")
         self.best_step: int | None = None
         self.best = -math.inf
+        self.last: dict | None = None  # the last evaluation's record
 
     def wants_checkpoint(self, step: int) -> bool:
         """Whether step `step` is an evaluation's, which then writes a checkpoint too (the best is kept)."""
@@ -78,6 +79,7 @@ class HeldOutEval:
         if rec[SCORE] > self.best:
             self.best, self.best_step = rec[SCORE], step
         rec["heldout/best_step"] = self.best_step
+        self.last = rec
         shown = f"mean R@1 {rec[SCORE]:.3f}" + (f", class-match P@1 {rec['heldout/P@1']:.3f}" if p1 else "")
         self.say(f"step {step}: held-out {shown} ({len(self.dataset)} rows of {self.name})")
         if rec[SCORE] < self.best - BELOW_BEST:
@@ -93,6 +95,13 @@ class HeldOutEval:
     def summary(self) -> str:
         return (f"held-out: best mean R@1 {self.best:.3f} at step {self.best_step}; use it with "
                 f"--checkpoint {self.best_checkpoint()}")
+
+    def card(self) -> dict | None:
+        """What the model card says of it (`model_card`'s `heldout`), once there is an evaluation."""
+        if self.last is None:
+            return None
+        return {"data": self.name, "last": self.last, "best": self.best, "best_step": self.best_step,
+                "checkpoint": str(self.best_checkpoint())}
 
     def state_dict(self) -> dict:
         return {"best_step": self.best_step, "best": self.best}

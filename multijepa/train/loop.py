@@ -406,10 +406,11 @@ class _Checkpointer:
                 state["heldout"], best = self.heldout.state_dict(), self.heldout.best_checkpoint()
             save_checkpoint(self.out, step, weights, state, keep=cfg.train.keep_checkpoints, protect=best)
             card = model_card(cfg, self.out, self.sources, step, clock.seconds(), self.device, world.size,
-                              self.log.last, run.drawn, self.parameters)
+                              self.log.last, run.drawn, self.parameters, self.heldout and self.heldout.card())
             write_model_card(self.out / "MODEL_CARD.md", card)
             self.log.plot(final)
         barrier(world)
+        self.log.leave_out(time.perf_counter() - clock.paused_at)  # samples/s: training time only
         clock.resume()
 
 

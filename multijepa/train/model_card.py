@@ -37,7 +37,8 @@ def source_rows(sources) -> list[tuple[str, str, str, float]]:
 
 
 def model_card(cfg: Config, out: Path, sources, step: int, seconds: float, device: torch.device, world_size: int,
-               last: dict, drawn: dict[str, int], parameters: int) -> str:
+               last: dict, drawn: dict[str, int], parameters: int, heldout: dict | None = None) -> str:
+    """The card's Markdown. `heldout`: the held-out evaluation (`HeldOutEval.card`), when the run has one."""
     m, loss = cfg.model, cfg.loss
     sections = {name: getattr(m, name) for name in m.modalities}
     encoders = "; ".join(
@@ -91,6 +92,13 @@ def model_card(cfg: Config, out: Path, sources, step: int, seconds: float, devic
                      "collapsed space. Held-out figures come from `multijepa eval retrieval / probe`.")
     else:
         lines.append("No step logged yet.")
+    if heldout:
+        last_rec = heldout["last"]
+        p1 = f", mean class-match P@1 {last_rec['heldout/P@1']:.3f}" if "heldout/P@1" in last_rec else ""
+        lines += ["", "## Held-out retrieval", "",
+                  f"On `{heldout['data']}` (`train.eval_data`), at step {last_rec['step']}: mean R@1 "
+                  f"{last_rec['heldout/R@1']:.3f}{p1}. The best so far: mean R@1 {heldout['best']:.3f} at step "
+                  f"{heldout['best_step']}, kept as `{heldout['checkpoint']}` (use it as `--checkpoint`)."]
     lines += [
         "",
         "## Intended use",

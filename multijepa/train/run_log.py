@@ -56,6 +56,10 @@ class RunLog:
         self.samples, self.tic = 0, time.perf_counter()
         return rec
 
+    def leave_out(self, seconds: float) -> None:
+        """Seconds that were not training (a checkpoint, a held-out evaluation): not in samples/s."""
+        self.tic += seconds
+
     def write_record(self, rec: dict) -> None:
         """A line of metrics.jsonl (and TensorBoard scalars), rank 0: a step's record, or a held-out evaluation."""
         if self.file is not None:
