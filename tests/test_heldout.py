@@ -14,7 +14,7 @@ from multijepa.checkpoint import checkpoint_dir, list_checkpoints, save_checkpoi
 from multijepa.cli import main
 from multijepa.config import ConfigError, load_config
 from multijepa.model import load_run
-from multijepa.train.heldout import SCORE, HeldOutEval
+from multijepa.train.heldout import PATIENCE, SCORE, HeldOutEval
 
 
 def _pretrain(demo, out, *extra, steps=6):
@@ -66,16 +66,20 @@ def test_a_resumed_run_keeps_its_best_and_scores_as_the_uninterrupted_one(demo, 
     assert [r["step"] for r in _heldout(whole)] == [2, 4, 6]
 
 
-def test_a_score_below_the_best_is_said_with_the_checkpoint_to_take(run, demo, tmp_path):
+def test_a_run_past_its_best_is_said_with_the_checkpoint_to_take(run, demo, tmp_path):
+    """A dip is noise; a best that is PATIENCE evaluations old, with a score below it, is said."""
     said = []
     model = load_run(run)
     heldout = HeldOutEval(str(demo / "test.jsonl"), model, 0, run, said.append)
-    heldout.load_state_dict({"best_step": 2, "best": 1.0})  # as if step 2 had retrieved every row
-    rec = heldout.evaluate(model, 4, torch.device("cpu"))
-    assert rec["heldout/best_step"] == 2 and rec[SCORE] < 1.0
+    heldout.load_state_dict({"best_step": 2, "best": 1.0, "since_best": 0})  # as if step 2 had retrieved every row
+    for i in range(1, PATIENCE + 2):  # the i-th evaluation after the best, at step 2 + 2i
+        rec = heldout.evaluate(model, 2 + 2 * i, torch.device("cpu"))
+        assert rec["heldout/best_step"] == 2 and rec[SCORE] < 1.0
+        warned = [line for line in said if line.startswith("warning:")]
+        assert len(warned) == max(0, i - PATIENCE + 1)
+    assert f"step {2 + 2 * PATIENCE}: held-out mean R@1" in warned[0] and str(checkpoint_dir(run, 2)) in warned[0]
     assert model.training  # back to training mode
-    assert any(line.startswith("warning: step 4: held-out mean R@1") and str(checkpoint_dir(run, 2)) in line
-               for line in said)
+    assert heldout.state_dict()["since_best"] == PATIENCE + 1  # kept in checkpoints: a resumed run counts on
 
 
 def test_a_checkpoint_folder_loads_that_checkpoint(demo, tmp_path):
