@@ -30,7 +30,9 @@ from ..retrieval.embed import embed_rows, manifest_groups, manifest_labels, open
 from ..retrieval.metrics import retrieval_metrics
 
 SCORE = "heldout/R@1"  # what "best" means: the mean R@1 over the retrieval directions
-BELOW_BEST = 0.01  # an evaluation this far below the best (R@1, absolute) counts as below it
+# an evaluation this far below the best (R@1, absolute) counts as below it: a demo run with 10 % pairs
+# at its plateau stayed within 0.017 of its best (docs/results/objective.md), a run past its best falls by more
+BELOW_BEST = 0.02
 PATIENCE = 3  # a best this many evaluations old (and a score below it) says the run is past its best
 
 
