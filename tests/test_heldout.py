@@ -109,3 +109,10 @@ def test_bad_held_out_settings_are_named_before_training(demo, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "missing.jsonl" in err and "Traceback" not in err
     assert not list_checkpoints(tmp_path / "x")
+    captions = tmp_path / "captions.jsonl"  # one modality: nothing to retrieve between
+    rows = [json.loads(line) for line in (demo / "test.jsonl").read_text().splitlines()]
+    captions.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
+    code = main(["pretrain", "--config", "tiny", "--data", str(demo / "train.jsonl"), "--out", str(tmp_path / "y"),
+                 "--no-progress", "--max-steps", "2", f"train.eval_data={captions}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith(f"error: train.eval_data={captions}") and "\n" not in err

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from modalities.errors import DataError
+
 from ..checkpoint import checkpoint_dir
 from ..data.demo_paths import resolve_manifest
 from ..retrieval.embed import embed_rows, manifest_groups, manifest_labels, open_manifest
@@ -47,7 +49,7 @@ class HeldOutEval:
         self.labels = manifest_labels(self.dataset)
         self.groups, self.grouping = manifest_groups(self.dataset, None)
         if len(self.dataset.modalities) < 2:
-            raise ValueError(f"train.eval_data={manifest}: {path} has rows of {self.dataset.modalities} only; "
+            raise DataError(f"train.eval_data={manifest}: {path} has rows of {self.dataset.modalities} only; "
                              "held-out retrieval needs two of the run's modalities in one row")
         self.best_step: int | None = None
         self.best = -math.inf
@@ -77,7 +79,7 @@ class HeldOutEval:
                 model.train()
         results = retrieval_metrics(embs, self.labels, groups=self.groups, grouping=self.grouping)
         if not results:
-            raise ValueError(f"train.eval_data={self.name}: no two modalities share two rows to retrieve between")
+            raise DataError(f"train.eval_data={self.name}: no two modalities share two rows to retrieve between")
         rec = {"step": step, SCORE: sum(r["R@1"] for r in results.values()) / len(results)}
         p1 = [r["P@1"] for r in results.values() if "P@1" in r]
         if p1:
