@@ -482,7 +482,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # the newest this many are kept (and the held-out best); 0 keeps them all
     # a held-out manifest (or demo:test) scored at checkpoints while the run trains: mean R@1 over the
     # retrieval directions (and class-match P@1 where rows have labels) in metrics.jsonl and the log, a
-    # warning when it falls below its best (overfitting), and the best checkpoint kept. "" = none
+    # warning when it stays below its best, and the best checkpoint kept. "" = none
     eval_data: str = ""
     eval_every: int = 0  # steps between held-out evaluations, each with a checkpoint (the best is kept); 0 = at ckpt_every
     plot: bool = True  # RUN/metrics.png (`multijepa plot`) at checkpoints at most once a minute, and at the end

@@ -33,7 +33,7 @@ from ..retrieval.metrics import retrieval_metrics
 
 SCORE = "heldout/R@1"  # what "best" means: the mean R@1 over the retrieval directions
 # an evaluation this far below the best (R@1, absolute) counts as below it: a demo run with 10 % pairs
-# at its plateau stayed within 0.017 of its best (docs/results/objective.md), a run past its best falls by more
+# stayed within 0.017 of its best on its plateau (docs/results/objective.md)
 BELOW_BEST = 0.02
 PATIENCE = 3  # a best this many evaluations old (and a score below it) says the run is past its best
 
@@ -50,7 +50,7 @@ class HeldOutEval:
         self.groups, self.grouping = manifest_groups(self.dataset, None)
         if len(self.dataset.modalities) < 2:
             raise DataError(f"train.eval_data={manifest}: {path} has rows of {self.dataset.modalities} only; "
-                             "held-out retrieval needs two of the run's modalities in one row")
+                            "held-out retrieval needs two of the run's modalities in one row")
         self.best_step: int | None = None
         self.best = -math.inf
         self.since_best = 0  # evaluations since the best
@@ -95,7 +95,8 @@ class HeldOutEval:
         if self.since_best >= PATIENCE and rec[SCORE] < self.best - BELOW_BEST:
             self.say(f"warning: step {step}: held-out mean R@1 {rec[SCORE]:.3f}; the best, {self.best:.3f}, came "
                      f"{self.since_best} evaluations ago at step {self.best_step}: the run may be past its best "
-                     f"(overfitting its pairs?). That checkpoint is kept: --checkpoint {self.best_checkpoint()}")
+                     f"(on few pairs, compare a shorter run). That checkpoint is kept: --checkpoint "
+                     f"{self.best_checkpoint()}")
         return rec
 
     def best_checkpoint(self) -> Path | None:
