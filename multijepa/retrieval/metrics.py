@@ -143,6 +143,13 @@ def manifest_retrieval(model, manifest, group_by: str | None = None, batch_size:
     """Embed every row of a manifest and score retrieval between its modalities (items grouped
     as `manifest_groups` says, labels from its label column) -> (results, what an item is)."""
     dataset = open_manifest(model, manifest, extra=(group_by,) if group_by else ())
+    return dataset_retrieval(model, dataset, group_by, batch_size, progress, ties)
+
+
+def dataset_retrieval(model, dataset, group_by: str | None = None, batch_size: int = 128,
+                      progress: bool = True, ties: str = "topk") -> tuple[dict[str, dict], str]:
+    """`manifest_retrieval` of a manifest already opened (`open_manifest`), for a caller that scores
+    the same rows again and again (pretraining's held-out evaluation)."""
     embs, _ = embed_rows(model, dataset, batch_size=batch_size, progress=progress)
     groups, grouping = manifest_groups(dataset, group_by)
     return retrieval_metrics(embs, manifest_labels(dataset), groups=groups, grouping=grouping, ties=ties), grouping

@@ -28,8 +28,8 @@ from modalities.errors import DataError
 
 from ..checkpoint import checkpoint_dir
 from ..data.demo_paths import resolve_manifest
-from ..retrieval.embed import embed_rows, manifest_groups, manifest_labels, open_manifest
-from ..retrieval.metrics import retrieval_metrics
+from ..retrieval.embed import open_manifest
+from ..retrieval.metrics import dataset_retrieval
 
 SCORE = "heldout/R@1"  # what "best" means: the mean R@1 over the retrieval directions
 # an evaluation this far below the best (R@1, absolute) counts as below it: a demo run with 10 % pairs
@@ -46,8 +46,6 @@ class HeldOutEval:
         path = resolve_manifest(manifest, "test")
         self.name, self.every, self.out, self.say = str(path), every, out, say
         self.dataset = open_manifest(model, path)
-        self.labels = manifest_labels(self.dataset)
-        self.groups, self.grouping = manifest_groups(self.dataset, None)
         if len(self.dataset.modalities) < 2:
             raise DataError(f"train.eval_data={manifest}: {path} has rows of {self.dataset.modalities} only; "
                             "held-out retrieval needs two of the run's modalities in one row")
@@ -72,12 +70,11 @@ class HeldOutEval:
             if unshard is not None:
                 unshard()
             try:
-                embs, _ = embed_rows(model, self.dataset, progress=False)
+                results, _ = dataset_retrieval(model, self.dataset, progress=False)
             finally:
                 if unshard is not None:
                     model.reshard()
                 model.train()
-        results = retrieval_metrics(embs, self.labels, groups=self.groups, grouping=self.grouping)
         if not results:
             raise DataError(f"train.eval_data={self.name}: no two modalities share two rows to retrieve between")
         rec = {"step": step, SCORE: sum(r["R@1"] for r in results.values()) / len(results)}
