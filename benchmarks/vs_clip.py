@@ -13,13 +13,17 @@ of training (`train.max_seconds`). The arms:
             F < 1 on the paired rows alone (64 pairs per batch), as a CLIP user would.
   flip      the same, binding a random half of the image and audio patches (FLIP): the CLIP arm
             with the same speed trick as the default.
+  clipa     the same, binding images and spectrograms resized to 0.75 per side (CLIPA,
+            `model.<m>.bind_scale=0.75`: 36 image and 27 audio patches instead of 64 and 48) for the
+            first `loss.bind_scale_until` of the run, whole-size ones after.
   clip_mix  (F < 1) unmasked CLIP on jepa's own manifest and batches: only the objective differs.
   --ablations adds one arm per change of the default: jepa_early (`loss.pred_start=0`), jepa_start60
             and jepa_start90 (`loss.pred_start=0.6` and `0.9`: prediction for the last 40 % or 10 %),
             jepa_nopred (`loss.pred_weight=0`: the same recipe with no prediction, hence no target encoder:
             what prediction itself adds), jepa_flip
             (`bind_mask_ratio=0.5` for image and audio: FLIP's masked binding, whose context then also
-            serves prediction), jepa_ctx (`loss.bind_input=context`: the prediction phase binds the
+            serves prediction), jepa_clipa (`bind_scale=0.75` for image and audio: CLIPA's resized
+            binding until `loss.bind_scale_until`), jepa_ctx (`loss.bind_input=context`: the prediction phase binds the
             prediction context of images and sounds, one online forward instead of two), jepa_sigreg
             (`model.target=sigreg loss.sigreg_weight=0.02`: LeVLJEPA's target, the online whole-input
             forward that binding runs anyway, under stop-gradient, with SIGReg; no EMA tower) and, with F < 1,
@@ -90,10 +94,14 @@ from multijepa.vqa.train import train_vqa
 from common import machine, write_result
 from order import order_accuracy
 
-WHOLE = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0"]
-FLIP = ["model.image.bind_mask_ratio=0.5", "model.audio.bind_mask_ratio=0.5"]
+FULL_SIZE = ["model.image.bind_scale=1", "model.audio.bind_scale=1"]
+WHOLE = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0", *FULL_SIZE]
+FLIP = ["model.image.bind_mask_ratio=0.5", "model.audio.bind_mask_ratio=0.5", *FULL_SIZE]
+CLIPA = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0",
+         "model.image.bind_scale=0.75", "model.audio.bind_scale=0.75"]
 ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_start60": ["loss.pred_start=0.6"],
              "jepa_start90": ["loss.pred_start=0.9"], "jepa_nopred": ["loss.pred_weight=0"], "jepa_flip": FLIP,
+             "jepa_clipa": CLIPA,
              "jepa_ctx": ["loss.bind_input=context"],
              "jepa_sigreg": ["model.target=sigreg", "loss.sigreg_weight=0.02"],
              "jepa_nofloor": ["data.min_pair_fraction=0"]}
@@ -106,7 +114,7 @@ EARLY, SHARED = ["loss.pred_start=0"], ["loss.pred_start=0", "loss.bind_input=co
 MASK_ARMS = {"jepa_blocks": BLOCKS, "jepa_random": RANDOM,
              "jepa_early_blocks": EARLY + BLOCKS, "jepa_early_random": EARLY + RANDOM,
              "jepa_ctx_blocks": SHARED + BLOCKS, "jepa_ctx_random": SHARED + RANDOM}
-ARMS = ("clip", "flip", "clip_mix", "jepa", "pred_only", *ABLATIONS, *MASK_ARMS)
+ARMS = ("clip", "flip", "clipa", "clip_mix", "jepa", "pred_only", *ABLATIONS, *MASK_ARMS)
 
 
 def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str], seed: int = 0,
@@ -117,9 +125,10 @@ def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: 
         "train.max_seconds=0", f"train.max_steps={steps}"]
     common = [*budget, "train.ckpt_every=100000", f"train.seed={seed}"]
     mixture = [f"data.train={data / 'train.jsonl'}"]  # with F < 1 one manifest of pairs and single rows
-    if arm in ("clip", "flip"):
+    if arm in ("clip", "flip", "clipa"):
         train = data / ("train_paired.jsonl" if fraction < 1 else "train.jsonl")
-        return [*common, f"data.train={train}", "loss.objective=clip", *(FLIP if arm == "flip" else WHOLE), *extra]
+        binding = {"clip": WHOLE, "flip": FLIP, "clipa": CLIPA}[arm]
+        return [*common, f"data.train={train}", "loss.objective=clip", *binding, *extra]
     if arm == "clip_mix":
         return [*common, *mixture, "loss.objective=clip", *WHOLE, *extra]
     pred_only = ["loss.bind_weight=0", "loss.pred_start=0"] if arm == "pred_only" else []
@@ -230,9 +239,10 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1], help="paired fractions [1.0 0.1]")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each repeat of every arm [0]")
     ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], choices=ARMS, metavar="ARM",
-                    help="arms to train [clip flip jepa]; clip_mix joins them with F < 1; any ablation, or a mask arm: "
+                    help="arms to train [clip flip jepa]; clipa (CLIP binding resized inputs); clip_mix joins them with F < 1; "
+                         "any ablation, or a mask arm: "
                          f"{' '.join(MASK_ARMS)}")
-    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_start60, jepa_start90, jepa_nopred, jepa_flip, jepa_ctx, jepa_sigreg (and "
+    ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_start60, jepa_start90, jepa_nopred, jepa_flip, jepa_clipa, jepa_ctx, jepa_sigreg (and "
                     "jepa_nofloor with F < 1): one change of the default each")
     ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")
     ap.add_argument("--n-test", type=int, default=600, help="held-out scenes [600]")
@@ -276,7 +286,7 @@ def main() -> None:
         arms += ["pred_only"] if args.pred_only and fraction == 1.0 else []
         for seed in args.seeds:
             for arm in arms:
-                extra = args.clip if arm in ("clip", "flip", "clip_mix") else args.jepa
+                extra = args.clip if arm in ("clip", "flip", "clipa", "clip_mix") else args.jepa
                 run = work / f"run_{arm}_{fraction:g}_s{seed}"
                 print(f"paired fraction {fraction:g}, seed {seed}: {'evaluating' if args.reuse_runs else 'training'} "
                       f"{arm} ...", flush=True)

@@ -63,12 +63,13 @@ class Encoder(nn.Module):
         return self.tokens.grid
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None,
-                layers: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                layers: int = 0, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """keep (B, K): token indices to encode, -1 = padding. Returns features (B, N or K, D) and
         the valid mask (B, N or K) (None when all are valid). layers > 0: instead of the features,
         the last `layers` blocks' outputs (layers, B, N or K, D), before the final norm (data2vec's
-        targets average them)."""
-        h, valid = self.tokens(x)  # (B, N, D), (B, N) | None
+        targets average them). scale < 1: the input resized by that much per side first (patch
+        tokens only: `PatchTokens`), so fewer tokens."""
+        h, valid = self.tokens(x) if scale == 1.0 else self.tokens(x, scale=scale)  # (B, N, D), (B, N) | None
         if keep is not None:
             kept = keep >= 0  # (B, K)
             safe = keep.clamp_min(0)

@@ -14,12 +14,16 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([out.sin(), out.cos()], dim=1).float()
 
 
-def sincos_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
-    """(H, W) grid -> (H*W, dim), row-major; half the channels encode the row, half the column."""
+def sincos_2d(dim: int, grid: tuple[int, int], extent: tuple[int, int] | None = None) -> torch.Tensor:
+    """(H, W) grid -> (H*W, dim), row-major; half the channels encode the row, half the column.
+    extent: the (H0, W0) grid the positions are measured in, for a grid of the same input resized
+    (CLIPA's smaller binding input): each patch sits at its centre's place on that grid, a fraction
+    where the sizes differ, so a resized input's tokens keep the positions of what they show."""
     assert dim % 4 == 0, "2-D sin-cos embedding needs a dimension divisible by 4"
     h, w = grid
-    rows = torch.arange(h).repeat_interleave(w)
-    cols = torch.arange(w).repeat(h)
+    H, W = extent or grid
+    rows = ((torch.arange(h, dtype=torch.float64) + 0.5) * H / h - 0.5).repeat_interleave(w)
+    cols = ((torch.arange(w, dtype=torch.float64) + 0.5) * W / w - 0.5).repeat(h)
     return torch.cat([sincos_1d(dim // 2, rows), sincos_1d(dim // 2, cols)], dim=1)
 
 

@@ -11,7 +11,7 @@ import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
-from .positions import position_table
+from .positions import position_table, sincos_2d
 
 
 class PatchTokens(nn.Module):
@@ -36,10 +36,33 @@ class PatchTokens(nn.Module):
     def num_tokens(self) -> int:
         return self.pos.shape[0]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def scaled_grid(self, scale: float) -> tuple[int, int]:
+        """The token grid of the input resized by `scale` per side (an error where a side would not
+        be a whole number of patches)."""
+        ph, pw = self.proj.patch_size
+        grid = []
+        for n, p in zip(self.grid, (ph, pw)):
+            side = n * p * scale
+            if abs(side - round(side / p) * p) > 1e-6 or round(side / p) < 1:
+                raise ValueError(f"resizing by {scale} makes a side of {side:g} px/bins, not a whole number "
+                                 f"of {p}-wide patches (the input is {n * p})")
+            grid.append(round(side / p))
+        return grid[0], grid[1]
+
+    def forward(self, x: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """scale < 1: CLIPA's resized input. The input is resized by `scale` per side (bilinear, with
+        antialiasing) into fewer patches, each placed at its centre's position on the full grid."""
         if x.dim() == 3:  # (B, mel, time) spectrogram without a channel axis
             x = x.unsqueeze(1)
-        return self.proj(x) + self.pos, None  # (B, N, D), no padding
+        if scale == 1.0:
+            return self.proj(x) + self.pos, None  # (B, N, D), no padding
+        grid = self.scaled_grid(scale)
+        ph, pw = self.proj.patch_size
+        x = nn.functional.interpolate(x, size=(grid[0] * ph, grid[1] * pw), mode="bilinear",
+                                      align_corners=False, antialias=True)
+        h = self.proj.norm(self.proj.proj(x).flatten(2).transpose(1, 2))  # (B, h*w, D)
+        pos = sincos_2d(h.shape[-1], grid, extent=self.grid).to(h.device, h.dtype)  # (h*w, D)
+        return h + pos, None
 
 
 class TextTokens(nn.Module):

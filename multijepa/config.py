@@ -147,7 +147,7 @@ class SpanMaskConfig:
 @dataclass
 class ImageConfig:
     RANGES: ClassVar = {"size": COUNT, "patch": COUNT, "mean": ANY, "std": POSITIVE,
-                        "bind_mask_ratio": Range(0, 1, hi_open=True)}
+                        "bind_mask_ratio": Range(0, 1, hi_open=True), "bind_scale": Range(0, 1, lo_open=True)}
 
     size: int = 64  # images are resized and centre-cropped to size x size pixels
     patch: int = 8  # pixels per side of a patch (a token): (size / patch)^2 tokens
@@ -163,6 +163,13 @@ class ImageConfig:
     # instead (loss.bind_input=context). 0 by default: on the demo at equal wall-clock, 0.5 cost more
     # retrieval than its cheaper steps bought back (docs/results/objective.md)
     bind_mask_ratio: float = 0.0
+    # CLIPA: binding sees the image resized by this factor per side in training, for the first
+    # loss.bind_scale_until of the run: 0.75 makes 64 px 48 px, 36 patches instead of 64, each at its
+    # place on the full grid. Whole-size inputs after it, in the prediction phase, at evaluation and in
+    # `embed`. 1 = whole size; size * bind_scale must be a whole number of patches. 1 by default: on the
+    # demo at equal wall-clock, 0.75 lost retrieval that its whole-size tune did not win back
+    # (docs/results/objective.md)
+    bind_scale: float = 1.0
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # per colour, with mean
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -190,7 +197,7 @@ class TextConfig:
 class AudioConfig:
     RANGES: ClassVar = {"sample_rate": Range(1000), "num_mel_bins": COUNT, "target_frames": COUNT, "patch": COUNT,
                         "mean": ANY, "std": POSITIVE, "eval_clips": COUNT, "max_full_seconds": POSITIVE,
-                        "bind_mask_ratio": Range(0, 1, hi_open=True)}
+                        "bind_mask_ratio": Range(0, 1, hi_open=True), "bind_scale": Range(0, 1, lo_open=True)}
     CHOICES: ClassVar = {"train_crop": ("random", "start")}
 
     sample_rate: int = 16000  # audio is resampled to this rate (Hz) before the filter bank
@@ -207,6 +214,7 @@ class AudioConfig:
     pretrained: str | None = None
     freeze: bool = False  # fixed weights, as model.image.freeze
     bind_mask_ratio: float = 0.0  # as model.image.bind_mask_ratio (patches of the spectrogram)
+    bind_scale: float = 1.0  # as model.image.bind_scale (mel bins and frames, each a whole number of patches)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     mask: BlockMaskConfig = field(default_factory=lambda: BlockMaskConfig(full_height_prob=0.75))
 
@@ -333,6 +341,7 @@ class LossConfig:
     RANGES: ClassVar = {"pred_weight": NON_NEGATIVE, "bind_weight": NON_NEGATIVE, "variance_weight": NON_NEGATIVE,
                         "sigreg_weight": NON_NEGATIVE, "collapse_std": NON_NEGATIVE, "collapse_patience": COUNT,
                         "pred_start": Range(0, 1, hi_open=True), "pred_warmup_steps": NON_NEGATIVE,
+                        "bind_scale_until": SHARE,
                         "rankme_floor": SHARE}
     CHOICES: ClassVar = {"objective": OBJECTIVES, "bind_input": BIND_INPUTS}
 
@@ -349,6 +358,10 @@ class LossConfig:
     # the run binds alone (no target encoder or predictor runs); at it each target encoder is copied from
     # its online encoder and the predictors start. 0: prediction from the first step.
     pred_start: float = 0.8
+    # CLIPA's schedule for model.<m>.bind_scale < 1: binding sees resized inputs for this share of the run
+    # (counted as pred_start), whole-size ones after it, so that the model ends on the inputs evaluation
+    # embeds (a run's prediction phase binds whole-size inputs whatever this says)
+    bind_scale_until: float = 0.5
     # after pred_start: the predictors' learning rate warms up from 0 over this many steps (then decays
     # with the run's cosine), and the prediction weight ramps from 0 to pred_weight alongside
     pred_warmup_steps: int = 10
@@ -749,6 +762,8 @@ LEGACY_RUN_VALUES = {
     ("loss", "pred_start"): 0.0,
     ("model", "image", "bind_mask_ratio"): 0.0,
     ("model", "audio", "bind_mask_ratio"): 0.0,
+    ("model", "image", "bind_scale"): 1.0,
+    ("model", "audio", "bind_scale"): 1.0,
     ("data", "min_pair_fraction"): 0.0,
     ("model", "ema_horizon_max_steps"): 1_000_000_000,
 }
@@ -843,6 +858,7 @@ def _validate(cfg: Config) -> None:
     a = cfg.model.audio
     if a.num_mel_bins % a.patch[0] or a.target_frames % a.patch[1]:
         raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch [mel, frames]")
+    _check_bind_scales(cfg)
     for f in dataclasses.fields(cfg.model):  # every patch grid with these masks (grids divide evenly: checked above)
         k = getattr(getattr(cfg.model, f.name), "mask", None)
         if not (isinstance(k, BlockMaskConfig) and k.kind == "random"):
@@ -851,6 +867,29 @@ def _validate(cfg: Config) -> None:
         if max(1, round(n * (1 - k.random_ratio))) >= n:  # as RandomMasker keeps them
             raise ConfigError(f"model.{m}.mask.random_ratio={k.random_ratio:g} of {n} patches leaves no target; "
                               "mask a larger share")
+
+
+def _check_bind_scales(cfg: Config) -> None:
+    """model.<m>.bind_scale (CLIPA's resized binding): our own patch encoder, whole patches, no FLIP too."""
+    m = cfg.model
+    sides = {"image": ((m.image.size, m.image.patch), (m.image.size, m.image.patch)),
+             "audio": ((m.audio.num_mel_bins, m.audio.patch[0]), (m.audio.target_frames, m.audio.patch[1]))}
+    for name, dims in sides.items():
+        c = getattr(m, name)
+        if c.bind_scale == 1.0:
+            continue
+        key = f"model.{name}"
+        if c.pretrained is not None:
+            raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} resizes our patch encoder's input; {key}.pretrained is "
+                              "an open_clip/timm tower: keep bind_scale=1 with it")
+        if c.bind_mask_ratio > 0:
+            raise ConfigError(f"{key}: bind_scale={c.bind_scale:g} and bind_mask_ratio={c.bind_mask_ratio:g} are two ways "
+                              "to bind fewer tokens; choose one")
+        for side, patch in dims:
+            n = side * c.bind_scale / patch
+            if abs(n - round(n)) > 1e-6 or round(n) < 1:
+                raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} makes a side of {side} into {side * c.bind_scale:g}, "
+                                  f"not a whole number of {patch}-wide patches")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -212,6 +212,9 @@ class MultiJEPA(nn.Module):
         self.encoders = nn.ModuleDict({m: build_encoder(m, cfg, vocab_size) for m in self.modalities})
         # frozen encoders (`model.<m>.freeze`): fixed weights, whole inputs, nothing predicted for them
         self.frozen = [m for m in self.modalities if getattr(getattr(cfg, m), "freeze", False)]
+        # CLIPA's resized binding input (`model.<m>.bind_scale`, where not 1), for `loss.bind_scale_until` of a run
+        self.bind_scales = {m: s for m in self.modalities if (s := getattr(getattr(cfg, m), "bind_scale", 1.0)) != 1.0}
+        self.bind_resized = True  # until `loss.bind_scale_until` of the run (the training loop sets it each step)
         for m in self.frozen:
             self.encoders[m].requires_grad_(False)
         learned = [m for m in self.modalities if m not in self.frozen]
@@ -306,7 +309,8 @@ class MultiJEPA(nn.Module):
 
         One online forward per modality sees: while predicting, the prediction context (I-JEPA's
         blocks); before that (`loss.pred_start`) or in a CLIP-objective run, FLIP's random keep set
-        ("bind_keep") where the modality has one, else the whole input. Binding embeds that same
+        ("bind_keep") where the modality has one, else the whole input (resized, CLIPA, where
+        `model.<m>.bind_scale` < 1, until `loss.bind_scale_until`). Binding embeds that same
         forward, except where it must see the whole input (`_bind_features`). Under DDP the first
         modality's entry also holds "unused", a 0 that reaches every trainable weight (`_unused_anchor`)."""
         present = [m for m in self.modalities if m in batch]
@@ -335,7 +339,8 @@ class MultiJEPA(nn.Module):
 
     def _online(self, batch: dict, present: list[str], predicting: bool) -> tuple[dict, dict, dict]:
         """The online forward of each modality -> (features (B_m, N', D), validity (B_m, N') or None,
-        what it saw: "whole", "context" (the prediction context) or "bind_keep" (FLIP's keep set))."""
+        what it saw: "whole" (resized in training where `model.<m>.bind_scale` < 1), "context" (the
+        prediction context) or "bind_keep" (FLIP's keep set))."""
         context: dict[str, torch.Tensor] = {}
         valid: dict[str, torch.Tensor | None] = {}
         seen: dict[str, str] = {}
@@ -349,7 +354,10 @@ class MultiJEPA(nn.Module):
                     continue
                 seen[m] = "context" if predicting else "bind_keep" if "bind_keep" in entry else "whole"
                 keep = entry.get(seen[m])  # context indices of -1 are padding, masked out everywhere below
-                context[m], valid[m] = self.encoders[m](entry["x"], keep=keep)
+                # CLIPA: binding's whole input, resized (`model.<m>.bind_scale`), in training only
+                resized = seen[m] == "whole" and self.training and self.bind_resized and m in self.bind_scales
+                smaller = {"scale": self.bind_scales[m]} if resized else {}
+                context[m], valid[m] = self.encoders[m](entry["x"], keep=keep, **smaller)
         return context, valid, seen
 
     def _binds_whole(self, m: str) -> bool:

@@ -279,6 +279,7 @@ def _pretrain(cfg: Config, out: Path, resume: bool, progress: bool, world: World
                 schedule.phase_start = step
                 say(f"step {step}: prediction starts (loss.pred_start={cfg.loss.pred_start:g} of about "
                     f"{schedule.total} steps): target encoders copied from the online ones")
+            model.bind_resized = step < cfg.loss.bind_scale_until * schedule.total  # model.<m>.bind_scale
             log_step = (step + 1) % t.log_every == 0 or step + 1 == t.max_steps
             result = training.step([move_batch(b, device) for b in micro], step, measure_terms=log_step)
             step = run.step = step + 1  # result None (every row bad, or no pair to bind): the step still counts

@@ -90,6 +90,8 @@ def _log_record(step: int, result, logs: dict, schedule, model, samples_per_s: f
     embeddings (this process's last micro-batch), throughput and data counts."""
     rec = {"step": step, "lr": result.lr, "weight_decay": result.weight_decay,
            "grad_norm": float(result.grad_norm), "schedule_steps": schedule.total, "predicting": float(model.predicting)}
+    if model.bind_scales:  # CLIPA: whether this step bound resized inputs (model.<m>.bind_scale)
+        rec["bind_resized"] = float(model.bind_resized and not model.predicting)
     if model.target_encoders is not None and model.predicting:  # an EMA that is being applied
         rec["ema"] = schedule.ema(step - 1)
     rec.update({k: float(v) for k, v in logs.items()})
