@@ -1,6 +1,6 @@
-"""CLIPA's resized binding (`model.<m>.bind_scale`): before the prediction phase, and through a
-CLIP-objective run, binding embeds a smaller copy of each image and spectrogram, in fewer patches,
-each placed at its centre's position on the full grid; prediction, evaluation and `embed` see
+"""CLIPA's resized binding (`model.<m>.bind_scale`): for the first `loss.bind_scale_until` of a run,
+binding embeds a smaller copy of each image and spectrogram, in fewer patches, each placed at its
+centre's position on the full grid; after it, in the prediction phase, at evaluation and in `embed`,
 whole-size inputs."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from multijepa.data.collate import MultiModalCollator, build_maskers
 from multijepa.errors import ConfigError
 from multijepa.model import create_model
 from multijepa.objective import MultiJEPAObjective
-from tests.conftest import VOCAB, make_items  # noqa: F401 (demo: a fixture)
+from tests.conftest import VOCAB, make_items
 
 SCALED = ["model.image.bind_scale=0.5", "model.audio.bind_scale=0.5"]
 
@@ -64,7 +64,7 @@ def _batch(cfg, n=8):
 
 
 @pytest.mark.parametrize("objective", ["jepa", "clip"])
-def test_binding_embeds_the_resized_input_until_prediction_starts(objective):
+def test_binding_embeds_the_resized_input_in_training_until_prediction(objective):
     cfg = load_config("tiny", [*SCALED, f"loss.objective={objective}", "loss.pred_start=0.5"])
     torch.manual_seed(0)
     model = create_model(cfg, vocab_size=VOCAB).train()
@@ -78,6 +78,11 @@ def test_binding_embeds_the_resized_input_until_prediction_starts(objective):
     assert all(p.grad is not None for p in model.encoders["image"].tokens.parameters())
     for calls in seen.values():
         calls.clear()
+    model.bind_resized = False  # past loss.bind_scale_until (the loop sets it each step): whole-size inputs
+    model(batch)
+    assert seen["image"] == [16] and seen["audio"] == [24]
+    seen["image"].clear()
+    model.bind_resized = True
     model.eval()
     z = model.encode("image", batch["image"]["x"])  # evaluation and embed: whole-size inputs
     assert seen["image"] == [16] and z.shape == (batch["image"]["x"].shape[0], cfg.model.embed_dim)
