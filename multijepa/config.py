@@ -167,8 +167,8 @@ class ImageConfig:
     # loss.bind_scale_until of the run: 0.75 makes 64 px 48 px, 36 patches instead of 64, each at its
     # place on the full grid. Whole-size inputs after it, in the prediction phase, at evaluation and in
     # `embed`. 1 = whole size; size * bind_scale must be a whole number of patches. 1 by default: on the
-    # demo at equal wall-clock, 0.75 lost retrieval that its whole-size tune did not win back
-    # (docs/results/objective.md)
+    # demo at equal wall-clock, 0.75 until half the run was level with whole inputs for images and a
+    # loss for sounds (docs/results/objective.md)
     bind_scale: float = 1.0
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # per colour, with mean
@@ -885,6 +885,9 @@ def _check_bind_scales(cfg: Config) -> None:
         if c.bind_mask_ratio > 0:
             raise ConfigError(f"{key}: bind_scale={c.bind_scale:g} and bind_mask_ratio={c.bind_mask_ratio:g} are two ways "
                               "to bind fewer tokens; choose one")
+        if name == "audio" and c.encoder.kind != "transformer":  # its scan runs in time order over the full grid
+            raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} needs {key}.encoder.kind=transformer (a Mamba scan "
+                              "of the spectrogram follows the whole-size grid's time order)")
         for side, patch in dims:
             n = side * c.bind_scale / patch
             if abs(n - round(n)) > 1e-6 or round(n) < 1:

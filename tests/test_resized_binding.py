@@ -101,6 +101,7 @@ def test_binding_embeds_the_resized_input_in_training_until_prediction(objective
     (["model.audio.bind_scale=0.6"], "not a whole number of 8-wide patches"),
     (["model.image.bind_scale=0.5", "model.image.bind_mask_ratio=0.5"], "choose one"),
     (["model.image.bind_scale=0"], "model.image.bind_scale"),
+    (["model.audio.bind_scale=0.5", "model.audio.encoder.kind=mamba"], "needs model.audio.encoder.kind=transformer"),
 ])
 def test_a_bind_scale_that_cannot_work_is_one_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
