@@ -44,7 +44,7 @@ def test_vs_clip_benchmark_runs_every_arm_and_prints_the_headline_figures(tmp_pa
         assert f"\n{key}: {result[key]:.3f}\n" in out + "\n" and result[f"{key}_s0"] == result[key]
     assert f"order_accuracy: {json.dumps(result['order_accuracy'])}" in out
     arms = {(r["arm"], r["paired_fraction"]) for r in result["results"]}
-    ablations = {"jepa_early", "jepa_start60", "jepa_start90", "jepa_nopred", "jepa_flip", "jepa_ctx", "jepa_sigreg"}
+    ablations = {"jepa_early", "jepa_start60", "jepa_start90", "jepa_nopred", "jepa_flip", "jepa_clipa", "jepa_ctx", "jepa_sigreg"}
     assert arms == {("jepa", 1.0), ("clip", 1.0), ("flip", 1.0), ("pred_only", 1.0), ("jepa", 0.5), ("clip", 0.5),
                     ("flip", 0.5), ("clip_mix", 0.5), ("jepa_nofloor", 0.5),
                     *((a, f) for a in ablations for f in (1.0, 0.5))}
