@@ -885,9 +885,9 @@ def _check_bind_scales(cfg: Config) -> None:
         if c.bind_mask_ratio > 0:
             raise ConfigError(f"{key}: bind_scale={c.bind_scale:g} and bind_mask_ratio={c.bind_mask_ratio:g} are two ways "
                               "to bind fewer tokens; choose one")
-        if name == "audio" and c.encoder.kind != "transformer":  # its scan runs in time order over the full grid
-            raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} needs {key}.encoder.kind=transformer (a Mamba scan "
-                              "of the spectrogram follows the whole-size grid's time order)")
+        if c.encoder.kind != "transformer":  # a scan's order is laid out on the whole-size grid
+            raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} needs {key}.encoder.kind=transformer (a Mamba "
+                              "scan follows the whole-size grid's order)")
         for side, patch in dims:
             n = side * c.bind_scale / patch
             if abs(n - round(n)) > 1e-6 or round(n) < 1:
