@@ -12,6 +12,7 @@ from timm.layers import PatchEmbed
 from torch import nn
 
 from .positions import position_table, sincos_2d
+from .resize import resized_patches
 
 
 class PatchTokens(nn.Module):
@@ -39,15 +40,8 @@ class PatchTokens(nn.Module):
     def scaled_grid(self, scale: float) -> tuple[int, int]:
         """The token grid of the input resized by `scale` per side (an error where a side would not
         be a whole number of patches)."""
-        ph, pw = self.proj.patch_size
-        grid = []
-        for n, p in zip(self.grid, (ph, pw)):
-            side = n * p * scale
-            if abs(side - round(side / p) * p) > 1e-6 or round(side / p) < 1:
-                raise ValueError(f"resizing by {scale} makes a side of {side:g} px/bins, not a whole number "
-                                 f"of {p}-wide patches (the input is {n * p})")
-            grid.append(round(side / p))
-        return grid[0], grid[1]
+        (H, W), (ph, pw) = self.grid, self.proj.patch_size
+        return resized_patches(H * ph, ph, scale), resized_patches(W * pw, pw, scale)
 
     def forward(self, x: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """scale < 1: CLIPA's resized input. The input is resized by `scale` per side (bilinear, with

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from modalities.resize import resized_patches
+
 from .errors import ConfigError
 from .modality import get_modality, registered_modalities
 
@@ -889,10 +891,10 @@ def _check_bind_scales(cfg: Config) -> None:
             raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} needs {key}.encoder.kind=transformer (a Mamba "
                               "scan follows the whole-size grid's order)")
         for side, patch in dims:
-            n = side * c.bind_scale / patch
-            if abs(n - round(n)) > 1e-6 or round(n) < 1:
-                raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} makes a side of {side} into {side * c.bind_scale:g}, "
-                                  f"not a whole number of {patch}-wide patches")
+            try:
+                resized_patches(side, patch, c.bind_scale)
+            except ValueError as e:
+                raise ConfigError(f"{key}.bind_scale={c.bind_scale:g}: {e}") from None
 
 
 def to_dict(cfg: Any) -> dict:
