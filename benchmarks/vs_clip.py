@@ -13,16 +13,18 @@ of training (`train.max_seconds`). The arms:
             F < 1 on the paired rows alone (64 pairs per batch), as a CLIP user would.
   flip      the same, binding a random half of the image and audio patches (FLIP): the CLIP arm
             with the same speed trick as the default.
-  clipa     the same, binding images resized to 0.75 per side (CLIPA, `model.image.bind_scale=0.75`:
-            36 patches instead of 64) for the first `loss.bind_scale_until` of the run, whole-size
-            ones after; sounds whole.
+  clipa     the same, binding images resized to half a side (CLIPA, `model.image.bind_scale=0.5`: the
+            demo's 48 px become 24, 9 patches instead of 36, one per cell of a scene's grid) for the
+            first `loss.bind_scale_until` of the run, whole-size ones after; sounds whole. (Measured
+            on 2026-12-06 at 0.75 of the then 64-px demo images: `--clip model.image.size=64
+            model.image.bind_scale=0.75`.)
   clip_mix  (F < 1) unmasked CLIP on jepa's own manifest and batches: only the objective differs.
   --ablations adds one arm per change of the default: jepa_early (`loss.pred_start=0`), jepa_start60
             and jepa_start90 (`loss.pred_start=0.6` and `0.9`: prediction for the last 40 % or 10 %),
             jepa_nopred (`loss.pred_weight=0`: the same recipe with no prediction, hence no target encoder:
             what prediction itself adds), jepa_flip
             (`bind_mask_ratio=0.5` for image and audio: FLIP's masked binding, whose context then also
-            serves prediction), jepa_clipa (`model.image.bind_scale=0.75`: CLIPA's resized
+            serves prediction), jepa_clipa (`model.image.bind_scale=0.5`: CLIPA's resized
             binding until `loss.bind_scale_until`), jepa_ctx (`loss.bind_input=context`: the prediction phase binds the
             prediction context of images and sounds, one online forward instead of two), jepa_sigreg
             (`model.target=sigreg loss.sigreg_weight=0.02`: LeVLJEPA's target, the online whole-input
@@ -97,10 +99,11 @@ from order import order_accuracy
 FULL_SIZE = ["model.image.bind_scale=1", "model.audio.bind_scale=1"]
 WHOLE = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0", *FULL_SIZE]
 FLIP = ["model.image.bind_mask_ratio=0.5", "model.audio.bind_mask_ratio=0.5", *FULL_SIZE]
-# CLIPA: images resized to 0.75 per side for binding, sounds whole (resizing the spectrograms too lost
-# retrieval on the demo: docs/results/objective.md; `--clip model.audio.bind_scale=0.75` brings it back)
+# CLIPA: images resized to half a side for binding (48 px -> 24: the side must stay a whole number of
+# patches), sounds whole (resizing the spectrograms too lost retrieval on the demo:
+# docs/results/objective.md; `--clip model.audio.bind_scale=0.75` brings it back)
 CLIPA = ["model.image.bind_mask_ratio=0", "model.audio.bind_mask_ratio=0",
-         "model.image.bind_scale=0.75", "model.audio.bind_scale=1"]
+         "model.image.bind_scale=0.5", "model.audio.bind_scale=1"]
 ABLATIONS = {"jepa_early": ["loss.pred_start=0"], "jepa_start60": ["loss.pred_start=0.6"],
              "jepa_start90": ["loss.pred_start=0.9"], "jepa_nopred": ["loss.pred_weight=0"], "jepa_flip": FLIP,
              "jepa_clipa": CLIPA,

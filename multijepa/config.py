@@ -166,11 +166,11 @@ class ImageConfig:
     # retrieval than its cheaper steps bought back (docs/results/objective.md)
     bind_mask_ratio: float = 0.0
     # CLIPA: binding sees the image resized by this factor per side in training, for the first
-    # loss.bind_scale_until of the run: 0.75 makes 64 px 48 px, 36 patches instead of 64, each at its
+    # loss.bind_scale_until of the run: 0.5 makes 48 px 24 px, 9 patches instead of 36, each at its
     # place on the full grid. Whole-size inputs after it, in the prediction phase, at evaluation and in
     # `embed`. 1 = whole size; size * bind_scale must be a whole number of patches. 1 by default: on the
-    # demo at equal wall-clock, 0.75 until half the run was level with whole inputs for images and a
-    # loss for sounds (docs/results/objective.md)
+    # demo (then 64 px) at equal wall-clock, 0.75 until half the run was level with whole inputs for
+    # images and a loss for sounds (docs/results/objective.md)
     bind_scale: float = 1.0
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)  # per colour, with mean
