@@ -38,7 +38,7 @@ def test_bad_values_are_named():
         load_config("demo", ["model.image.mask.kind=grid"])
     with pytest.raises(ConfigError, match="model.audio.mask.random_ratio"):
         load_config("demo", ["model.audio.mask.random_ratio=1"])
-    with pytest.raises(ConfigError, match="model.image.mask.random_ratio=0.001 of 64 patches leaves no target"):
+    with pytest.raises(ConfigError, match="model.image.mask.random_ratio=0.001 of 36 patches leaves no target"):
         load_config("demo", ["model.image.mask.kind=random", "model.image.mask.random_ratio=0.001"])
 
 
