@@ -894,7 +894,7 @@ def _check_bind_scales(cfg: Config) -> None:
             try:
                 resized_patches(side, patch, c.bind_scale)
             except ValueError as e:
-                raise ConfigError(f"{key}.bind_scale={c.bind_scale:g}: {e}") from None
+                raise ConfigError(f"{key}.bind_scale: {e}") from None
 
 
 def to_dict(cfg: Any) -> dict:
