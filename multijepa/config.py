@@ -860,7 +860,7 @@ def _validate(cfg: Config) -> None:
     a = cfg.model.audio
     if a.num_mel_bins % a.patch[0] or a.target_frames % a.patch[1]:
         raise ConfigError("model.audio.num_mel_bins and target_frames must be multiples of model.audio.patch [mel, frames]")
-    _check_bind_scales(cfg)
+    _check_bind_scales(cfg, checked)
     for f in dataclasses.fields(cfg.model):  # every patch grid with these masks (grids divide evenly: checked above)
         k = getattr(getattr(cfg.model, f.name), "mask", None)
         if not (isinstance(k, BlockMaskConfig) and k.kind == "random"):
@@ -871,28 +871,30 @@ def _validate(cfg: Config) -> None:
                               "mask a larger share")
 
 
-def _check_bind_scales(cfg: Config) -> None:
+def _check_bind_scales(cfg: Config, modalities: list[str]) -> None:
     """model.<m>.bind_scale (CLIPA's resized binding): our own patch encoder, whole patches, no FLIP too."""
-    m = cfg.model
-    sides = {"image": ((m.image.size, m.image.patch), (m.image.size, m.image.patch)),
-             "audio": ((m.audio.num_mel_bins, m.audio.patch[0]), (m.audio.target_frames, m.audio.patch[1]))}
-    for name, dims in sides.items():
-        c = getattr(m, name)
-        if c.bind_scale == 1.0:
+    for m in modalities:
+        c, key = getattr(cfg.model, m), f"model.{m}"
+        scale = getattr(c, "bind_scale", 1.0)
+        if scale == 1.0:
             continue
-        key = f"model.{name}"
-        if c.pretrained is not None:
-            raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} resizes our patch encoder's input; {key}.pretrained is "
+        modality = get_modality(m)
+        patches = modality.patch_shape(cfg.model)
+        if patches is None:
+            raise ConfigError(f"{key}.bind_scale={scale:g}: the {m} modality's tokens are not patches of an input "
+                              "that can be resized; keep bind_scale=1")
+        if getattr(c, "pretrained", None) is not None:
+            raise ConfigError(f"{key}.bind_scale={scale:g} resizes our patch encoder's input; {key}.pretrained is "
                               "an open_clip/timm tower: keep bind_scale=1 with it")
-        if c.bind_mask_ratio > 0:
-            raise ConfigError(f"{key}: bind_scale={c.bind_scale:g} and bind_mask_ratio={c.bind_mask_ratio:g} are two ways "
+        if getattr(c, "bind_mask_ratio", 0) > 0:
+            raise ConfigError(f"{key}: bind_scale={scale:g} and bind_mask_ratio={c.bind_mask_ratio:g} are two ways "
                               "to bind fewer tokens; choose one")
         if c.encoder.kind != "transformer":  # a scan's order is laid out on the whole-size grid
-            raise ConfigError(f"{key}.bind_scale={c.bind_scale:g} needs {key}.encoder.kind=transformer (a Mamba "
+            raise ConfigError(f"{key}.bind_scale={scale:g} needs {key}.encoder.kind=transformer (a Mamba "
                               "scan follows the whole-size grid's order)")
-        for side, patch in dims:
+        for n, patch in zip(modality.grid(cfg.model), patches):  # a side of n patches (whole: checked above)
             try:
-                resized_patches(side, patch, c.bind_scale)
+                resized_patches(n * patch, patch, scale)
             except ValueError as e:
                 raise ConfigError(f"{key}.bind_scale: {e}") from None
 

@@ -19,6 +19,7 @@ from multijepa.cli import main
 from multijepa.config import load_config
 from multijepa.data.collate import MultiModalCollator, build_maskers
 from multijepa.errors import ConfigError
+from multijepa.modality import get_modality
 from multijepa.model import create_model
 from multijepa.objective import MultiJEPAObjective
 from tests.conftest import VOCAB, make_items
@@ -106,6 +107,17 @@ def test_binding_embeds_the_resized_input_in_training_until_prediction(objective
 def test_a_bind_scale_that_cannot_work_is_one_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config("tiny", overrides)
+
+
+def test_each_resizable_modality_says_its_patch_shape_and_the_built_model_agrees():
+    """The config's check reads `Modality.patch_shape` where the encoder reads its PatchEmbed: the same."""
+    cfg = load_config("tiny")
+    model = create_model(cfg, vocab_size=VOCAB)
+    for m in ("image", "audio"):
+        spec, proj = get_modality(m), model.encoders[m].tokens.proj
+        assert spec.patch_shape(cfg.model) == tuple(proj.patch_size)
+        assert spec.grid(cfg.model) == tuple(proj.grid_size)
+    assert get_modality("text").patch_shape(cfg.model) is None  # token ids: nothing to resize
 
 
 @pytest.mark.parametrize("objective", ["clip", "jepa"])

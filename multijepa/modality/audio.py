@@ -67,6 +67,9 @@ class Audio(Modality):
         a = cfg.audio
         return a.num_mel_bins // a.patch[0], a.target_frames // a.patch[1]
 
+    def patch_shape(self, cfg):
+        return tuple(cfg.audio.patch)  # (mel bins, frames)
+
     def masker(self, cfg):
         return block_masker(self.grid(cfg), cfg.audio.mask)
 

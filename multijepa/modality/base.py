@@ -110,6 +110,11 @@ class Modality:
         """The token grid of an input: (length,), (H, W) or (T, H, W)."""
         raise NotImplementedError(f"modality '{self.name}' does not say its token grid")
 
+    def patch_shape(self, cfg: Any) -> tuple[int, ...] | None:
+        """Input units (pixels, mel bins, frames) per token along each axis of `grid`, where the tokens
+        are patches of an input that can be resized (CLIPA's `model.<name>.bind_scale`); else None."""
+        return None
+
     def masker(self, cfg: Any) -> Any:
         """The JEPA masker of this modality: called (count or `mask_arg`, generator, row_keys) ->
         (context (B, Nc), targets (B, K, Nt))."""

@@ -41,6 +41,9 @@ class Image(Modality):
     def grid(self, cfg):
         return cfg.image.size // cfg.image.patch, cfg.image.size // cfg.image.patch
 
+    def patch_shape(self, cfg):
+        return cfg.image.patch, cfg.image.patch
+
     def masker(self, cfg):
         return block_masker(self.grid(cfg), cfg.image.mask)
 
