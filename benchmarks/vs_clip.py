@@ -63,7 +63,12 @@ step time over the whole run, prediction phase included, over clip's, F = 1).
 the step counts that equal wall-clock bought on a quiet one (the quality figures then do not depend
 on the load; its speed figures are then not measurements). `--reuse-runs` evaluates the run folders
 that an earlier call with the same arguments left in `--work` instead of training them again: to add
-captioning (about 5 minutes an arm on 2 CPU cores) to arms trained without it.
+captioning (about 5 minutes an arm on 2 CPU cores) to arms trained without it. `--side-by-side`
+trains the arms of a seed at once, one process and one torch thread each (`train.threads=1`), then
+evaluates them one by one: on a machine whose speed drifts from minute to minute (a shared CPU) the
+arms then meet the same machine, where one after another each meets its own (on 2 cores, CLIP's
+mean step moved by 10 % between the two seeds of one call). Each arm's output goes to
+`run_<arm>_<F>_s<seed>.log` beside its run folder.
 """
 
 from __future__ import annotations
@@ -72,7 +77,9 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -223,6 +230,27 @@ def train_arm(overrides: list[str], config: str, run: Path) -> tuple[float, int]
     return float(state["train_seconds"]), int(state["step"])
 
 
+def train_side_by_side(jobs: dict[str, tuple[list[str], Path]], config: str) -> None:
+    """Train every arm of `jobs` ({arm: (overrides, run folder)}) at once, one process and one torch
+    thread each (`--side-by-side`): whatever slows the machine down slows every arm alike, where
+    arms trained one after another each meet the machine of their own minutes."""
+    procs = {}
+    for arm, (overrides, run) in jobs.items():
+        if run.exists():
+            shutil.rmtree(run)
+        log = run.with_name(run.name + ".log")
+        cmd = [sys.executable, "-m", "multijepa", "pretrain", "--config", config, "--out", str(run), "--no-progress",
+               *overrides]
+        with open(log, "w") as out:  # the child keeps its own handle
+            procs[arm] = (subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                           env={**os.environ, "OMP_NUM_THREADS": "1"}), log)
+    codes = [(arm, p.wait(), log) for arm, (p, log) in procs.items()]
+    for arm, code, log in codes:
+        if code != 0:
+            tail = "\n".join(log.read_text().splitlines()[-5:])
+            raise SystemExit(f"arm {arm} stopped with exit code {code}; the end of {log}:\n{tail}")
+
+
 def reuse_arm(overrides: list[str], config: str, run: Path) -> tuple[float, int]:
     """-> as `train_arm`, for a run folder that an earlier call trained with the same settings
     (`--reuse-runs`): to add figures to arms already trained, without training them again."""
@@ -268,8 +296,13 @@ def main() -> None:
     ap.add_argument("--reuse-runs", action="store_true",
                     help="evaluate the run folders an earlier call left in --work (same arms, seeds and overrides) "
                          "instead of training them again: e.g. --caption-steps 1000 for arms trained with 0")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="train the arms of each seed at once, one process and one thread each, so that the machine's "
+                         "drift reaches every arm alike (then evaluate them one by one)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
+    if args.side_by_side and args.reuse_runs:
+        ap.error("--side-by-side trains the arms; --reuse-runs evaluates trained ones: give one")
 
     work = Path(args.work)
     try:
@@ -290,13 +323,20 @@ def main() -> None:
         arms += [a for a in ABLATIONS if args.ablations and (a != "jepa_nofloor" or fraction < 1)]
         arms += ["pred_only"] if args.pred_only and fraction == 1.0 else []
         for seed in args.seeds:
+            jobs = {}
             for arm in arms:
                 extra = args.clip if arm in ("clip", "flip", "clipa", "clip_mix") else args.jepa
-                run = work / f"run_{arm}_{fraction:g}_s{seed}"
-                print(f"paired fraction {fraction:g}, seed {seed}: {'evaluating' if args.reuse_runs else 'training'} "
-                      f"{arm} ...", flush=True)
-                overrides = arm_overrides(arm, data, fraction, args.seconds, extra, seed, step_budgets.get(arm))
-                seconds, steps = (reuse_arm if args.reuse_runs else train_arm)(overrides, args.config, run)
+                threads = ["train.threads=1"] if args.side_by_side else []
+                jobs[arm] = (arm_overrides(arm, data, fraction, args.seconds, [*extra, *threads], seed,
+                                           step_budgets.get(arm)), work / f"run_{arm}_{fraction:g}_s{seed}")
+            if args.side_by_side:
+                print(f"paired fraction {fraction:g}, seed {seed}: training {' '.join(arms)} side by side ...", flush=True)
+                train_side_by_side(jobs, args.config)
+            for arm, (overrides, run) in jobs.items():
+                print(f"paired fraction {fraction:g}, seed {seed}: "
+                      f"{'evaluating' if args.reuse_runs or args.side_by_side else 'training'} {arm} ...", flush=True)
+                trained = args.reuse_runs or args.side_by_side
+                seconds, steps = (reuse_arm if trained else train_arm)(overrides, args.config, run)
                 model = load_run(run)
                 tuned = arm != "pred_only"
                 res = evaluate(model, data, work / f"vqa_{arm}_{fraction:g}_s{seed}", run,

@@ -90,6 +90,24 @@ def test_vs_clip_reuses_the_runs_an_earlier_call_trained_and_refuses_other_setti
     assert "Traceback" not in other.stderr
 
 
+def test_vs_clip_side_by_side_trains_the_arms_at_once_one_thread_each(tmp_path):
+    from multijepa.model import read_run_config
+
+    work = tmp_path / "work"
+    out = _run("vs_clip.py", "--config", "tiny", "--fractions", "1.0", "--n", "24", "--n-test", "12", "--arms", "clip",
+               "jepa", "--steps", "clip=2", "jepa=3", "--vqa-steps", "0", "--caption-steps", "0", "--side-by-side",
+               "--work", str(work), "--json", str(tmp_path / "r.json"))
+    assert "seed 0: training clip jepa side by side" in out
+    results = {r["arm"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert results["clip"]["steps"] == 2 and results["jepa"]["steps"] == 3
+    for arm in ("clip", "jepa"):
+        assert read_run_config(work / f"run_{arm}_1_s0").train.threads == 1
+        assert (work / f"run_{arm}_1_s0.log").exists()  # each process's own output
+    both = subprocess.run([sys.executable, str(ROOT / "benchmarks/vs_clip.py"), "--side-by-side", "--reuse-runs"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert both.returncode == 2 and "give one" in both.stderr
+
+
 def test_vs_clip_mask_arms_train_with_their_masks_and_unknown_arms_are_refused(tmp_path):
     from multijepa.model import read_run_config
 
