@@ -324,18 +324,18 @@ def main() -> None:
         arms += ["pred_only"] if args.pred_only and fraction == 1.0 else []
         for seed in args.seeds:
             jobs = {}
+            threads = ["train.threads=1"] if args.side_by_side else []
             for arm in arms:
                 extra = args.clip if arm in ("clip", "flip", "clipa", "clip_mix") else args.jepa
-                threads = ["train.threads=1"] if args.side_by_side else []
                 jobs[arm] = (arm_overrides(arm, data, fraction, args.seconds, [*extra, *threads], seed,
                                            step_budgets.get(arm)), work / f"run_{arm}_{fraction:g}_s{seed}")
             if args.side_by_side:
                 print(f"paired fraction {fraction:g}, seed {seed}: training {' '.join(arms)} side by side ...", flush=True)
                 train_side_by_side(jobs, args.config)
+            trained = args.reuse_runs or args.side_by_side
             for arm, (overrides, run) in jobs.items():
-                print(f"paired fraction {fraction:g}, seed {seed}: "
-                      f"{'evaluating' if args.reuse_runs or args.side_by_side else 'training'} {arm} ...", flush=True)
-                trained = args.reuse_runs or args.side_by_side
+                print(f"paired fraction {fraction:g}, seed {seed}: {'evaluating' if trained else 'training'} {arm} ...",
+                      flush=True)
                 seconds, steps = (reuse_arm if trained else train_arm)(overrides, args.config, run)
                 model = load_run(run)
                 tuned = arm != "pred_only"
