@@ -67,7 +67,10 @@ captioning (about 5 minutes an arm on 2 CPU cores) to arms trained without it. `
 trains the arms of a seed at once, one process and one torch thread each (`train.threads=1`), then
 evaluates them one by one: on a machine whose speed drifts from minute to minute (a shared CPU) the
 arms then meet the same machine, where one after another each meets its own (on 2 cores, CLIP's
-mean step moved by 10 % between the two seeds of one call). Each arm's output goes to
+mean step moved by 10 % between the two seeds of one call). Each arm then has a share of the
+cores, and one thread does less than two: raise `--seconds` with the number of arms (on 2 cores,
+three arms side by side made 49 CLIP steps in 120 s where one at a time made about 150; two arms,
+one core each, need about 200 s for as many). Each arm's output goes to
 `run_<arm>_<F>_s<seed>.log` beside its run folder.
 """
 
@@ -298,7 +301,8 @@ def main() -> None:
                          "instead of training them again: e.g. --caption-steps 1000 for arms trained with 0")
     ap.add_argument("--side-by-side", action="store_true",
                     help="train the arms of each seed at once, one process and one thread each, so that the machine's "
-                         "drift reaches every arm alike (then evaluate them one by one)")
+                         "drift reaches every arm alike (then evaluate them one by one); each has a share of the "
+                         "cores: raise --seconds with the number of arms")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
     if args.side_by_side and args.reuse_runs:
