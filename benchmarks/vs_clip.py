@@ -37,6 +37,10 @@ of training (`train.max_seconds`). The arms:
             against jepa_early_random; and with one keep set serving both terms
             (`loss.pred_start=0 loss.bind_input=context`), jepa_ctx_blocks against jepa_ctx_random
             (FLIP's keep set, whose dropped patches prediction predicts: FLIP plus prediction).
+  Cross-only prediction (named in --arms only; `model.predictor.own_context=false`: each modality's
+            masked tokens predicted from the other modalities' whole inputs, read from binding's own
+            forward, so no masked online forward runs): jepa_cross (from 0.9 of the run, as the
+            default), jepa_cross_start50 (from 0.5), jepa_cross_early (from the first step).
 
 Then, on the held-out (fully paired) test split, per arm: R@1 and class-match P@1 of the six
 retrieval directions, zero-shot top-1 (image, audio), linear-probe and 20-NN top-1 of each encoder
@@ -129,7 +133,12 @@ EARLY, SHARED = ["loss.pred_start=0"], ["loss.pred_start=0", "loss.bind_input=co
 MASK_ARMS = {"jepa_blocks": BLOCKS, "jepa_random": RANDOM,
              "jepa_early_blocks": EARLY + BLOCKS, "jepa_early_random": EARLY + RANDOM,
              "jepa_ctx_blocks": SHARED + BLOCKS, "jepa_ctx_random": SHARED + RANDOM}
-ARMS = ("clip", "flip", "clipa", "clip_mix", "jepa", "pred_only", *ABLATIONS, *MASK_ARMS)
+# Prediction from the other modalities alone (`model.predictor.own_context=false`): no masked online
+# forward, binding's forward is the memory, so a prediction step costs ~1.5 binding steps, not ~2.8
+CROSS = ["model.predictor.own_context=false"]
+CROSS_ARMS = {"jepa_cross": CROSS, "jepa_cross_early": CROSS + EARLY,
+              "jepa_cross_start50": CROSS + ["loss.pred_start=0.5"]}
+ARMS = ("clip", "flip", "clipa", "clip_mix", "jepa", "pred_only", *ABLATIONS, *MASK_ARMS, *CROSS_ARMS)
 
 
 def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: list[str], seed: int = 0,
@@ -147,7 +156,7 @@ def arm_overrides(arm: str, data: Path, fraction: float, seconds: float, extra: 
     if arm == "clip_mix":
         return [*common, *mixture, "loss.objective=clip", *WHOLE, *extra]
     pred_only = ["loss.bind_weight=0", "loss.pred_start=0"] if arm == "pred_only" else []
-    return [*common, *mixture, "loss.objective=jepa", *{**ABLATIONS, **MASK_ARMS}.get(arm, []), *pred_only, *extra]
+    return [*common, *mixture, "loss.objective=jepa", *{**ABLATIONS, **MASK_ARMS, **CROSS_ARMS}.get(arm, []), *pred_only, *extra]
 
 
 def evaluate(model, data: Path, vqa_dir: Path, run: Path, vqa_steps: int, probe_data: Path,
@@ -276,8 +285,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each repeat of every arm [0]")
     ap.add_argument("--arms", nargs="+", default=["clip", "flip", "jepa"], choices=ARMS, metavar="ARM",
                     help="arms to train [clip flip jepa]; clipa (CLIP binding resized inputs); clip_mix joins them with F < 1; "
-                         "any ablation, or a mask arm: "
-                         f"{' '.join(MASK_ARMS)}")
+                         "any ablation, a mask arm: "
+                         f"{' '.join(MASK_ARMS)}, or a cross-only prediction arm: {' '.join(CROSS_ARMS)}")
     ap.add_argument("--ablations", action="store_true", help="also the arms jepa_early, jepa_start60, jepa_start90, jepa_nopred, jepa_flip, jepa_clipa, jepa_ctx, jepa_sigreg (and "
                     "jepa_nofloor with F < 1): one change of the default each")
     ap.add_argument("--n", type=int, default=2400, help="training scenes of the demo data [2400]")

@@ -308,16 +308,19 @@ class MultiJEPA(nn.Module):
         features, "context_valid": (B_m, Nc) or None.
 
         One online forward per modality sees: while predicting, the prediction context (I-JEPA's
-        blocks); before that (`loss.pred_start`) or in a CLIP-objective run, FLIP's random keep set
+        blocks), unless `model.predictor.own_context` is false (then what binding sees); before that (`loss.pred_start`) or in a CLIP-objective run, FLIP's random keep set
         ("bind_keep") where the modality has one, else the whole input (resized, CLIPA, where
         `model.<m>.bind_scale` < 1, until `loss.bind_scale_until`). Binding embeds that same
         forward, except where it must see the whole input (`_bind_features`). Under DDP the first
         modality's entry also holds "unused", a 0 that reaches every trainable weight (`_unused_anchor`)."""
         present = [m for m in self.modalities if m in batch]
         predicting = self.predicting and all("context" in batch[m] for m in present)
-        context, valid, seen = self._online(batch, present, predicting)
+        masked = predicting and self.cfg.predictor.own_context  # else prediction reads binding's forward
+        context, valid, seen = self._online(batch, present, masked)
         pooled, z_index, unmasked = self._bind_features(batch, present, context, valid, seen)
-        stats = global_batch_stats(pooled, self.heads, self._whole_pooled(batch, predicting)) if self.training else {}
+        if predicting and not masked and self.target_encoders is None:  # model.target sigreg: binding's forward
+            unmasked = {m: (context[m], valid[m]) for m in present if seen[m] == "whole"}
+        stats = global_batch_stats(pooled, self.heads, self._whole_pooled(batch, masked)) if self.training else {}
         out: dict[str, dict[str, torch.Tensor]] = {
             m: {"z": self.heads[m].project(pooled[m], stats.get(m)), "index": z_index[m]} for m in present
         }
@@ -483,23 +486,41 @@ class MultiJEPA(nn.Module):
             ok = torch.zeros(size, ok_m.shape[1], dtype=torch.bool, device=idx.device).index_copy(0, idx, ok_m)
             full[m] = (feats, ok)
         learned = [m for m in present if m in self.predictors]  # a frozen encoder: memory for the others only
-        feats = {m: self._target_features(m, batch[m], unmasked) for m in learned}
+        own = self.cfg.predictor.own_context
+        entries = {m: batch[m] if own else self._rows_with_others(batch, present, m, unmasked) for m in learned}
+        feats = {m: self._target_features(m, entries[m], unmasked) for m in learned}
         centre = self.cfg.target_norm in ("position", "instance_position")
         means = self._position_means(feats) if centre else {}
         for m in learned:
-            entry = batch[m]
-            idx = entry["index"]  # every row of m: all of them are predicted
+            entry = entries[m]
+            idx = entry["index"]  # the rows of m that are predicted: all of them, or those with another modality
             target, target_valid = self._targets(entry, *feats[m], means.get(m))
             predictor = self.predictors[m]
             memory = None
             if predictor.use_cross:
                 others = {o: (full[o][0][idx], full[o][1][idx]) for o in present if o != m}
                 memory = predictor.build_memory(others, idx.shape[0])
+            # without its own context a modality is predicted from the memory alone: no context tokens
+            ctx, ctx_idx, ctx_ok = (context[m], entry["context"], valid[m]) if own else (
+                context[m].new_zeros(idx.shape[0], 0, context[m].shape[-1]), entry["context"][:, :0], None)
             with record_function(f"forward/predictor/{m}"):
-                pred = predictor(context[m], entry["context"], entry["targets"].flatten(1), memory, valid[m],
-                                 target_valid)
+                pred = predictor(ctx, ctx_idx, entry["targets"].flatten(1), memory, ctx_ok, target_valid)
             out[m].update(pred=pred, target=target, target_valid=target_valid, context=context[m],
                           context_valid=valid[m])
+
+    @staticmethod
+    def _rows_with_others(batch: dict, present: list[str], m: str, unmasked: dict) -> dict:
+        """m's entry cut to its rows that have another modality (`model.predictor.own_context` false: a row
+        alone has nothing to be predicted from), and `unmasked[m]` with it. Their prediction error is
+        summed and divided by all of m's rows, as a row without a prediction adds 0."""
+        entry = batch[m]
+        others = [batch[o]["index"] for o in present if o != m]
+        sel = torch.isin(entry["index"], torch.cat(others)).nonzero().squeeze(1)
+        if m in unmasked:
+            feats, ok = unmasked[m]
+            unmasked[m] = (feats[sel], ok[sel] if ok is not None else None)
+        keys = ("x", "lengths", "index", "context", "targets", "target_valid")
+        return {k: entry[k][sel] for k in keys if entry.get(k) is not None}
 
     # ------------------------------------------------------------------ the prediction phase
 

@@ -106,6 +106,49 @@ def test_while_predicting_the_prediction_context_also_serves_binding(kind):
     assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.encoders["image"].parameters())
 
 
+@pytest.mark.parametrize("target", ["ema", "sigreg"])
+def test_without_its_own_context_a_modality_is_predicted_from_the_others_whole_inputs(target):
+    """`model.predictor.own_context=false`: one online forward per modality, of what binding sees (the
+    whole input), serves binding and is the memory the other modalities' predictors read; no masked
+    forward runs, only the rows with another modality are predicted, and with `model.target=sigreg` no
+    other forward runs at all (the targets are that forward, detached)."""
+    extra = ["model.target=sigreg", "loss.sigreg_weight=0.02"] if target == "sigreg" else []
+    cfg = load_config("tiny", ["model.predictor.own_context=false", *extra])
+    torch.manual_seed(0)
+    model = create_model(cfg, vocab_size=VOCAB).train()
+    assert model.predicting
+    batch = _batch(cfg, n=10, presence=MIXED * 2)
+    calls = _count_calls(dict(model.encoders))
+    targets = _count_calls(dict(model.target_encoders)) if target == "ema" else {}
+    out = model(batch)
+    for m in model.modalities:
+        assert calls[m] == [None]  # the whole input, once
+        entry = batch[m]
+        others = torch.cat([batch[o]["index"] for o in model.modalities if o != m])
+        paired = int(torch.isin(entry["index"], others).sum())
+        assert 0 < paired < entry["index"].shape[0]  # the mixture has rows alone
+        assert out[m]["pred"].shape[:2] == out[m]["target"].shape[:2] == (paired, entry["targets"].flatten(1).shape[1])
+        if target == "ema":
+            assert targets[m] == [None]
+        else:  # the targets are binding's forward, detached
+            assert not out[m]["target"].requires_grad
+    loss, _ = MultiJEPAObjective(cfg.loss, model.modalities)(out, model.logit_scale)
+    loss.backward()
+    # an image's prediction reaches the other modalities' encoders through the memory, not its own
+    model.zero_grad()
+    out = model(batch)
+    out["image"]["pred"].square().mean().backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.encoders["text"].parameters())
+    assert all(p.grad is None or not bool(p.grad.abs().sum() > 0) for p in model.encoders["image"].parameters())
+
+
+def test_own_context_false_needs_cross_attention():
+    from multijepa.config import ConfigError
+
+    with pytest.raises(ConfigError, match="own_context=false"):
+        load_config("tiny", ["model.predictor.own_context=false", "model.predictor.cross_attention=false"])
+
+
 @pytest.mark.parametrize("bind_input", ["context", "full"])
 def test_the_heads_running_statistics_follow_whole_inputs_while_binding_sees_the_context(bind_input):
     """Evaluation normalises whole inputs with the heads' running statistics: a step that binds the
