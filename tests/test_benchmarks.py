@@ -122,6 +122,22 @@ def test_vs_clip_mask_arms_train_with_their_masks_and_unknown_arms_are_refused(t
     assert typo.returncode == 2 and "invalid choice: 'jepa_ctx_randm'" in typo.stderr
 
 
+def test_vs_clip_judges_a_cross_only_arm_as_the_default_with_headline(tmp_path):
+    from multijepa.model import read_run_config
+
+    _run("vs_clip.py", "--config", "tiny", "--fractions", "1.0", "--n", "24", "--n-test", "12", "--arms", "clip",
+         "jepa_cross", "--headline", "jepa_cross", "--steps", "clip=2", "jepa_cross=2", "--vqa-steps", "0",
+         "--caption-steps", "0", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "r.json"))
+    cfg = read_run_config(tmp_path / "work/run_jepa_cross_1_s0")
+    assert cfg.model.predictor.own_context is False
+    result = json.loads((tmp_path / "r.json").read_text())
+    p1 = {r["arm"]: r["mean_P@1"] for r in result["results"]}
+    assert result["quality_ratio_vs_clip_paired"] == p1["jepa_cross"] / p1["clip"]
+    absent = subprocess.run([sys.executable, str(ROOT / "benchmarks/vs_clip.py"), "--arms", "clip", "--headline", "flip"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert absent.returncode == 2 and "--headline flip is not among --arms" in absent.stderr
+
+
 def _weights(run):
     from safetensors import safe_open
 
