@@ -308,8 +308,9 @@ class MultiJEPA(nn.Module):
         features, "context_valid": (B_m, Nc) or None.
 
         One online forward per modality sees: while predicting, the prediction context (I-JEPA's
-        blocks), unless `model.predictor.own_context` is false (then what binding sees); before that (`loss.pred_start`) or in a CLIP-objective run, FLIP's random keep set
-        ("bind_keep") where the modality has one, else the whole input (resized, CLIPA, where
+        blocks), unless `model.predictor.own_context` is false (then what binding sees); before that
+        (`loss.pred_start`) or in a CLIP-objective run, FLIP's random keep set ("bind_keep") where
+        the modality has one, else the whole input (resized, CLIPA, where
         `model.<m>.bind_scale` < 1, until `loss.bind_scale_until`). Binding embeds that same
         forward, except where it must see the whole input (`_bind_features`). Under DDP the first
         modality's entry also holds "unused", a 0 that reaches every trainable weight (`_unused_anchor`)."""
@@ -488,6 +489,7 @@ class MultiJEPA(nn.Module):
         learned = [m for m in present if m in self.predictors]  # a frozen encoder: memory for the others only
         own = self.cfg.predictor.own_context
         entries = {m: batch[m] if own else self._rows_with_others(batch, present, m, unmasked) for m in learned}
+        learned = [m for m in learned if entries[m]["index"].numel()]  # no row of m has another modality
         feats = {m: self._target_features(m, entries[m], unmasked) for m in learned}
         centre = self.cfg.target_norm in ("position", "instance_position")
         means = self._position_means(feats) if centre else {}
@@ -528,6 +530,12 @@ class MultiJEPA(nn.Module):
     def predicting(self) -> bool:
         """Whether the model predicts now: it has predictors and its prediction phase has begun."""
         return self.predictors is not None and self._predicting
+
+    @property
+    def needs_pairs(self) -> bool:
+        """Whether a batch without a pair leaves the loss nothing to learn from: while it binds alone, or
+        predicts each modality from the others only (`model.predictor.own_context` false)."""
+        return not self.predicting or not self.cfg.predictor.own_context
 
     @torch.no_grad()
     def start_prediction(self) -> None:

@@ -299,14 +299,16 @@ def test_a_bad_row_of_a_part_is_named_by_its_row_in_the_file(demo, tmp_path, cap
     assert code == 1 and "row 20" in err and "nowhere.png" in err and "Traceback" not in err
 
 
-def test_a_clip_run_on_a_mixture_whose_batches_sometimes_hold_no_pair_skips_and_counts_them(demo, tmp_path, capsys):
-    """The CLIP objective on one manifest of 20 pairs in 104 rows, drawn as it comes: about half the
-    batches of 8 hold fewer than two pairs. Such a step is a counted no-op (it used to stop with 'element 0 of tensors does
-    not require grad')."""
+@pytest.mark.parametrize("recipe", ["loss.objective=clip", "model.predictor.own_context=false"])
+def test_a_run_that_needs_pairs_on_a_mixture_whose_batches_sometimes_hold_none_skips_and_counts_them(
+        recipe, demo, tmp_path, capsys):
+    """The CLIP objective, or prediction from the other modalities alone, on one manifest of 20 pairs in
+    104 rows, drawn as it comes: about half the batches of 8 hold fewer than two pairs. Such a step is
+    a counted no-op (it used to stop with 'element 0 of tensors does not require grad')."""
     path = _mixture(demo, 20)
     run = tmp_path / "clip"
     assert main(["pretrain", "--config", "tiny", "--data", str(path), "--out", str(run), "--no-progress", "train.threads=1",
-                 "loss.objective=clip", "data.min_pair_fraction=0", "train.max_steps=12"]) == 0
+                 recipe, "data.min_pair_fraction=0", "train.max_steps=12"]) == 0
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert logged and 0 < max(r.get("no_pair_steps", 0) for r in logged) < 12  # some steps learned, some were skipped
     assert "step(s) drew no pair to bind and were skipped" in capsys.readouterr().out

@@ -62,7 +62,8 @@ class TrainStep:
         backward per term, so the loop asks on log steps only). Returns None when no
         micro-batch could be used: every process lacks rows (all bad) in each of them, or (counted in
         `no_pair_steps`) none gives the loss anything to learn from: no pair to bind while the model
-        does not predict, as a batch of a mixture of mostly single-modality rows sometimes is."""
+        does not predict, or predicts from the other modalities only (`MultiJEPA.needs_pairs`), as a
+        batch of a mixture of mostly single-modality rows sometimes is."""
         micro = [batch] if isinstance(batch, dict) else list(batch)
         local = torch.stack([self.objective.local_counts(b, int(b["size"])) for b in micro])  # (A, k)
         per_rank = gather_counts(local.flatten(), self.world, self.device).view(self.world.size, *local.shape)  # (W, A, k)
@@ -70,7 +71,7 @@ class TrainStep:
         use = [j for j in range(len(micro)) if bool((per_rank[:, j, 0] > 0).all())]
         if not use:
             return None
-        if not (self.model.predicting or self.objective.cfg.variance_weight > 0):  # binding alone: pairs needed
+        if self.model.needs_pairs and not self.objective.cfg.variance_weight > 0:  # pairs needed
             use = [j for j in use if self.objective.bound_pairs(per_rank[:, j])]
             if not use:
                 self.no_pair_steps += 1
