@@ -135,7 +135,7 @@ MASK_ARMS = {"jepa_blocks": BLOCKS, "jepa_random": RANDOM,
              "jepa_early_blocks": EARLY + BLOCKS, "jepa_early_random": EARLY + RANDOM,
              "jepa_ctx_blocks": SHARED + BLOCKS, "jepa_ctx_random": SHARED + RANDOM}
 # Prediction from the other modalities alone (`model.predictor.own_context=false`): no masked online
-# forward, binding's forward is the memory, so a prediction step costs ~1.5 binding steps, not ~2.8
+# forward, binding's forward is the memory, so a prediction step costs ~1.5 CLIP steps, not ~2.8
 CROSS = ["model.predictor.own_context=false"]
 CROSS_ARMS = {"jepa_cross": CROSS, "jepa_cross_early": CROSS + EARLY,
               "jepa_cross_start50": CROSS + ["loss.pred_start=0.5"]}
