@@ -57,7 +57,8 @@ steps (cross-entropy, a reference for how far the probes can move in that time).
 The last lines, per seed then averaged: `quality_ratio_vs_clip_paired` (jepa's mean class-match
 P@1 over clip's, F = 1), `quality_ratio_vs_clip_scarce` (over clip_mix's, the same mixture),
 `quality_ratio_vs_clip_pairs_only_scarce` (over clip's on the pairs alone), `retrieval_delta_vs_flip_paired`,
-`frozen_vqa_delta_vs_clip`, `frozen_caption_delta_vs_clip` (CIDEr-D), `order_accuracy` per arm, and `step_time_ratio_vs_clip` (jepa's mean
+`frozen_vqa_delta_vs_clip`, `frozen_vqa_delta_vs_clip_scarce` (over clip_mix's, the same mixture),
+`frozen_caption_delta_vs_clip` (CIDEr-D), `order_accuracy` per arm, and `step_time_ratio_vs_clip` (jepa's mean
 step time over the whole run, prediction phase included, over clip's, F = 1). `--headline ARM` puts
 another arm in jepa's place in these figures, to judge it as a default.
 
@@ -411,6 +412,8 @@ def summarise(rows: list[dict], seeds: list[int], candidate: str = "jepa") -> di
             js, cm, cs = get(candidate, fraction, seed), get("clip_mix", fraction, seed), get("clip", fraction, seed)
             if js and cm:
                 figures["quality_ratio_vs_clip_scarce"] = js["mean_P@1"] / max(cm["mean_P@1"], 1e-9)
+                if "vqa_accuracy" in js and "vqa_accuracy" in cm:
+                    figures["frozen_vqa_delta_vs_clip_scarce"] = js["vqa_accuracy"] - cm["vqa_accuracy"]
             if js and cs:
                 figures["quality_ratio_vs_clip_pairs_only_scarce"] = js["mean_P@1"] / max(cs["mean_P@1"], 1e-9)
         for k, v in figures.items():

@@ -40,7 +40,7 @@ def test_vs_clip_benchmark_runs_every_arm_and_prints_the_headline_figures(tmp_pa
     result = json.loads((tmp_path / "r.json").read_text())
     for key in ("quality_ratio_vs_clip_paired", "quality_ratio_vs_clip_scarce", "quality_ratio_vs_clip_pairs_only_scarce",
                 "step_time_ratio_vs_clip", "frozen_vqa_delta_vs_clip", "retrieval_delta_vs_flip_paired",
-                "frozen_caption_delta_vs_clip", "frozen_caption_delta_vs_flip"):
+                "frozen_caption_delta_vs_clip", "frozen_caption_delta_vs_flip", "frozen_vqa_delta_vs_clip_scarce"):
         assert f"\n{key}: {result[key]:.3f}\n" in out + "\n" and result[f"{key}_s0"] == result[key]
     assert f"order_accuracy: {json.dumps(result['order_accuracy'])}" in out
     arms = {(r["arm"], r["paired_fraction"]) for r in result["results"]}
